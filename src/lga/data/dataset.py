@@ -1,0 +1,345 @@
+"""The Waterbirds/WILDS layout: ``metadata.csv`` + images, validated row by row.
+
+One group contract serves the whole code: arrays ``y`` (class), ``place`` (spurious attribute)
+and ``group = y * n_places + place``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from lga.data.images import ImageLoadError, load_rgb
+from lga.data.spec import DatasetSpec, load_dataset_spec
+from lga.errors import DataError
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "metadata.csv"
+COLUMNS = ("img_id", "img_filename", "y", "split", "place", "place_filename")
+INT_COLUMNS = ("img_id", "y", "split", "place")
+SPLITS = {"train": 0, "val": 1, "test": 2}
+SPLIT_NAMES = {v: k for k, v in SPLITS.items()}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One fault of a dataset, naming the row (``img_id``) and the file concerned."""
+
+    file: str
+    message: str
+    img_id: str | None = None
+
+    def __str__(self) -> str:
+        row = f" (img_id {self.img_id})" if self.img_id is not None else ""
+        return f"{self.file}{row}: {self.message}"
+
+
+@dataclass
+class GroupDataset:
+    """A validated Waterbirds-layout dataset (or one split / sample of it).
+
+    Attributes:
+        root: the dataset folder.
+        spec: class and spurious-attribute names.
+        table: one row per image, columns ``img_id, img_filename, y, split, place`` (ints but
+            ``img_filename``), sorted by ``img_id``.
+        skipped: rows dropped because of a problem (only with ``skip_bad_rows``).
+    """
+
+    root: Path
+    spec: DatasetSpec
+    table: pd.DataFrame
+    skipped: list[Problem] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def img_ids(self) -> np.ndarray:
+        return self.table["img_id"].to_numpy(dtype=np.int64)
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.table["y"].to_numpy(dtype=np.int64)
+
+    @property
+    def place(self) -> np.ndarray:
+        return self.table["place"].to_numpy(dtype=np.int64)
+
+    @property
+    def group(self) -> np.ndarray:
+        return self.spec.group_id(self.y, self.place)
+
+    def split(self, name: str) -> GroupDataset:
+        """The rows of one split (``train``, ``val``, ``test``) or ``all``."""
+        if name == "all":
+            return self
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {[*SPLITS, 'all']}")
+        return self.select(self.table["split"].to_numpy() == SPLITS[name])
+
+    def select(self, mask_or_index: np.ndarray) -> GroupDataset:
+        table = self.table[mask_or_index] if mask_or_index.dtype == bool else self.table.iloc[mask_or_index]
+        return GroupDataset(self.root, self.spec, table.reset_index(drop=True), self.skipped)
+
+    def image_path(self, i: int) -> Path:
+        return self.root / self.table["img_filename"].iat[i]
+
+    def load_image(self, i: int) -> Image.Image:
+        return load_rgb(self.image_path(i))
+
+    def group_counts(self) -> dict[str, int]:
+        """Images per ``"<class>/<place>"`` group, every group listed (zeros included)."""
+        counts = np.bincount(self.group, minlength=self.spec.n_groups)
+        return dict(zip(self.spec.group_names(), counts.tolist(), strict=True))
+
+    def fingerprint(self) -> str:
+        """A key of the dataset's identity: folder and metadata content (for caches)."""
+        import hashlib
+
+        meta = self.root / METADATA_FILE
+        digest = hashlib.sha256(meta.read_bytes()).hexdigest()[:16]
+        return f"{self.root.resolve()}|{digest}"
+
+
+def split_group_table(ds: GroupDataset) -> pd.DataFrame:
+    """Counts per split (rows) x group (columns), with totals."""
+    names = ds.spec.group_names()
+    rows = {}
+    for code, split in SPLIT_NAMES.items():
+        sub = ds.select(ds.table["split"].to_numpy() == code)
+        rows[split] = [*np.bincount(sub.group, minlength=len(names)).tolist(), len(sub)]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=[*names, "total"])
+
+
+def _read_metadata(root: Path) -> pd.DataFrame:
+    meta = root / METADATA_FILE
+    if not root.is_dir():
+        raise DataError(f"dataset folder not found: {root}", [Problem(str(root), "not a folder")])
+    if not meta.is_file():
+        raise DataError(f"{meta} not found", [Problem(str(meta), "metadata.csv is missing")])
+    try:
+        df = pd.read_csv(meta, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"cannot parse {meta}: {e}", [Problem(str(meta), f"cannot parse: {e}")]) from e
+    df.columns = [c.strip() for c in df.columns]
+    df = df.drop(columns=[c for c in df.columns if c.startswith("Unnamed:")])
+    return df
+
+
+def _escapes(root: Path, name: str) -> str | None:
+    """Why ``name`` is not a safe path inside ``root``, or None when it is."""
+    if not name:
+        return "empty img_filename"
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or name.startswith("~"):
+        return f"path {name!r} is absolute; it must be relative to the dataset folder"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return f"path {name!r} escapes the dataset folder ('..')"
+    resolved = os.path.realpath(root / name)
+    if os.path.commonpath([resolved, os.path.realpath(root)]) != os.path.realpath(root):
+        return f"path {name!r} escapes the dataset folder (symlink to {resolved})"
+    return None
+
+
+def _row_problems(df: pd.DataFrame, spec: DatasetSpec, root: Path) -> dict[int, list[Problem]]:
+    """Problems of each row (by position) found from metadata alone."""
+    problems: dict[int, list[Problem]] = {}
+    ids = df["img_id"].str.strip()
+    dup = ids.duplicated(keep=False) & (ids != "")
+    limits = {"y": (len(spec.classes), spec.classes), "place": (len(spec.places), spec.places)}
+    for pos, row in enumerate(df.itertuples(index=False)):
+        rec = row._asdict()
+        img_id = str(rec["img_id"]).strip() or f"<row {pos + 2}>"
+        file = str(rec["img_filename"]).strip() or f"{METADATA_FILE} line {pos + 2}"
+        out = []
+        for col in INT_COLUMNS:
+            value = str(rec[col]).strip()
+            try:
+                v = int(value)
+            except ValueError:
+                out.append(Problem(file, f"{col}={value!r} is not an integer", img_id))
+                continue
+            if col == "split" and v not in SPLIT_NAMES:
+                out.append(Problem(file, f"bad split code {v} (expected 0=train, 1=val, 2=test)", img_id))
+            if col in limits and not 0 <= v < limits[col][0]:
+                names = ", ".join(f"{i}={n}" for i, n in enumerate(limits[col][1]))
+                out.append(Problem(file, f"{col}={v} is outside the dataset config ({names})", img_id))
+        if dup.iat[pos]:
+            others = (ids.index[(ids == ids.iat[pos]).to_numpy()] + 2).tolist()
+            out.append(Problem(file, f"duplicate img_id (metadata lines {others})", img_id))
+        why = _escapes(root, str(rec["img_filename"]).strip())
+        if why:
+            out.append(Problem(file, why, img_id))
+        if out:
+            problems[pos] = out
+    return problems
+
+
+def _image_problem(root: Path, name: str) -> str | None:
+    path = root / name
+    if not path.exists():
+        return "image file is missing"
+    if not path.is_file():
+        return "image path is not a file"
+    try:
+        load_rgb(path)
+    except ImageLoadError as e:
+        return str(e)
+    return None
+
+
+def _check_images(
+    root: Path, names: list[str], positions: list[int], workers: int, progress: bool
+) -> dict[int, str]:
+    """Fully decode each image (threads: PIL releases the GIL while decoding)."""
+    found: dict[int, str] = {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda n: _image_problem(root, n), names)
+        bar = tqdm(results, total=len(names), desc="checking images", unit="img", disable=not progress)
+        for pos, why in zip(positions, bar, strict=True):
+            if why:
+                found[pos] = why
+    return found
+
+
+@dataclass
+class CheckResult:
+    """What ``check_dataset`` found: the valid rows (parsed) and every problem."""
+
+    table: pd.DataFrame
+    problems: list[Problem]
+    n_rows: int
+    n_bad_rows: int
+
+
+def _valid_table(df: pd.DataFrame, bad: set[int]) -> pd.DataFrame:
+    keep = np.array([i not in bad for i in range(len(df))], dtype=bool)
+    table = df.loc[keep, ["img_id", "img_filename", "y", "split", "place"]].copy()
+    for col in INT_COLUMNS:
+        table[col] = table[col].str.strip().astype(np.int64)
+    table["img_filename"] = table["img_filename"].str.strip()
+    return table.sort_values("img_id", kind="stable").reset_index(drop=True)
+
+
+def check_dataset(
+    root: str | Path,
+    spec: DatasetSpec | None = None,
+    *,
+    splits: Iterable[str] | None = None,
+    check_images: bool = True,
+    workers: int | None = None,
+    progress: bool = False,
+) -> CheckResult:
+    """Validate a Waterbirds-layout dataset.
+
+    Args:
+        root: the dataset folder (holding ``metadata.csv``).
+        spec: class/place names; resolved from the folder or ``waterbirds`` when None.
+        splits: only check the images of these splits (metadata is always checked whole).
+        check_images: decode every image (slow but finds truncated files).
+        workers: decoding threads (default: CPU count, at most 8).
+        progress: show a progress bar.
+
+    Returns:
+        The valid rows (parsed, sorted by img_id) and every problem found.
+
+    Raises:
+        DataError: the folder, ``metadata.csv`` or a required column is missing; nothing
+            row-level can be checked then.
+    """
+    root = Path(root)
+    spec = spec or load_dataset_spec(None, root)
+    df = _read_metadata(root)
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        meta = str(root / METADATA_FILE)
+        probs = [Problem(meta, f"missing column {c!r} (expected columns: {', '.join(COLUMNS)})") for c in missing]
+        raise DataError(f"{meta}: missing column(s) {missing}", probs)
+    row_probs = _row_problems(df, spec, root)
+    if check_images:
+        wanted = {SPLITS[s] for s in splits} if splits is not None and "all" not in splits else None
+        todo = [
+            pos
+            for pos in range(len(df))
+            if not any("escapes" in p.message or "absolute" in p.message for p in row_probs.get(pos, []))
+            and (wanted is None or df["split"].iat[pos].strip() in {str(w) for w in wanted})
+        ]
+        names = [df["img_filename"].iat[p].strip() for p in todo]
+        n_workers = workers or min(8, os.cpu_count() or 1)
+        for pos, why in _check_images(root, names, todo, n_workers, progress).items():
+            img_id = df["img_id"].iat[pos].strip() or f"<row {pos + 2}>"
+            row_probs.setdefault(pos, []).append(Problem(names[todo.index(pos)], why, img_id))
+    problems = [p for pos in sorted(row_probs) for p in row_probs[pos]]
+    return CheckResult(_valid_table(df, set(row_probs)), problems, len(df), len(row_probs))
+
+
+def load_dataset(
+    root: str | Path,
+    spec: DatasetSpec | str | None = None,
+    *,
+    splits: Iterable[str] | None = None,
+    skip_bad_rows: bool = False,
+    check_images: bool = True,
+    progress: bool = False,
+) -> GroupDataset:
+    """Read and validate a dataset; refuse it on any problem unless ``skip_bad_rows``.
+
+    Args:
+        root: the dataset folder.
+        spec: a DatasetSpec, a shipped config name or YAML path; None resolves from the folder.
+        splits: the splits that will be used: their images are decoded once to validate them.
+        skip_bad_rows: drop faulty rows (each logged and kept in ``skipped``) instead of failing.
+        check_images: decode the images of ``splits`` to validate them.
+        progress: show a progress bar while checking images.
+
+    Raises:
+        DataError: listing every problem, when there is any and ``skip_bad_rows`` is False.
+    """
+    root = Path(root)
+    if not isinstance(spec, DatasetSpec):
+        spec = load_dataset_spec(spec, root)
+    res = check_dataset(root, spec, splits=splits, check_images=check_images, progress=progress)
+    if res.problems and not skip_bad_rows:
+        raise DataError(
+            f"dataset {root} has {len(res.problems)} problem(s) in {res.n_bad_rows} row(s); "
+            "run `lga data check` for the full list, or pass --skip-bad-rows to leave them out",
+            res.problems,
+        )
+    for p in res.problems:
+        log.warning("skipping row: %s", p)
+    return GroupDataset(root, spec, res.table, res.problems)
+
+
+def subsample(ds: GroupDataset, n: int | None, *, seed: int) -> GroupDataset:
+    """Seeded sample of ``n`` rows keeping group proportions (largest-remainder allocation).
+
+    Returns ``ds`` unchanged when ``n`` is None or not smaller than ``len(ds)``.
+    """
+    if n is None or n >= len(ds):
+        return ds
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    groups = ds.group
+    counts = np.bincount(groups, minlength=ds.spec.n_groups)
+    exact = counts * n / counts.sum()
+    alloc = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - alloc), kind="stable")
+    alloc[order[: n - alloc.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.choice(np.flatnonzero(groups == g), size=k, replace=False)
+        for g, k in enumerate(alloc)
+        if k > 0
+    ]
+    index = np.sort(np.concatenate(chosen))
+    return ds.select(index)

@@ -1,0 +1,105 @@
+"""Dataset config: the class and spurious-attribute names of a Waterbirds-layout dataset.
+
+A dataset folder may carry its own ``dataset.yaml`` (``lga data synth`` writes one); otherwise
+the shipped config named on the command line (default ``waterbirds``) applies.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lga.errors import ConfigError
+
+DATASET_FILE = "dataset.yaml"
+
+
+class DatasetSpec(BaseModel):
+    """Names of a dataset's classes (``y``) and spurious attribute values (``place``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    classes: list[str] = Field(min_length=2)
+    spurious_attribute: str = "background"
+    places: list[str] = Field(min_length=1)
+    object_noun: str = "object"
+    class_templates: list[str] = Field(default_factory=lambda: ["a photo of a {}."], min_length=1)
+    spurious_prompts: dict[str, list[str]] = Field(default_factory=dict)
+    prompt_set: str | None = None  # teacher prompt set name or file (see lga.teacher)
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetSpec:
+        for field in ("classes", "places"):
+            values = getattr(self, field)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{field} has duplicate names: {values}")
+        for t in self.class_templates:
+            if "{}" not in t:
+                raise ValueError(f"class template {t!r} has no '{{}}' for the class name")
+        unknown = set(self.spurious_prompts) - set(self.places)
+        if unknown:
+            raise ValueError(f"spurious_prompts names unknown places {sorted(unknown)}")
+        return self
+
+    def group_name(self, y: int, place: int) -> str:
+        """The ``"<class>/<place>"`` key used in metrics."""
+        return f"{self.classes[y]}/{self.places[place]}"
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.classes) * len(self.places)
+
+    def group_id(self, y, place):
+        """Group index ``y * n_places + place`` (works on ints and numpy arrays)."""
+        return y * len(self.places) + place
+
+    def group_names(self) -> list[str]:
+        return [self.group_name(y, p) for y in range(len(self.classes)) for p in range(len(self.places))]
+
+    def spurious_texts(self) -> dict[str, list[str]]:
+        """Prompts describing each spurious value (defaults to 'a photo of {place}.')."""
+        return {p: self.spurious_prompts.get(p) or [f"a photo of {p}."] for p in self.places}
+
+
+def shipped_dataset_names() -> list[str]:
+    root = resources.files("lga") / "configs" / "datasets"
+    return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_spec_file(path: Path) -> DatasetSpec:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read dataset config {path}: {e}") from e
+    try:
+        return DatasetSpec.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"invalid dataset config {path}:\n{e}") from e
+
+
+def load_dataset_spec(name_or_path: str | Path | None = None, data_dir: Path | None = None) -> DatasetSpec:
+    """Resolve a dataset config.
+
+    Args:
+        name_or_path: a shipped config name (``waterbirds``) or a YAML file. When None, the
+            dataset folder's own ``dataset.yaml`` is used if present, else ``waterbirds``.
+        data_dir: the dataset folder.
+    """
+    if name_or_path is None:
+        if data_dir is not None and (Path(data_dir) / DATASET_FILE).is_file():
+            return _read_spec_file(Path(data_dir) / DATASET_FILE)
+        name_or_path = "waterbirds"
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"dataset config file not found: {path}")
+        return _read_spec_file(path)
+    names = shipped_dataset_names()
+    if str(name_or_path) not in names:
+        raise ConfigError(f"unknown dataset config {name_or_path!r}; shipped: {names}, or give a YAML file")
+    with resources.as_file(resources.files("lga") / "configs" / "datasets" / f"{name_or_path}.yaml") as p:
+        return _read_spec_file(p)

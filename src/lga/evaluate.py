@@ -1,0 +1,117 @@
+"""Prediction through class prompts, predictions tables and the run directory's metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lga.cache import FeatureCache, default_cache_dir
+from lga.config import EvalRunConfig, dump_config
+from lga.data.dataset import GroupDataset, load_dataset
+from lga.features import cache_key, image_features
+from lga.metrics import group_metrics
+from lga.student import Student, class_text_features, load_student
+
+log = logging.getLogger(__name__)
+
+
+def templates_for(ds: GroupDataset, which: str = "dataset") -> list[str]:
+    """The dataset config's prompt templates (ensemble), or only its first one."""
+    return ds.spec.class_templates if which == "dataset" else ds.spec.class_templates[:1]
+
+
+@torch.no_grad()
+def zero_shot_probs(
+    image_feats: torch.Tensor, class_feats: torch.Tensor, logit_scale: torch.Tensor
+) -> np.ndarray:
+    """(N, C) class probabilities: softmax(scale * cos(image, class prompt))."""
+    logits = logit_scale * image_feats @ class_feats.T  # (N, C)
+    return logits.softmax(dim=-1).numpy()
+
+
+def predictions_table(ds: GroupDataset, probs: np.ndarray) -> pd.DataFrame:
+    """One row per image: img_id, y, place, group, pred, and ``prob_<class>`` per class."""
+    df = pd.DataFrame({
+        "img_id": ds.img_ids, "y": ds.y, "place": ds.place,
+        "group": [ds.spec.group_name(y, p) for y, p in zip(ds.y, ds.place, strict=True)],
+        "pred": probs.argmax(axis=1),
+    })
+    for ci, c in enumerate(ds.spec.classes):
+        df[f"prob_{c}"] = probs[:, ci]
+    return df
+
+
+def metrics_from_predictions(
+    preds: pd.DataFrame, ds: GroupDataset, *, train_group_counts: dict | None
+) -> dict:
+    return group_metrics(
+        preds["pred"].to_numpy(), preds["y"].to_numpy(), preds["place"].to_numpy(),
+        classes=ds.spec.classes, places=ds.spec.places, train_group_counts=train_group_counts,
+    )
+
+
+def write_predictions(preds: pd.DataFrame, run_dir: Path) -> Path:
+    """``predictions.parquet`` (pyarrow), so any metric can be recomputed without the model."""
+    path = run_dir / "predictions.parquet"
+    preds.to_parquet(path, index=False)
+    return path
+
+
+def write_metrics(metrics: dict, run_dir: Path) -> Path:
+    path = run_dir / "metrics.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def train_group_counts(full: GroupDataset) -> dict[str, int] | None:
+    """Group counts of the training split, or None when the dataset has no training rows."""
+    train = full.split("train")
+    return train.group_counts() if len(train) else None
+
+
+def predict_zero_shot(
+    student: Student, ds: GroupDataset, *, templates: list[str], batch_size: int,
+    num_workers: int, cache: FeatureCache | None, progress: bool = True,
+) -> np.ndarray:
+    feats = image_features(student, ds, batch_size=batch_size, num_workers=num_workers,
+                           cache=cache, progress=progress)
+    with torch.no_grad():
+        class_feats = class_text_features(student, ds.spec.classes, templates).cpu()
+    return zero_shot_probs(feats, class_feats, student.logit_scale().cpu())
+
+
+def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
+    """``lga eval``: zero-shot evaluation of a checkpoint on one split, written to ``out``."""
+    full = load_dataset(cfg.data.root, cfg.data.dataset_config, splits=[cfg.eval.split],
+                        skip_bad_rows=cfg.data.skip_bad_rows, check_images=cfg.data.check_images,
+                        progress=progress)
+    ds = full.split(cfg.eval.split)
+    if len(ds) == 0:
+        from lga.errors import DataError
+
+        raise DataError(f"split {cfg.eval.split!r} of {cfg.data.root} has no valid rows")
+    student = load_student(cfg.student)
+    cache = None
+    if cfg.eval.use_cache:
+        cache = FeatureCache(cfg.eval.cache_dir or default_cache_dir(), cache_key(student, ds))
+    probs = predict_zero_shot(student, ds, templates=templates_for(ds, cfg.student.templates),
+                              batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
+                              cache=cache, progress=progress)
+    preds = predictions_table(ds, probs)
+    metrics = {
+        "method": cfg.method, "student": cfg.student.spec, "split": cfg.eval.split,
+        **metrics_from_predictions(preds, ds, train_group_counts=train_group_counts(full)),
+        "skipped_rows": len(full.skipped),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    write_predictions(preds, out)
+    write_metrics(metrics, out)
+    return metrics

@@ -1,0 +1,105 @@
+"""Batched image encoding through a DataLoader, with the on-disk feature cache."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from lga.cache import FeatureCache
+from lga.data.dataset import GroupDataset
+from lga.data.images import ImageLoadError
+from lga.errors import DataError
+from lga.student import Student
+
+log = logging.getLogger(__name__)
+
+
+class PixelDataset(Dataset):
+    """Rows of a GroupDataset as preprocessed pixels: item -> ((3, H, W) pixels, row index)."""
+
+    def __init__(self, ds: GroupDataset, image_processor, rows: list[int] | None = None):
+        self.ds = ds
+        self.image_processor = image_processor
+        self.rows = list(range(len(ds))) if rows is None else rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
+        i = self.rows[k]
+        try:
+            image = self.ds.load_image(i)
+        except ImageLoadError as e:
+            raise DataError(f"{self.ds.image_path(i)} (img_id {self.ds.img_ids[i]}): {e}") from e
+        pixels = self.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
+        return pixels, i
+
+
+def pixel_loader(
+    ds: GroupDataset, image_processor, *, batch_size: int, num_workers: int,
+    rows: list[int] | None = None, shuffle: bool = False, generator: torch.Generator | None = None,
+) -> DataLoader:
+    """A DataLoader of (pixels (B, 3, H, W), row indices (B,))."""
+    return DataLoader(
+        PixelDataset(ds, image_processor, rows), batch_size=batch_size, shuffle=shuffle,
+        num_workers=num_workers, pin_memory=torch.cuda.is_available(),
+        persistent_workers=False, generator=generator,
+    )
+
+
+def cache_key(student: Student, ds: GroupDataset) -> dict:
+    return {
+        "checkpoint": student.spec,
+        "weights": student.fingerprint,
+        "dtype": str(student.dtype),
+        "dataset": ds.fingerprint(),
+        "preprocess": student.preprocess_config(),
+    }
+
+
+@torch.no_grad()
+def image_features(
+    student: Student,
+    ds: GroupDataset,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    cache: FeatureCache | None = None,
+    progress: bool = True,
+    flush_every_s: float = 60.0,
+) -> torch.Tensor:
+    """(N, D) normalised image features of every row of ``ds``, computing only what the cache lacks.
+
+    The cache is flushed every ``flush_every_s`` seconds and at the end, so an interrupted run
+    keeps what it computed.
+    """
+    ids = ds.img_ids
+    missing = set(cache.missing(ids)) if cache is not None else None
+    todo = [i for i, m in enumerate(ids) if missing is None or int(m) in missing]
+    if cache is not None:
+        log.info("feature cache: %d of %d images cached", len(ds) - len(todo), len(ds))
+    computed: dict[int, torch.Tensor] = {}
+    if todo:
+        loader = pixel_loader(ds, student.image_processor, batch_size=batch_size,
+                              num_workers=num_workers, rows=todo)
+        last = time.monotonic()
+        try:
+            for pixels, rows in tqdm(loader, desc="encoding images", unit="batch", disable=not progress):
+                feats = student.image_features(pixels)  # (B, D)
+                for r, f in zip(rows.tolist(), feats.cpu(), strict=True):
+                    computed[r] = f
+                if cache is not None:
+                    cache.put(ids[rows.numpy()], feats)
+                    if time.monotonic() - last > flush_every_s:
+                        cache.flush()
+                        last = time.monotonic()
+        finally:
+            if cache is not None:
+                cache.flush()
+    if cache is not None:
+        return cache.get(ids)
+    return torch.stack([computed[i] for i in range(len(ds))])
