@@ -75,3 +75,9 @@ def build_tiny_clip(
     model.save_pretrained(out)
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
     return out
+
+
+if __name__ == "__main__":  # python -m lga.testing.tiny_clip OUT_DIR
+    import sys
+
+    print(build_tiny_clip(sys.argv[1] if len(sys.argv) > 1 else "tiny-clip"))
