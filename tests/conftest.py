@@ -26,8 +26,13 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
     return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip") / "clip")
 
 
-def write_dataset(root: Path, rows: list[tuple], *, images: dict[str, Image.Image] | None = None,
-                  header: str = HEADER) -> Path:
+def write_dataset(
+    root: Path,
+    rows: list[tuple],
+    *,
+    images: dict[str, Image.Image] | None = None,
+    header: str = HEADER,
+) -> Path:
     """Write metadata.csv rows ``(img_id, filename, y, split, place)`` and their images.
 
     Images not given in ``images`` are drawn as small random RGB JPEGs, tinted by place so that

@@ -3,11 +3,11 @@ import os
 
 import numpy as np
 import pytest
-from conftest import HEADER, balanced_rows, write_dataset
 from PIL import Image
 
+from conftest import HEADER, balanced_rows, write_dataset
 from lga.cli import main
-from lga.data import check_dataset, load_dataset, load_dataset_spec, subsample
+from lga.data import check_dataset, load_dataset, load_dataset_spec
 from lga.errors import ConfigError, DataError
 
 
@@ -24,7 +24,7 @@ def awkward_images() -> dict[str, Image.Image]:
         "images/002.jpg": rgb.convert("CMYK"),
         "images/003.png": rgb.convert("RGBA"),
         "images/004.png": rgb.convert("P"),
-        "images/005.png": Image.fromarray((arr[..., 0].astype(np.uint16) * 250)),
+        "images/005.png": Image.fromarray(arr[..., 0].astype(np.uint16) * 250),
         "images/006.jpg": rotated,
         "images/007.gif": rgb.convert("P"),
         "images/008.webp": rgb,
@@ -56,7 +56,9 @@ def _faulty(tmp_path):
     (root / "images" / "missing.jpg").unlink()
     (root / "images" / "008.jpg").write_text("not an image at all")
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)).save(buf, "JPEG")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        buf, "JPEG"
+    )
     (root / "images" / "009.jpg").write_bytes(buf.getvalue()[:300])  # truncated
     return root
 
@@ -77,7 +79,11 @@ def test_every_fault_is_named(tmp_path, capsys):
         ("images/009.jpg (img_id 9)", "truncated"),
     ]
     for where, what in expected:
-        assert any(where in line and what in line for line in text.splitlines()), (where, what, text)
+        assert any(where in line and what in line for line in text.splitlines()), (
+            where,
+            what,
+            text,
+        )
     assert result.n_bad_rows == 9
     assert main(["data", "check", str(root)]) == 1
     out = capsys.readouterr().out
@@ -105,7 +111,9 @@ def test_symlink_escape(tmp_path):
     assert any("symlink" in p.message for p in check_dataset(root).problems)
 
 
-@pytest.mark.parametrize("column", ["img_id", "img_filename", "y", "split", "place", "place_filename"])
+@pytest.mark.parametrize(
+    "column", ["img_id", "img_filename", "y", "split", "place", "place_filename"]
+)
 def test_missing_column(tmp_path, column):
     header = ",".join(c for c in HEADER.split(",") if c != column)
     root = tmp_path / "ds"
@@ -117,7 +125,9 @@ def test_missing_column(tmp_path, column):
 
 
 def test_non_integer_and_missing_folder(tmp_path):
-    root = write_dataset(tmp_path / "ds", [(1, "images/001.jpg", "x", 0, 0), ("a", "images/002.jpg", 0, 0, 0)])
+    root = write_dataset(
+        tmp_path / "ds", [(1, "images/001.jpg", "x", 0, 0), ("a", "images/002.jpg", 0, 0, 0)]
+    )
     msgs = [str(p) for p in check_dataset(root).problems]
     assert any("y='x' is not an integer" in m for m in msgs)
     assert any("img_id='a' is not an integer" in m for m in msgs)
@@ -159,6 +169,9 @@ def test_splits_and_group_counts(small_dataset):
     ds = load_dataset(small_dataset)
     assert [len(ds.split(s)) for s in ("train", "val", "test", "all")] == [12, 12, 12, 36]
     assert ds.split("test").group_counts() == {
-        "landbird/land": 3, "landbird/water": 3, "waterbird/land": 3, "waterbird/water": 3
+        "landbird/land": 3,
+        "landbird/water": 3,
+        "waterbird/land": 3,
+        "waterbird/water": 3,
     }
     assert list(ds.img_ids) == sorted(ds.img_ids)

@@ -9,18 +9,50 @@ from lga.config import ConfigError, EvalRunConfig, resolve_config
 
 def test_eval_writes_run_directory(small_dataset, tiny_clip_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["eval", "--data", str(small_dataset), "--student", str(tiny_clip_dir), "--out", str(out),
-                 "--cache-dir", str(tmp_path / "cache"), "--num-workers", "0"])
+    code = main(
+        [
+            "eval",
+            "--data",
+            str(small_dataset),
+            "--student",
+            str(tiny_clip_dir),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--num-workers",
+            "0",
+        ]
+    )
     assert code == 0
     m = json.loads((out / "metrics.json").read_text())
-    keys = {"method", "student", "split", "n", "accuracy", "weighted_accuracy", "worst_group_accuracy",
-            "worst_group", "class_accuracy", "group_accuracy", "group_count"}
+    keys = {
+        "method",
+        "student",
+        "split",
+        "n",
+        "accuracy",
+        "weighted_accuracy",
+        "worst_group_accuracy",
+        "worst_group",
+        "class_accuracy",
+        "group_accuracy",
+        "group_count",
+    }
     assert keys <= set(m)
     assert m["method"] == "zero-shot" and m["split"] == "test"
     assert sum(m["group_count"].values()) == m["n"] == 12
     assert m["worst_group_accuracy"] == min(m["group_accuracy"].values())
     preds = pd.read_parquet(out / "predictions.parquet")
-    assert list(preds.columns) == ["img_id", "y", "place", "group", "pred", "prob_landbird", "prob_waterbird"]
+    assert list(preds.columns) == [
+        "img_id",
+        "y",
+        "place",
+        "group",
+        "pred",
+        "prob_landbird",
+        "prob_waterbird",
+    ]
     assert len(preds) == 12 and (abs(preds.prob_landbird + preds.prob_waterbird - 1) < 1e-5).all()
     assert (preds.pred == preds[["prob_landbird", "prob_waterbird"]].to_numpy().argmax(1)).all()
     assert "worst group" in capsys.readouterr().out
@@ -32,10 +64,22 @@ def test_feature_cache_reused_and_invalidated(small_dataset, tiny_clip_dir, tmp_
 
     calls = []
     real = features.Student.image_features
-    monkeypatch.setattr(features.Student, "image_features",
-                        lambda self, px, **kw: calls.append(len(px)) or real(self, px, **kw))
-    args = ["eval", "--data", str(small_dataset), "--student", str(tiny_clip_dir),
-            "--cache-dir", str(tmp_path / "cache"), "--num-workers", "0"]
+    monkeypatch.setattr(
+        features.Student,
+        "image_features",
+        lambda self, px, **kw: calls.append(len(px)) or real(self, px, **kw),
+    )
+    args = [
+        "eval",
+        "--data",
+        str(small_dataset),
+        "--student",
+        str(tiny_clip_dir),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--num-workers",
+        "0",
+    ]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert sum(calls) == 12
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
@@ -54,8 +98,18 @@ def test_feature_cache_reused_and_invalidated(small_dataset, tiny_clip_dir, tmp_
 
 def test_eval_refuses_bad_dataset_or_skips(small_dataset, tiny_clip_dir, tmp_path, capsys):
     (small_dataset / "images" / "025.jpg").write_text("broken")  # a test-split image
-    args = ["eval", "--data", str(small_dataset), "--student", str(tiny_clip_dir), "--no-cache",
-            "--num-workers", "0", "--out", str(tmp_path / "r")]
+    args = [
+        "eval",
+        "--data",
+        str(small_dataset),
+        "--student",
+        str(tiny_clip_dir),
+        "--no-cache",
+        "--num-workers",
+        "0",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main(args) == 1
     assert "images/025.jpg (img_id 25): not an image" in capsys.readouterr().err
     assert main([*args, "--skip-bad-rows"]) == 0
@@ -65,13 +119,19 @@ def test_eval_refuses_bad_dataset_or_skips(small_dataset, tiny_clip_dir, tmp_pat
 def test_config_layering_and_unknown_keys(tmp_path):
     f = tmp_path / "run.yaml"
     f.write_text("eval:\n  batch_size: 8\nstudent:\n  dtype: float32\n")
-    cfg = resolve_config(EvalRunConfig, base={"data": {"root": "x"}}, files=[f],
-                         overrides=["eval.batch_size=4", "student.spec=foo"])
+    cfg = resolve_config(
+        EvalRunConfig,
+        base={"data": {"root": "x"}},
+        files=[f],
+        overrides=["eval.batch_size=4", "student.spec=foo"],
+    )
     assert cfg.eval.batch_size == 4 and cfg.student.dtype == "float32" and cfg.student.spec == "foo"
     with pytest.raises(ConfigError, match="eval.batchsize"):
         resolve_config(EvalRunConfig, base={"data": {"root": "x"}}, overrides=["eval.batchsize=4"])
     with pytest.raises(ConfigError, match="eval.batch_size"):
-        resolve_config(EvalRunConfig, base={"data": {"root": "x"}}, overrides=["eval.batch_size=many"])
+        resolve_config(
+            EvalRunConfig, base={"data": {"root": "x"}}, overrides=["eval.batch_size=many"]
+        )
     with pytest.raises(ConfigError, match="key.sub=value"):
         resolve_config(EvalRunConfig, overrides=["oops"])
 

@@ -15,8 +15,20 @@ def _save(tmp_path, img, name, **kw):
 
 @pytest.mark.parametrize(
     "mode,fmt",
-    [("L", "PNG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"), ("LA", "PNG"), ("1", "PNG"),
-     ("I;16", "PNG"), ("RGB", "WEBP"), ("P", "GIF"), ("YCbCr", "JPEG"), ("I", "TIFF"), ("F", "TIFF")],
+    [
+        ("L", "PNG"),
+        ("CMYK", "JPEG"),
+        ("RGBA", "PNG"),
+        ("P", "PNG"),
+        ("LA", "PNG"),
+        ("1", "PNG"),
+        ("I;16", "PNG"),
+        ("RGB", "WEBP"),
+        ("P", "GIF"),
+        ("YCbCr", "JPEG"),
+        ("I", "TIFF"),
+        ("F", "TIFF"),
+    ],
 )
 def test_every_mode_becomes_rgb(tmp_path, mode, fmt):
     arr = (np.arange(20 * 30).reshape(20, 30) % 251).astype(np.uint8)
@@ -62,7 +74,9 @@ def test_decompression_bomb_refused(tmp_path):
 
 def test_truncated_and_not_image(tmp_path):
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(buf, "JPEG")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        buf, "JPEG"
+    )
     trunc = tmp_path / "t.jpg"
     trunc.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     with pytest.raises(ImageLoadError, match="truncated"):

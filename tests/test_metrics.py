@@ -13,16 +13,37 @@ def test_hand_computed():
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     place = np.array([0, 0, 0, 1, 0, 0, 1, 1])
     pred = np.array([0, 0, 1, 0, 0, 0, 1, 1])
-    m = group_metrics(pred, y, place, classes=CLASSES, places=PLACES,
-                      train_group_counts={"landbird/land": 70, "landbird/water": 10,
-                                          "waterbird/land": 5, "waterbird/water": 15})
+    m = group_metrics(
+        pred,
+        y,
+        place,
+        classes=CLASSES,
+        places=PLACES,
+        train_group_counts={
+            "landbird/land": 70,
+            "landbird/water": 10,
+            "waterbird/land": 5,
+            "waterbird/water": 15,
+        },
+    )
     assert m["n"] == 8
     assert m["accuracy"] == pytest.approx(5 / 8)
-    assert m["class_accuracy"] == {"landbird": pytest.approx(3 / 4), "waterbird": pytest.approx(2 / 4)}
-    assert m["group_accuracy"] == {"landbird/land": pytest.approx(2 / 3), "landbird/water": 1.0,
-                                   "waterbird/land": 0.0, "waterbird/water": 1.0}
-    assert m["group_count"] == {"landbird/land": 3, "landbird/water": 1, "waterbird/land": 2,
-                                "waterbird/water": 2}
+    assert m["class_accuracy"] == {
+        "landbird": pytest.approx(3 / 4),
+        "waterbird": pytest.approx(2 / 4),
+    }
+    assert m["group_accuracy"] == {
+        "landbird/land": pytest.approx(2 / 3),
+        "landbird/water": 1.0,
+        "waterbird/land": 0.0,
+        "waterbird/water": 1.0,
+    }
+    assert m["group_count"] == {
+        "landbird/land": 3,
+        "landbird/water": 1,
+        "waterbird/land": 2,
+        "waterbird/water": 2,
+    }
     assert m["worst_group"] == "waterbird/land" and m["worst_group_accuracy"] == 0.0
     assert m["weighted_accuracy"] == pytest.approx(0.70 * 2 / 3 + 0.10 + 0.0 + 0.15)
     text = format_metrics(m)
@@ -45,8 +66,9 @@ def test_bad_input():
         weighted_accuracy({"a": 1.0}, {"b": 3})
 
 
-arrays = st.integers(1, 60).flatmap(lambda n: st.tuples(
-    *(st.lists(st.integers(0, 1), min_size=n, max_size=n) for _ in range(3))))
+arrays = st.integers(1, 60).flatmap(
+    lambda n: st.tuples(*(st.lists(st.integers(0, 1), min_size=n, max_size=n) for _ in range(3)))
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -58,7 +80,15 @@ def test_properties(data):
     assert sum(m["group_count"].values()) == len(y)
     # weighting by the evaluated split's own proportions gives plain accuracy
     assert m["weighted_accuracy"] == pytest.approx(m["accuracy"])
-    same = group_metrics(pred, y, place, classes=CLASSES, places=PLACES,
-                         train_group_counts={g: 3 * c for g, c in m["group_count"].items()})
+    same = group_metrics(
+        pred,
+        y,
+        place,
+        classes=CLASSES,
+        places=PLACES,
+        train_group_counts={g: 3 * c for g, c in m["group_count"].items()},
+    )
     assert same["weighted_accuracy"] == pytest.approx(m["accuracy"])
-    assert 0.0 <= m["worst_group_accuracy"] <= m["accuracy"] + 1e-12 or len(m["group_accuracy"]) == 1
+    assert (
+        0.0 <= m["worst_group_accuracy"] <= m["accuracy"] + 1e-12 or len(m["group_accuracy"]) == 1
+    )

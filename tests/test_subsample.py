@@ -1,8 +1,8 @@
 import numpy as np
-from conftest import write_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import write_dataset
 from lga.data import load_dataset, subsample
 
 

@@ -60,7 +60,14 @@ class FeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         ids = sorted(self._feats)
         tmp = self.file.with_suffix(".tmp")
-        save_file({"ids": torch.tensor(ids, dtype=torch.int64),
-                   "features": torch.stack([self._feats[i] for i in ids]).contiguous()}, tmp)
+        save_file(
+            {
+                "ids": torch.tensor(ids, dtype=torch.int64),
+                "features": torch.stack([self._feats[i] for i in ids]).contiguous(),
+            },
+            tmp,
+        )
         os.replace(tmp, self.file)
-        (self.dir / "key.json").write_text(json.dumps(self.key, indent=1, sort_keys=True, default=str))
+        (self.dir / "key.json").write_text(
+            json.dumps(self.key, indent=1, sort_keys=True, default=str)
+        )

@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         "with descriptions from a multimodal teacher.",
     )
     parser.add_argument("--version", action="version", version=f"lga {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"lga.commands.{name}").register(sub)

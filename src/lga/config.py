@@ -84,7 +84,9 @@ def deep_merge(base: dict, changes: dict) -> dict:
     """A copy of ``base`` with ``changes`` merged in, recursively for nested dicts."""
     out = dict(base)
     for k, v in changes.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 

@@ -36,11 +36,15 @@ def zero_shot_probs(
 
 def predictions_table(ds: GroupDataset, probs: np.ndarray) -> pd.DataFrame:
     """One row per image: img_id, y, place, group, pred, and ``prob_<class>`` per class."""
-    df = pd.DataFrame({
-        "img_id": ds.img_ids, "y": ds.y, "place": ds.place,
-        "group": [ds.spec.group_name(y, p) for y, p in zip(ds.y, ds.place, strict=True)],
-        "pred": probs.argmax(axis=1),
-    })
+    df = pd.DataFrame(
+        {
+            "img_id": ds.img_ids,
+            "y": ds.y,
+            "place": ds.place,
+            "group": [ds.spec.group_name(y, p) for y, p in zip(ds.y, ds.place, strict=True)],
+            "pred": probs.argmax(axis=1),
+        }
+    )
     for ci, c in enumerate(ds.spec.classes):
         df[f"prob_{c}"] = probs[:, ci]
     return df
@@ -50,8 +54,12 @@ def metrics_from_predictions(
     preds: pd.DataFrame, ds: GroupDataset, *, train_group_counts: dict | None
 ) -> dict:
     return group_metrics(
-        preds["pred"].to_numpy(), preds["y"].to_numpy(), preds["place"].to_numpy(),
-        classes=ds.spec.classes, places=ds.spec.places, train_group_counts=train_group_counts,
+        preds["pred"].to_numpy(),
+        preds["y"].to_numpy(),
+        preds["place"].to_numpy(),
+        classes=ds.spec.classes,
+        places=ds.spec.places,
+        train_group_counts=train_group_counts,
     )
 
 
@@ -77,11 +85,18 @@ def train_group_counts(full: GroupDataset) -> dict[str, int] | None:
 
 
 def predict_zero_shot(
-    student: Student, ds: GroupDataset, *, templates: list[str], batch_size: int,
-    num_workers: int, cache: FeatureCache | None, progress: bool = True,
+    student: Student,
+    ds: GroupDataset,
+    *,
+    templates: list[str],
+    batch_size: int,
+    num_workers: int,
+    cache: FeatureCache | None,
+    progress: bool = True,
 ) -> np.ndarray:
-    feats = image_features(student, ds, batch_size=batch_size, num_workers=num_workers,
-                           cache=cache, progress=progress)
+    feats = image_features(
+        student, ds, batch_size=batch_size, num_workers=num_workers, cache=cache, progress=progress
+    )
     with torch.no_grad():
         class_feats = class_text_features(student, ds.spec.classes, templates).cpu()
     return zero_shot_probs(feats, class_feats, student.logit_scale().cpu())
@@ -89,9 +104,14 @@ def predict_zero_shot(
 
 def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
     """``lga eval``: zero-shot evaluation of a checkpoint on one split, written to ``out``."""
-    full = load_dataset(cfg.data.root, cfg.data.dataset_config, splits=[cfg.eval.split],
-                        skip_bad_rows=cfg.data.skip_bad_rows, check_images=cfg.data.check_images,
-                        progress=progress)
+    full = load_dataset(
+        cfg.data.root,
+        cfg.data.dataset_config,
+        splits=[cfg.eval.split],
+        skip_bad_rows=cfg.data.skip_bad_rows,
+        check_images=cfg.data.check_images,
+        progress=progress,
+    )
     ds = full.split(cfg.eval.split)
     if len(ds) == 0:
         from lga.errors import DataError
@@ -101,12 +121,20 @@ def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
     cache = None
     if cfg.eval.use_cache:
         cache = FeatureCache(cfg.eval.cache_dir or default_cache_dir(), cache_key(student, ds))
-    probs = predict_zero_shot(student, ds, templates=templates_for(ds, cfg.student.templates),
-                              batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
-                              cache=cache, progress=progress)
+    probs = predict_zero_shot(
+        student,
+        ds,
+        templates=templates_for(ds, cfg.student.templates),
+        batch_size=cfg.eval.batch_size,
+        num_workers=cfg.data.num_workers,
+        cache=cache,
+        progress=progress,
+    )
     preds = predictions_table(ds, probs)
     metrics = {
-        "method": cfg.method, "student": cfg.student.spec, "split": cfg.eval.split,
+        "method": cfg.method,
+        "student": cfg.student.spec,
+        "split": cfg.eval.split,
         **metrics_from_predictions(preds, ds, train_group_counts=train_group_counts(full)),
         "skipped_rows": len(full.skipped),
     }

@@ -40,14 +40,24 @@ class PixelDataset(Dataset):
 
 
 def pixel_loader(
-    ds: GroupDataset, image_processor, *, batch_size: int, num_workers: int,
-    rows: list[int] | None = None, shuffle: bool = False, generator: torch.Generator | None = None,
+    ds: GroupDataset,
+    image_processor,
+    *,
+    batch_size: int,
+    num_workers: int,
+    rows: list[int] | None = None,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
 ) -> DataLoader:
     """A DataLoader of (pixels (B, 3, H, W), row indices (B,))."""
     return DataLoader(
-        PixelDataset(ds, image_processor, rows), batch_size=batch_size, shuffle=shuffle,
-        num_workers=num_workers, pin_memory=torch.cuda.is_available(),
-        persistent_workers=False, generator=generator,
+        PixelDataset(ds, image_processor, rows),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+        generator=generator,
     )
 
 
@@ -84,11 +94,14 @@ def image_features(
         log.info("feature cache: %d of %d images cached", len(ds) - len(todo), len(ds))
     computed: dict[int, torch.Tensor] = {}
     if todo:
-        loader = pixel_loader(ds, student.image_processor, batch_size=batch_size,
-                              num_workers=num_workers, rows=todo)
+        loader = pixel_loader(
+            ds, student.image_processor, batch_size=batch_size, num_workers=num_workers, rows=todo
+        )
         last = time.monotonic()
         try:
-            for pixels, rows in tqdm(loader, desc="encoding images", unit="batch", disable=not progress):
+            for pixels, rows in tqdm(
+                loader, desc="encoding images", unit="batch", disable=not progress
+            ):
                 feats = student.image_features(pixels)  # (B, D)
                 for r, f in zip(rows.tolist(), feats.cpu(), strict=True):
                     computed[r] = f

@@ -54,7 +54,9 @@ def group_metrics(
             group_count[f"{c}/{p}"] = int(mask.sum())
             if mask.any():
                 group_accuracy[f"{c}/{p}"] = _accuracy(correct[mask])
-    class_accuracy = {c: _accuracy(correct[y == ci]) for ci, c in enumerate(classes) if (y == ci).any()}
+    class_accuracy = {
+        c: _accuracy(correct[y == ci]) for ci, c in enumerate(classes) if (y == ci).any()
+    }
     worst = min(group_accuracy, key=lambda g: (group_accuracy[g], g))
     weights = train_group_counts if train_group_counts is not None else group_count
     return {
@@ -86,7 +88,8 @@ def format_metrics(metrics: Mapping) -> str:
     ]
     rows += [(f"class {c}", a, None) for c, a in metrics["class_accuracy"].items()]
     rows += [
-        (f"group {g}", metrics["group_accuracy"].get(g), n) for g, n in metrics["group_count"].items()
+        (f"group {g}", metrics["group_accuracy"].get(g), n)
+        for g, n in metrics["group_count"].items()
     ]
     rows.append((f"worst group ({metrics['worst_group']})", metrics["worst_group_accuracy"], None))
     width = max(len(r[0]) for r in rows)

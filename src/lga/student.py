@@ -90,7 +90,9 @@ class Student:
         return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        max_len = getattr(self.model.config, "text_config", self.model.config).max_position_embeddings
+        max_len = getattr(
+            self.model.config, "text_config", self.model.config
+        ).max_position_embeddings
         return self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt"
         )
@@ -101,9 +103,13 @@ class Student:
         feats = pooled(self.model.get_image_features(pixel_values=pixel_values))
         return F.normalize(feats.float(), dim=-1) if normalize else feats.float()
 
-    def text_features(self, tokens: dict[str, torch.Tensor], *, normalize: bool = True) -> torch.Tensor:
+    def text_features(
+        self, tokens: dict[str, torch.Tensor], *, normalize: bool = True
+    ) -> torch.Tensor:
         """(B, D) text embeddings of tokenised texts."""
-        tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        tokens = {
+            k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")
+        }
         feats = pooled(self.model.get_text_features(**tokens))
         return F.normalize(feats.float(), dim=-1) if normalize else feats.float()
 
@@ -136,7 +142,9 @@ def class_prompts(classes: Sequence[str], templates: Sequence[str]) -> list[list
     return [[t.format(c) for t in templates] for c in classes]
 
 
-def class_text_features(student: Student, classes: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+def class_text_features(
+    student: Student, classes: Sequence[str], templates: Sequence[str]
+) -> torch.Tensor:
     """(C, D) class embeddings: each template embedded, normalised, averaged, renormalised (CLIP).
 
     Gradients flow if enabled by the caller (fine-tuning the text tower).
@@ -186,8 +194,10 @@ def load_student(cfg: StudentConfig | str) -> Student:
             raise ValueError("no image processor")
     except (OSError, ValueError):
         # Some checkpoints ship the two halves without a processor config.
-        processor = _Processor(AutoImageProcessor.from_pretrained(cfg.spec, **kw),
-                               AutoTokenizer.from_pretrained(cfg.spec, **kw))
+        processor = _Processor(
+            AutoImageProcessor.from_pretrained(cfg.spec, **kw),
+            AutoTokenizer.from_pretrained(cfg.spec, **kw),
+        )
     model.to(device).eval()
     log.info("loaded student %s (%s) on %s, %s", cfg.spec, type(model).__name__, device, dtype)
     return Student(model, processor, cfg.spec, _weights_fingerprint(cfg.spec, model, cfg.revision))

@@ -17,11 +17,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "check",
         help="validate a dataset folder and print counts per split x group",
         description="Validate metadata.csv and decode every image. Prints each problem with its "
-        "img_id and file; exits 1 if there is any. Example: lga data check ~/data/waterbird_complete95_forest2water2",
+        "img_id and file; exits 1 if there is any. "
+        "Example: lga data check ~/data/waterbird_complete95_forest2water2",
     )
     check.add_argument("dir", type=Path, help="dataset folder holding metadata.csv")
-    check.add_argument("--dataset-config", default=None, help="shipped name (waterbirds) or YAML file; "
-                       "default: DIR/dataset.yaml if present, else waterbirds")
+    check.add_argument(
+        "--dataset-config",
+        default=None,
+        help="shipped name (waterbirds) or YAML file; "
+        "default: DIR/dataset.yaml if present, else waterbirds",
+    )
     check.add_argument("--no-images", action="store_true", help="check metadata only (fast)")
     check.set_defaults(func=_check)
 
@@ -36,8 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--n-train", type=int, default=4795)
     synth.add_argument("--n-val", type=int, default=1199)
     synth.add_argument("--n-test", type=int, default=5794)
-    synth.add_argument("--correlation", type=float, default=0.95,
-                       help="P(background matches class) in the training split (val/test are balanced)")
+    synth.add_argument(
+        "--correlation",
+        type=float,
+        default=0.95,
+        help="P(background matches class) in the training split (val/test are balanced)",
+    )
     synth.add_argument("--size", type=int, default=64, help="image side in pixels")
     synth.set_defaults(func=_synth)
 
@@ -45,8 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _check(args: argparse.Namespace) -> int:
     spec = load_dataset_spec(args.dataset_config, args.dir)
     res = check_dataset(args.dir, spec, check_images=not args.no_images, progress=True)
-    print(f"dataset: {args.dir}  ({spec.name}: classes {spec.classes}, "
-          f"{spec.spurious_attribute} {spec.places})")
+    print(
+        f"dataset: {args.dir}  ({spec.name}: classes {spec.classes}, "
+        f"{spec.spurious_attribute} {spec.places})"
+    )
     print(f"rows: {res.n_rows}, valid: {res.n_rows - res.n_bad_rows}")
     print("\nimages per split x group (valid rows):")
     print(split_group_table(GroupDataset(args.dir, spec, res.table)).to_string())
@@ -63,8 +74,12 @@ def _synth(args: argparse.Namespace) -> int:
     from lga.data.synth import SynthConfig, generate
 
     cfg = SynthConfig(
-        seed=args.seed, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
-        correlation=args.correlation, size=args.size,
+        seed=args.seed,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        n_test=args.n_test,
+        correlation=args.correlation,
+        size=args.size,
     )
     out = generate(args.out, cfg, progress=True)
     print(f"wrote {cfg.n_train + cfg.n_val + cfg.n_test} images to {out}")

@@ -11,40 +11,74 @@ from lga.metrics import format_metrics
 
 
 def add_student_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--student", required=True,
-                   help="hub id (openai/clip-vit-large-patch14) or a directory saved by transformers")
+    p.add_argument(
+        "--student",
+        required=True,
+        help="hub id (openai/clip-vit-large-patch14) or a directory saved by transformers",
+    )
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="auto: bfloat16 on a CUDA GPU that has it, else float32")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow a checkpoint's own Python code to run (off by default)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="auto: bfloat16 on a CUDA GPU that has it, else float32",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a checkpoint's own Python code to run (off by default)",
+    )
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset folder holding metadata.csv")
-    p.add_argument("--dataset-config", default=None,
-                   help="shipped name (waterbirds) or YAML; default: DIR/dataset.yaml, else waterbirds")
-    p.add_argument("--skip-bad-rows", action="store_true",
-                   help="leave out faulty rows (each reported) instead of refusing the dataset")
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers for image decoding")
+    p.add_argument(
+        "--dataset-config",
+        default=None,
+        help="shipped name (waterbirds) or YAML; default: DIR/dataset.yaml, else waterbirds",
+    )
+    p.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="leave out faulty rows (each reported) instead of refusing the dataset",
+    )
+    p.add_argument(
+        "--num-workers", type=int, default=2, help="DataLoader workers for image decoding"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "eval", help="zero-shot evaluation: overall, per-class, per-group, worst-group accuracy",
+        "eval",
+        help="zero-shot evaluation: overall, per-class, per-group, worst-group accuracy",
         description="Classify a split through the class prompts and write RUN/metrics.json, "
         "RUN/predictions.parquet and RUN/config.yaml. Example: lga eval --data "
-        "~/data/waterbird_complete95_forest2water2 --student openai/clip-vit-large-patch14 --out runs/zs-l14",
+        "~/data/waterbird_complete95_forest2water2 "
+        "--student openai/clip-vit-large-patch14 --out runs/zs-l14",
     )
     add_data_args(p)
     add_student_args(p)
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
-    p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/eval-<student>-<split>)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="run directory (default: runs/eval-<student>-<split>)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--templates", default="dataset", choices=["dataset", "single"],
-                   help="dataset: the config's template ensemble, averaged; single: the first only")
-    p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default $LGA_CACHE or ~/.cache/lga)")
+    p.add_argument(
+        "--templates",
+        default="dataset",
+        choices=["dataset", "single"],
+        help="dataset: the config's template ensemble, averaged; single: the first only",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="feature cache (default $LGA_CACHE or ~/.cache/lga)",
+    )
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.set_defaults(func=_run)
 
@@ -57,15 +91,31 @@ def default_run_name(prefix: str, student: str, suffix: str) -> Path:
 def _run(args: argparse.Namespace) -> int:
     from lga.evaluate import run_eval
 
-    cfg = resolve_config(EvalRunConfig, base={
-        "data": {"root": args.data, "dataset_config": args.dataset_config,
-                 "skip_bad_rows": args.skip_bad_rows, "num_workers": args.num_workers},
-        "student": {"spec": args.student, "revision": args.revision, "device": args.device,
-                    "dtype": args.dtype, "trust_remote_code": args.trust_remote_code,
-                    "templates": args.templates},
-        "eval": {"split": args.split, "batch_size": args.batch_size, "cache_dir": args.cache_dir,
-                 "use_cache": not args.no_cache},
-    })
+    cfg = resolve_config(
+        EvalRunConfig,
+        base={
+            "data": {
+                "root": args.data,
+                "dataset_config": args.dataset_config,
+                "skip_bad_rows": args.skip_bad_rows,
+                "num_workers": args.num_workers,
+            },
+            "student": {
+                "spec": args.student,
+                "revision": args.revision,
+                "device": args.device,
+                "dtype": args.dtype,
+                "trust_remote_code": args.trust_remote_code,
+                "templates": args.templates,
+            },
+            "eval": {
+                "split": args.split,
+                "batch_size": args.batch_size,
+                "cache_dir": args.cache_dir,
+                "use_cache": not args.no_cache,
+            },
+        },
+    )
     out = args.out or default_run_name("eval", args.student, args.split)
     metrics = run_eval(cfg, out)
     print(f"zero-shot {args.student} on {args.data} [{args.split}]")

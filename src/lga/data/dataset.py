@@ -89,7 +89,11 @@ class GroupDataset:
         return self.select(self.table["split"].to_numpy() == SPLITS[name])
 
     def select(self, mask_or_index: np.ndarray) -> GroupDataset:
-        table = self.table[mask_or_index] if mask_or_index.dtype == bool else self.table.iloc[mask_or_index]
+        table = (
+            self.table[mask_or_index]
+            if mask_or_index.dtype == bool
+            else self.table.iloc[mask_or_index]
+        )
         return GroupDataset(self.root, self.spec, table.reset_index(drop=True), self.skipped)
 
     def image_path(self, i: int) -> Path:
@@ -131,7 +135,9 @@ def _read_metadata(root: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(meta, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-        raise DataError(f"cannot parse {meta}: {e}", [Problem(str(meta), f"cannot parse: {e}")]) from e
+        raise DataError(
+            f"cannot parse {meta}: {e}", [Problem(str(meta), f"cannot parse: {e}")]
+        ) from e
     df.columns = [c.strip() for c in df.columns]
     df = df.drop(columns=[c for c in df.columns if c.startswith("Unnamed:")])
     return df
@@ -141,7 +147,11 @@ def _escapes(root: Path, name: str) -> str | None:
     """Why ``name`` is not a safe path inside ``root``, or None when it is."""
     if not name:
         return "empty img_filename"
-    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or name.startswith("~"):
+    if (
+        PurePosixPath(name).is_absolute()
+        or PureWindowsPath(name).is_absolute()
+        or name.startswith("~")
+    ):
         return f"path {name!r} is absolute; it must be relative to the dataset folder"
     if ".." in PurePosixPath(name.replace("\\", "/")).parts:
         return f"path {name!r} escapes the dataset folder ('..')"
@@ -170,10 +180,14 @@ def _row_problems(df: pd.DataFrame, spec: DatasetSpec, root: Path) -> dict[int, 
                 out.append(Problem(file, f"{col}={value!r} is not an integer", img_id))
                 continue
             if col == "split" and v not in SPLIT_NAMES:
-                out.append(Problem(file, f"bad split code {v} (expected 0=train, 1=val, 2=test)", img_id))
+                out.append(
+                    Problem(file, f"bad split code {v} (expected 0=train, 1=val, 2=test)", img_id)
+                )
             if col in limits and not 0 <= v < limits[col][0]:
                 names = ", ".join(f"{i}={n}" for i, n in enumerate(limits[col][1]))
-                out.append(Problem(file, f"{col}={v} is outside the dataset config ({names})", img_id))
+                out.append(
+                    Problem(file, f"{col}={v} is outside the dataset config ({names})", img_id)
+                )
         if dup.iat[pos]:
             others = (ids.index[(ids == ids.iat[pos]).to_numpy()] + 2).tolist()
             out.append(Problem(file, f"duplicate img_id (metadata lines {others})", img_id))
@@ -205,7 +219,9 @@ def _check_images(
     found: dict[int, str] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda n: _image_problem(root, n), names)
-        bar = tqdm(results, total=len(names), desc="checking images", unit="img", disable=not progress)
+        bar = tqdm(
+            results, total=len(names), desc="checking images", unit="img", disable=not progress
+        )
         for pos, why in zip(positions, bar, strict=True):
             if why:
                 found[pos] = why
@@ -263,7 +279,10 @@ def check_dataset(
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         meta = str(root / METADATA_FILE)
-        probs = [Problem(meta, f"missing column {c!r} (expected columns: {', '.join(COLUMNS)})") for c in missing]
+        probs = [
+            Problem(meta, f"missing column {c!r} (expected columns: {', '.join(COLUMNS)})")
+            for c in missing
+        ]
         raise DataError(f"{meta}: missing column(s) {missing}", probs)
     row_probs = _row_problems(df, spec, root)
     if check_images:
@@ -271,7 +290,9 @@ def check_dataset(
         todo = [
             pos
             for pos in range(len(df))
-            if not any("escapes" in p.message or "absolute" in p.message for p in row_probs.get(pos, []))
+            if not any(
+                "escapes" in p.message or "absolute" in p.message for p in row_probs.get(pos, [])
+            )
             and (wanted is None or df["split"].iat[pos].strip() in {str(w) for w in wanted})
         ]
         names = [df["img_filename"].iat[p].strip() for p in todo]

@@ -58,7 +58,9 @@ class DatasetSpec(BaseModel):
         return y * len(self.places) + place
 
     def group_names(self) -> list[str]:
-        return [self.group_name(y, p) for y in range(len(self.classes)) for p in range(len(self.places))]
+        return [
+            self.group_name(y, p) for y in range(len(self.classes)) for p in range(len(self.places))
+        ]
 
     def spurious_texts(self) -> dict[str, list[str]]:
         """Prompts describing each spurious value (defaults to 'a photo of {place}.')."""
@@ -81,7 +83,9 @@ def _read_spec_file(path: Path) -> DatasetSpec:
         raise ConfigError(f"invalid dataset config {path}:\n{e}") from e
 
 
-def load_dataset_spec(name_or_path: str | Path | None = None, data_dir: Path | None = None) -> DatasetSpec:
+def load_dataset_spec(
+    name_or_path: str | Path | None = None, data_dir: Path | None = None
+) -> DatasetSpec:
     """Resolve a dataset config.
 
     Args:
@@ -100,6 +104,10 @@ def load_dataset_spec(name_or_path: str | Path | None = None, data_dir: Path | N
         return _read_spec_file(path)
     names = shipped_dataset_names()
     if str(name_or_path) not in names:
-        raise ConfigError(f"unknown dataset config {name_or_path!r}; shipped: {names}, or give a YAML file")
-    with resources.as_file(resources.files("lga") / "configs" / "datasets" / f"{name_or_path}.yaml") as p:
+        raise ConfigError(
+            f"unknown dataset config {name_or_path!r}; shipped: {names}, or give a YAML file"
+        )
+    with resources.as_file(
+        resources.files("lga") / "configs" / "datasets" / f"{name_or_path}.yaml"
+    ) as p:
         return _read_spec_file(p)

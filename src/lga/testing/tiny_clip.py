@@ -31,10 +31,15 @@ def build_word_tokenizer(corpus: Iterable[str], *, max_length: int):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(list(corpus), trainers.WordLevelTrainer(special_tokens=[EOS, BOS]))
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A {EOS}", special_tokens=[(BOS, tok.token_to_id(BOS)), (EOS, tok.token_to_id(EOS))]
+        single=f"{BOS} $A {EOS}",
+        special_tokens=[(BOS, tok.token_to_id(BOS)), (EOS, tok.token_to_id(EOS))],
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=EOS, unk_token=EOS,
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=EOS,
+        unk_token=EOS,
         model_max_length=max_length,
     )
 
@@ -57,12 +62,21 @@ def build_tiny_clip(
 
     tokenizer = build_word_tokenizer(corpus, max_length=max_length)
     eos = tokenizer.convert_tokens_to_ids(EOS)
-    common = dict(hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-                  num_hidden_layers=layers, num_attention_heads=max(1, hidden_size // 16))
+    common = dict(
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden_size // 16),
+    )
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=max_length,
-                         eos_token_id=eos, bos_token_id=tokenizer.convert_tokens_to_ids(BOS),
-                         pad_token_id=eos, **common),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=max_length,
+            eos_token_id=eos,
+            bos_token_id=tokenizer.convert_tokens_to_ids(BOS),
+            pad_token_id=eos,
+            **common,
+        ),
         vision_config=dict(image_size=image_size, patch_size=patch_size, **common),
         projection_dim=projection_dim,
     )
