@@ -1,0 +1,497 @@
+"""The description store: teacher answers in SQLite (WAL), one row per item, crash-safe.
+
+A row is keyed by (dataset, img_id, prompt name, prompt-text hash, teacher id, generation-settings
+hash) and holds the answer ``text``, its parsed ``keywords`` (keyword prompts), ``status``
+(``done`` or ``failed``), the ``error`` of a failed item, ``latency_s``, ``attempts`` and
+``created_at``. Rows are written in short transactions as results arrive: a killed writer loses
+at most the results it had not committed and never leaves a partial row (SQLite transactions are
+atomic). A ``done`` row is never overwritten.
+
+The trainer reads it with :meth:`DescriptionStore.texts` / :meth:`DescriptionStore.keywords`
+(img_id -> answer for one prompt) and checks coverage with :meth:`DescriptionStore.missing`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lga.errors import LgaError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+DONE, FAILED = "done", "failed"
+KEY_COLUMNS = ("dataset", "img_id", "prompt", "prompt_hash", "teacher", "settings_hash")
+VALUE_COLUMNS = ("status", "text", "keywords", "error", "latency_s", "attempts", "created_at")
+COLUMNS = KEY_COLUMNS + VALUE_COLUMNS
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt TEXT NOT NULL, prompt_hash TEXT NOT NULL, text TEXT NOT NULL,
+    target TEXT, format TEXT, PRIMARY KEY (prompt, prompt_hash));
+CREATE TABLE IF NOT EXISTS settings (settings_hash TEXT PRIMARY KEY, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS descriptions (
+    dataset TEXT NOT NULL, img_id INTEGER NOT NULL, prompt TEXT NOT NULL,
+    prompt_hash TEXT NOT NULL, teacher TEXT NOT NULL, settings_hash TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('{DONE}', '{FAILED}')),
+    text TEXT, keywords TEXT, error TEXT, latency_s REAL,
+    attempts INTEGER NOT NULL DEFAULT 1, created_at REAL NOT NULL,
+    PRIMARY KEY ({", ".join(KEY_COLUMNS)})) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS descriptions_prompt ON descriptions (prompt, status);
+"""
+
+# A finished (done) row is never replaced; a failed one is replaced by the newer outcome and its
+# attempts accumulate, so the count says how often the item was tried over all runs.
+_UPSERT = f"""
+INSERT INTO descriptions ({", ".join(COLUMNS)}) {{source}}
+ON CONFLICT ({", ".join(KEY_COLUMNS)}) DO UPDATE SET
+    status = excluded.status, text = excluded.text, keywords = excluded.keywords,
+    error = excluded.error, latency_s = excluded.latency_s, created_at = excluded.created_at,
+    attempts = descriptions.attempts + excluded.attempts
+WHERE descriptions.status != '{DONE}'
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One teacher outcome, as stored."""
+
+    dataset: str
+    img_id: int
+    prompt: str
+    prompt_hash: str
+    teacher: str
+    settings_hash: str
+    status: str
+    text: str | None = None
+    keywords: list[str] | None = None
+    error: str | None = None
+    latency_s: float | None = None
+    attempts: int = 1
+    created_at: float = field(default_factory=time.time)
+
+    def values(self) -> tuple:
+        kw = json.dumps(self.keywords, ensure_ascii=False) if self.keywords is not None else None
+        return (self.dataset, int(self.img_id), self.prompt, self.prompt_hash, self.teacher,
+                self.settings_hash, self.status, self.text, kw, self.error, self.latency_s,
+                int(self.attempts), float(self.created_at))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One (dataset, teacher, settings, prompt text) combination present for a prompt name."""
+
+    dataset: str
+    teacher: str
+    settings_hash: str
+    prompt_hash: str
+    n_done: int
+
+    def __str__(self) -> str:
+        return (f"dataset={self.dataset} teacher={self.teacher} settings={self.settings_hash} "
+                f"prompt_hash={self.prompt_hash} ({self.n_done} done)")
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Counts by (dataset, teacher, prompt, status) and throughput by teacher."""
+
+    path: Path
+    rows: int
+    counts: pd.DataFrame
+    throughput: pd.DataFrame
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyword parsing
+
+
+_SPLIT = re.compile(r"[,;\n|]+|(?<=[.!?])\s+|\s+-\s+")
+_BULLET = re.compile(r"^\s*(?:[-*•·]+|\d+[.)]|[a-z][.)](?=\s))\s*")
+_LABEL = re.compile(r"^(?:[a-z][a-z ]{0,30}):\s*")
+_EDGE = re.compile(r"^[\s\"'`“”‘’(\[]+|[\s\"'`“”‘’)\].!?:]+$")
+
+
+def parse_keywords(text: str | None) -> list[str]:
+    """Normalise a keyword answer into a list of lower-case keywords, in order, without repeats.
+
+    Splits on commas, semicolons, new lines, bullets and sentence ends; drops list markers,
+    leading labels ("Keywords:", "Common name:"), quotes and end punctuation.
+
+    >>> parse_keywords("Gull, webbed feet; Long neck.\\n- flat bill")
+    ['gull', 'webbed feet', 'long neck', 'flat bill']
+    """
+    if not text:
+        return []
+    out: list[str] = []
+    for piece in _SPLIT.split(text):
+        word = _BULLET.sub("", piece.strip().lower())
+        word = _LABEL.sub("", word)
+        word = " ".join(_EDGE.sub("", word).split())
+        word = _EDGE.sub("", word)
+        if word and word not in out:
+            out.append(word)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: we open and close every transaction ourselves (short, explicit).
+    con = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode: a committed transaction survives a killed process (not a power cut).
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("PRAGMA busy_timeout=30000")
+    return con
+
+
+class DescriptionStore:
+    """A description store file (SQLite, WAL).
+
+    Args:
+        path: the store file.
+        create: create the file when missing (otherwise a missing file is an error).
+
+    Raises:
+        LgaError: the file is missing (``create=False``), not SQLite, or not a description store.
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise LgaError(f"description store not found: {self.path}")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = _connect(self.path)
+            self._init_schema()
+        except sqlite3.DatabaseError as e:
+            raise LgaError(f"{self.path} is not a usable description store: {e}") from e
+
+    def _init_schema(self) -> None:
+        with self.transaction() as con:
+            for stmt in filter(str.strip, _SCHEMA.split(";")):
+                con.execute(stmt)
+            row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            elif row[0] != SCHEMA_VERSION:
+                raise LgaError(f"{self.path}: store schema version {row[0]}, this lga reads "
+                               f"version {SCHEMA_VERSION}")
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> DescriptionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def transaction(self) -> _Transaction:
+        """A context manager: BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
+        return _Transaction(self._con)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self._con.execute(sql, params).fetchall()
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def register_prompts(self, prompts: Iterable[Any]) -> None:
+        """Record prompt texts (objects with ``name, hash, text, target, format``)."""
+        rows = [(p.name, p.hash, p.text, _enum_value(p.target), _enum_value(p.format))
+                for p in prompts]
+        with self.transaction() as con:
+            con.executemany("INSERT OR IGNORE INTO prompts VALUES (?, ?, ?, ?, ?)", rows)
+
+    def register_settings(self, settings_hash: str, settings: dict[str, Any]) -> None:
+        """Record what a generation-settings hash stands for."""
+        with self.transaction() as con:
+            con.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)",
+                        (settings_hash, json.dumps(settings, sort_keys=True)))
+
+    def put(self, rows: Sequence[Row]) -> None:
+        """Write outcomes in one transaction; a ``done`` row already there is kept."""
+        if not rows:
+            return
+        with self.transaction() as con:
+            con.executemany(_UPSERT.format(source=f"VALUES ({', '.join('?' * len(COLUMNS))})"),
+                            [r.values() for r in rows])
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def done_keys(
+        self, dataset: str, teacher: str, settings_hash: str
+    ) -> set[tuple[int, str, str]]:
+        """(img_id, prompt name, prompt hash) of the finished items of one teacher run setting."""
+        rows = self._query(
+            "SELECT img_id, prompt, prompt_hash FROM descriptions WHERE dataset=? AND teacher=? "
+            "AND settings_hash=? AND status=?", (dataset, teacher, settings_hash, DONE))
+        return {(int(i), p, h) for i, p, h in rows}
+
+    def variants(self, prompt: str | None = None) -> list[Variant]:
+        """The (dataset, teacher, settings, prompt text) combinations with done rows."""
+        where, params = ("AND prompt=?", [prompt]) if prompt else ("", [])
+        rows = self._query(
+            "SELECT dataset, teacher, settings_hash, prompt_hash, COUNT(*) FROM descriptions "
+            f"WHERE status=? {where} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4", [DONE, *params])
+        return [Variant(*r) for r in rows]
+
+    def _done(
+        self, prompt: str, *, dataset: str | None, teacher: str | None,
+        settings_hash: str | None, prompt_hash: str | None,
+    ) -> list[tuple]:
+        sql = ("SELECT img_id, text, keywords, dataset, teacher, settings_hash, prompt_hash "
+               "FROM descriptions WHERE prompt=? AND status=?")
+        params: list[Any] = [prompt, DONE]
+        for col, value in (("dataset", dataset), ("teacher", teacher),
+                           ("settings_hash", settings_hash), ("prompt_hash", prompt_hash)):
+            if value is not None:
+                sql += f" AND {col}=?"
+                params.append(value)
+        return self._query(sql, params)
+
+    def _select(self, prompt: str, img_ids: Iterable[int] | None, column: int,
+                filters: dict[str, str | None]) -> dict[int, Any]:
+        rows = self._done(prompt, **filters)
+        variants = {r[3:] for r in rows}
+        if len(variants) > 1:
+            lines = "\n  ".join(
+                str(v) for v in self.variants(prompt)
+                if (v.dataset, v.teacher, v.settings_hash, v.prompt_hash) in variants)
+            raise LgaError(
+                f"{self.path}: prompt {prompt!r} has answers from several teachers/settings; "
+                f"choose one with dataset=, teacher=, settings_hash= or prompt_hash=:\n  {lines}")
+        wanted = None if img_ids is None else {int(i) for i in img_ids}
+        return {int(r[0]): r[column] for r in rows if wanted is None or int(r[0]) in wanted}
+
+    def texts(
+        self,
+        prompt: str,
+        img_ids: Iterable[int] | None = None,
+        *,
+        dataset: str | None = None,
+        teacher: str | None = None,
+        settings_hash: str | None = None,
+        prompt_hash: str | None = None,
+    ) -> dict[int, str]:
+        """The finished answers to one prompt: ``{img_id: text}``.
+
+        Args:
+            prompt: the prompt name (``object_description``, ...).
+            img_ids: only these images (None: all); images without a done answer are left out
+                (see :meth:`missing`).
+            dataset: a dataset key (:func:`dataset_key`); None accepts any.
+            teacher: a teacher id (``oracle``, ``hf:llava-hf/llava-1.5-7b-hf``, ``openai:<model>``).
+            settings_hash: a generation-settings hash (see ``lga store stats``).
+            prompt_hash: a prompt-text hash, when the prompt's wording changed between runs.
+
+        Raises:
+            LgaError: the rows left by the filters come from more than one
+                (dataset, teacher, settings, prompt text): the message lists them.
+        """
+        filters = dict(dataset=dataset, teacher=teacher, settings_hash=settings_hash,
+                       prompt_hash=prompt_hash)
+        return self._select(prompt, img_ids, 1, filters)
+
+    def keywords(
+        self,
+        prompt: str,
+        img_ids: Iterable[int] | None = None,
+        *,
+        dataset: str | None = None,
+        teacher: str | None = None,
+        settings_hash: str | None = None,
+        prompt_hash: str | None = None,
+    ) -> dict[int, list[str]]:
+        """Like :meth:`texts`, but the parsed keyword lists (``[]`` for a text prompt's rows)."""
+        filters = dict(dataset=dataset, teacher=teacher, settings_hash=settings_hash,
+                       prompt_hash=prompt_hash)
+        raw = self._select(prompt, img_ids, 2, filters)
+        return {i: json.loads(v) if v else [] for i, v in raw.items()}
+
+    def missing(
+        self,
+        prompts: str | Iterable[str],
+        img_ids: Iterable[int],
+        *,
+        dataset: str | None = None,
+        teacher: str | None = None,
+        settings_hash: str | None = None,
+        prompt_hash: str | None = None,
+    ) -> dict[str, list[int]]:
+        """Images without a done answer, per prompt name (prompts with none missing left out).
+
+        Same filters as :meth:`texts` (and the same error when they are ambiguous).
+        """
+        names = [prompts] if isinstance(prompts, str) else list(prompts)
+        ids = sorted({int(i) for i in img_ids})
+        out = {}
+        for name in names:
+            have = self.texts(name, ids, dataset=dataset, teacher=teacher,
+                              settings_hash=settings_hash, prompt_hash=prompt_hash)
+            lacking = [i for i in ids if i not in have]
+            if lacking:
+                out[name] = lacking
+        return out
+
+    def frame(self) -> pd.DataFrame:
+        """Every row, with the prompt text and settings JSON joined in."""
+        sql = (
+            "SELECT d.img_id, d.prompt, d.teacher, d.status, d.text, d.keywords, d.error, "
+            "d.latency_s, d.attempts, d.created_at, d.dataset, d.prompt_hash, "
+            "d.settings_hash, p.text AS prompt_text, s.json AS settings "
+            "FROM descriptions d LEFT JOIN prompts p ON p.prompt=d.prompt AND "
+            "p.prompt_hash=d.prompt_hash LEFT JOIN settings s ON s.settings_hash=d.settings_hash "
+            "ORDER BY d.dataset, d.teacher, d.settings_hash, d.img_id, d.prompt")
+        df = pd.read_sql_query(sql, self._con)
+        df["keywords"] = [json.loads(k) if isinstance(k, str) else None for k in df["keywords"]]
+        df["created_at"] = [_iso(t) for t in df["created_at"]]
+        return df
+
+    def stats(self) -> StoreStats:
+        """Counts by (dataset, teacher, prompt, status); done rows per second by teacher."""
+        counts = pd.read_sql_query(
+            "SELECT dataset, teacher, prompt, status, COUNT(*) AS n FROM descriptions "
+            "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4", self._con)
+        thr = pd.read_sql_query(
+            "SELECT teacher, COUNT(*) AS done, MIN(created_at) AS first, MAX(created_at) AS last, "
+            "AVG(latency_s) AS mean_latency_s FROM descriptions WHERE status=? GROUP BY teacher "
+            "ORDER BY teacher", self._con, params=(DONE,))
+        span = (thr["last"] - thr["first"]).where(lambda s: s > 0)
+        thr["items_per_s"] = (thr["done"] - 1) / span
+        thr["first"] = [_iso(t) for t in thr["first"]]
+        thr["last"] = [_iso(t) for t in thr["last"]]
+        total = int(self._query("SELECT COUNT(*) FROM descriptions")[0][0])
+        return StoreStats(self.path, total, counts, thr)
+
+
+class _Transaction:
+    def __init__(self, con: sqlite3.Connection):
+        self.con = con
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.con.execute("BEGIN IMMEDIATE")
+        return self.con
+
+    def __exit__(self, exc_type: type | None, *_: object) -> None:
+        self.con.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _enum_value(x: Any) -> Any:
+    return getattr(x, "value", x)
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None or pd.isna(t):
+        return None
+    return datetime.fromtimestamp(float(t), tz=timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------------------
+# Export and merge
+
+
+EXPORT_FORMATS = (".jsonl", ".parquet", ".csv")
+
+
+def export_store(path: str | Path, out: str | Path) -> int:
+    """Write every row of a store to ``out`` (``.jsonl``, ``.parquet`` or ``.csv``).
+
+    Records hold ``img_id, prompt, teacher, status, text, keywords`` and the rest of the key,
+    the prompt text, the settings JSON, error, latency, attempts and an ISO ``created_at``.
+    CSV cells hold ``keywords`` as a JSON list.
+
+    Returns:
+        The number of records written.
+    """
+    out = Path(out)
+    if out.suffix not in EXPORT_FORMATS:
+        raise LgaError(f"cannot export to {out}: the name must end with one of {EXPORT_FORMATS}")
+    with DescriptionStore(path, create=False) as store:
+        df = store.frame()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".jsonl":
+        df.to_json(out, orient="records", lines=True, force_ascii=False)
+    elif out.suffix == ".parquet":
+        df.to_parquet(out, index=False)
+    else:
+        df.assign(keywords=[json.dumps(k, ensure_ascii=False) if k is not None else None
+                            for k in df["keywords"]]).to_csv(out, index=False)
+    return len(df)
+
+
+def merge_stores(out: str | Path, inputs: Sequence[str | Path]) -> dict[str, int]:
+    """Join shard stores into ``out`` (created, or extended when it exists).
+
+    Duplicated keys collapse to one row: a done row wins over a failed one (and the first done
+    row met is kept); failed rows add up their attempts.
+
+    Returns:
+        ``{"inputs": ..., "rows_read": ..., "rows": rows in out after the merge}``.
+    """
+    out = Path(out)
+    sources = [Path(p) for p in inputs]
+    for src in sources:
+        if not src.is_file():
+            raise LgaError(f"store to merge not found: {src}")
+        if src.resolve() == out.resolve():
+            raise LgaError(f"cannot merge {src} into itself; give a new output file")
+    read = 0
+    with DescriptionStore(out) as store:
+        for src in sources:
+            DescriptionStore(src, create=False).close()  # validates file and schema version
+            read += _merge_one(store, src)
+        total = int(store._query("SELECT COUNT(*) FROM descriptions")[0][0])
+    log.info("merged %d row(s) from %d store(s) into %s: %d row(s)", read, len(sources), out, total)
+    return {"inputs": len(sources), "rows_read": read, "rows": total}
+
+
+def _merge_one(store: DescriptionStore, src: Path) -> int:
+    con = store._con
+    con.execute("ATTACH DATABASE ? AS src", (str(src),))
+    try:
+        with store.transaction():
+            con.execute("INSERT OR IGNORE INTO prompts SELECT * FROM src.prompts")
+            con.execute("INSERT OR IGNORE INTO settings SELECT * FROM src.settings")
+            # "WHERE true" lets SQLite parse ON CONFLICT after a SELECT.
+            select = f"SELECT {', '.join(COLUMNS)} FROM src.descriptions WHERE true"
+            con.execute(_UPSERT.format(source=select))
+            n = con.execute("SELECT COUNT(*) FROM src.descriptions").fetchone()[0]
+    finally:
+        con.execute("DETACH DATABASE src")
+    return int(n)
+
+
+def dataset_key(dataset: Any) -> str:
+    """The store's name for a dataset: ``<config name>@<hash of metadata.csv>``.
+
+    Independent of the folder's location (shards made on other machines merge), but changes
+    when the metadata changes, so answers about other images are never reused.
+
+    Args:
+        dataset: a :class:`lga.data.GroupDataset` (any split or sample of it).
+    """
+    import hashlib
+
+    from lga.data.dataset import METADATA_FILE
+
+    digest = hashlib.sha256((Path(dataset.root) / METADATA_FILE).read_bytes()).hexdigest()[:12]
+    return f"{dataset.spec.name}@{digest}"

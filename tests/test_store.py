@@ -1,0 +1,171 @@
+"""The description store: upsert rules, read API, keyword parsing, export, merge, CLI."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lga.cli import main
+from lga.errors import LgaError
+from lga.store import (
+    DONE,
+    FAILED,
+    DescriptionStore,
+    Row,
+    export_store,
+    merge_stores,
+    parse_keywords,
+)
+
+KEY = {"dataset": "wb@abc", "teacher": "oracle", "settings_hash": "s1", "prompt_hash": "p1"}
+
+
+def row(img_id: int, status: str = DONE, prompt: str = "object_description", **kw) -> Row:
+    text = kw.pop("text", f"text {img_id}" if status == DONE else None)
+    values = {**KEY, **kw}
+    return Row(img_id=img_id, prompt=prompt, status=status, text=text,
+               error=None if status == DONE else "boom", **values)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with DescriptionStore(tmp_path / "d.sqlite") as s:
+        yield s
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Gull, webbed feet, long neck, flat bill, white and grey plumage",
+         ["gull", "webbed feet", "long neck", "flat bill", "white and grey plumage"]),
+        ("Keywords: lake, water; shore.", ["lake", "water", "shore"]),
+        ("- Forest\n- trees\n* green foliage\n1. Woodland", ["forest", "trees", "green foliage",
+                                                             "woodland"]),
+        ("Common name: Mallard. Traits: webbed feet, Webbed feet", ["mallard", "webbed feet"]),
+        ('"Heron", (long legs)', ["heron", "long legs"]),
+        ("", []),
+        (None, []),
+    ],
+)
+def test_parse_keywords(text, expected):
+    assert parse_keywords(text) == expected
+
+
+@given(st.text(max_size=200))
+def test_parse_keywords_is_normalised(text):
+    words = parse_keywords(text)
+    assert len(words) == len(set(words))
+    assert all(w and w == w.lower() and w == w.strip() and "," not in w for w in words)
+
+
+def test_wal_mode_and_schema(store):
+    mode = sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_done_row_is_never_overwritten_failed_is_replaced(store):
+    store.put([row(1, FAILED), row(2, DONE, text="first")])
+    store.put([row(1, FAILED)])
+    store.put([row(1, DONE, text="now done"), row(2, FAILED), row(2, DONE, text="second")])
+    df = store.frame().set_index("img_id")
+    assert df.loc[1, "status"] == DONE and df.loc[1, "text"] == "now done"
+    assert df.loc[1, "attempts"] == 3  # failed, failed, done
+    assert df.loc[2, "text"] == "first"
+    assert store.done_keys("wb@abc", "oracle", "s1") == {(1, "object_description", "p1"),
+                                                         (2, "object_description", "p1")}
+
+
+def test_texts_keywords_missing(store):
+    store.put([row(i) for i in (1, 2, 3)] + [row(4, FAILED)])
+    store.put([row(1, prompt="object_keywords", text="Gull, long neck",
+                   keywords=["gull", "long neck"])])
+    assert store.texts("object_description") == {1: "text 1", 2: "text 2", 3: "text 3"}
+    assert store.texts("object_description", [2, 4, 9]) == {2: "text 2"}
+    assert store.keywords("object_keywords") == {1: ["gull", "long neck"]}
+    assert store.missing(["object_description", "object_keywords"], [1, 2, 4]) == {
+        "object_description": [4], "object_keywords": [2, 4]}
+
+
+def test_texts_refuses_ambiguous_variants(store):
+    store.put([row(1), row(1, teacher="hf:llava", text="llava says")])
+    with pytest.raises(LgaError, match="several teachers") as e:
+        store.texts("object_description")
+    assert "hf:llava" in str(e.value) and "oracle" in str(e.value)
+    assert store.texts("object_description", teacher="hf:llava") == {1: "llava says"}
+    assert [v.teacher for v in store.variants("object_description")] == ["hf:llava", "oracle"]
+
+
+def test_missing_store_and_non_sqlite_file(tmp_path):
+    with pytest.raises(LgaError, match="not found"):
+        DescriptionStore(tmp_path / "nope.sqlite", create=False)
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LgaError, match="not a usable description store"):
+        DescriptionStore(bad)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".csv"])
+def test_export(store, tmp_path, suffix):
+    store.put([row(1), row(2, FAILED),
+               row(1, prompt="object_keywords", text="Gull, neck", keywords=["gull", "neck"])])
+    out = tmp_path / f"out{suffix}"
+    assert export_store(store.path, out) == 3
+    if suffix == ".jsonl":
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+    elif suffix == ".parquet":
+        records = pd.read_parquet(out).to_dict("records")
+    else:
+        records = pd.read_csv(out).to_dict("records")
+    for r in records:
+        assert {"img_id", "prompt", "teacher", "status", "text", "keywords"} <= set(r)
+    kw = next(r["keywords"] for r in records if r["prompt"] == "object_keywords")
+    assert list(json.loads(kw) if isinstance(kw, str) else kw) == ["gull", "neck"]
+    assert sorted(r["status"] for r in records) == [DONE, DONE, FAILED]
+
+
+def test_export_bad_suffix(store, tmp_path):
+    with pytest.raises(LgaError, match="must end with"):
+        export_store(store.path, tmp_path / "out.xlsx")
+
+
+def test_merge_collapses_duplicates_done_wins(tmp_path):
+    a, b, out = (tmp_path / n for n in ("a.sqlite", "b.sqlite", "out.sqlite"))
+    with DescriptionStore(a) as s:
+        s.put([row(1), row(2, FAILED), row(3, FAILED)])
+    with DescriptionStore(b) as s:
+        s.put([row(2, DONE, text="from b"), row(3, FAILED), row(4)])
+    res = merge_stores(out, [a, b])
+    assert res == {"inputs": 2, "rows_read": 6, "rows": 4}
+    with DescriptionStore(out, create=False) as s:
+        df = s.frame().set_index("img_id")
+    assert df["status"].to_dict() == {1: DONE, 2: DONE, 3: FAILED, 4: DONE}
+    assert df.loc[2, "text"] == "from b"
+    assert df.loc[3, "attempts"] == 2
+    merge_stores(out, [a, b])  # merging again changes nothing
+    with DescriptionStore(out, create=False) as s:
+        assert len(s.frame()) == 4
+    with pytest.raises(LgaError, match="into itself"):
+        merge_stores(a, [a])
+    with pytest.raises(LgaError, match="not found"):
+        merge_stores(out, [tmp_path / "missing.sqlite"])
+
+
+def test_store_cli(tmp_path, capsys):
+    a, b, out = (tmp_path / n for n in ("a.sqlite", "b.sqlite", "out.sqlite"))
+    with DescriptionStore(a) as s:
+        s.put([row(1), row(2, FAILED)])
+    with DescriptionStore(b) as s:
+        s.put([row(2), row(3, prompt="background_description")])
+    assert main(["store", "merge", str(out), str(a), str(b)]) == 0
+    assert main(["store", "stats", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "3 row(s)" in text and "object_description" in text and "background_description" in text
+    assert main(["store", "export", str(out), "--to", str(tmp_path / "o.jsonl")]) == 0
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 3
+    assert main(["store", "stats", str(tmp_path / "none.sqlite")]) == 1
+    assert "not found" in capsys.readouterr().err
