@@ -18,6 +18,8 @@ from lga.errors import DataError, LgaError
 # Order = order in `lga --help`.
 COMMAND_MODULES = (
     "data",
+    "describe",
+    "store",
     "eval",
 )
 
