@@ -84,9 +84,21 @@ class Row:
 
     def values(self) -> tuple:
         kw = json.dumps(self.keywords, ensure_ascii=False) if self.keywords is not None else None
-        return (self.dataset, int(self.img_id), self.prompt, self.prompt_hash, self.teacher,
-                self.settings_hash, self.status, self.text, kw, self.error, self.latency_s,
-                int(self.attempts), float(self.created_at))
+        return (
+            self.dataset,
+            int(self.img_id),
+            self.prompt,
+            self.prompt_hash,
+            self.teacher,
+            self.settings_hash,
+            self.status,
+            self.text,
+            kw,
+            self.error,
+            self.latency_s,
+            int(self.attempts),
+            float(self.created_at),
+        )
 
 
 @dataclass(frozen=True)
@@ -100,8 +112,10 @@ class Variant:
     n_done: int
 
     def __str__(self) -> str:
-        return (f"dataset={self.dataset} teacher={self.teacher} settings={self.settings_hash} "
-                f"prompt_hash={self.prompt_hash} ({self.n_done} done)")
+        return (
+            f"dataset={self.dataset} teacher={self.teacher} settings={self.settings_hash} "
+            f"prompt_hash={self.prompt_hash} ({self.n_done} done)"
+        )
 
 
 @dataclass(frozen=True)
@@ -191,8 +205,10 @@ class DescriptionStore:
             if row is None:
                 con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             elif row[0] != SCHEMA_VERSION:
-                raise LgaError(f"{self.path}: store schema version {row[0]}, this lga reads "
-                               f"version {SCHEMA_VERSION}")
+                raise LgaError(
+                    f"{self.path}: store schema version {row[0]}, this lga reads "
+                    f"version {SCHEMA_VERSION}"
+                )
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -216,24 +232,29 @@ class DescriptionStore:
 
     def register_prompts(self, prompts: Iterable[Any]) -> None:
         """Record prompt texts (objects with ``name, hash, text, target, format``)."""
-        rows = [(p.name, p.hash, p.text, _enum_value(p.target), _enum_value(p.format))
-                for p in prompts]
+        rows = [
+            (p.name, p.hash, p.text, _enum_value(p.target), _enum_value(p.format)) for p in prompts
+        ]
         with self.transaction() as con:
             con.executemany("INSERT OR IGNORE INTO prompts VALUES (?, ?, ?, ?, ?)", rows)
 
     def register_settings(self, settings_hash: str, settings: dict[str, Any]) -> None:
         """Record what a generation-settings hash stands for."""
         with self.transaction() as con:
-            con.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)",
-                        (settings_hash, json.dumps(settings, sort_keys=True)))
+            con.execute(
+                "INSERT OR IGNORE INTO settings VALUES (?, ?)",
+                (settings_hash, json.dumps(settings, sort_keys=True)),
+            )
 
     def put(self, rows: Sequence[Row]) -> None:
         """Write outcomes in one transaction; a ``done`` row already there is kept."""
         if not rows:
             return
         with self.transaction() as con:
-            con.executemany(_UPSERT.format(source=f"VALUES ({', '.join('?' * len(COLUMNS))})"),
-                            [r.values() for r in rows])
+            con.executemany(
+                _UPSERT.format(source=f"VALUES ({', '.join('?' * len(COLUMNS))})"),
+                [r.values() for r in rows],
+            )
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -243,7 +264,9 @@ class DescriptionStore:
         """(img_id, prompt name, prompt hash) of the finished items of one teacher run setting."""
         rows = self._query(
             "SELECT img_id, prompt, prompt_hash FROM descriptions WHERE dataset=? AND teacher=? "
-            "AND settings_hash=? AND status=?", (dataset, teacher, settings_hash, DONE))
+            "AND settings_hash=? AND status=?",
+            (dataset, teacher, settings_hash, DONE),
+        )
         return {(int(i), p, h) for i, p, h in rows}
 
     def variants(self, prompt: str | None = None) -> list[Variant]:
@@ -251,34 +274,55 @@ class DescriptionStore:
         where, params = ("AND prompt=?", [prompt]) if prompt else ("", [])
         rows = self._query(
             "SELECT dataset, teacher, settings_hash, prompt_hash, COUNT(*) FROM descriptions "
-            f"WHERE status=? {where} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4", [DONE, *params])
+            f"WHERE status=? {where} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+            [DONE, *params],
+        )
         return [Variant(*r) for r in rows]
 
     def _done(
-        self, prompt: str, *, dataset: str | None, teacher: str | None,
-        settings_hash: str | None, prompt_hash: str | None,
+        self,
+        prompt: str,
+        *,
+        dataset: str | None,
+        teacher: str | None,
+        settings_hash: str | None,
+        prompt_hash: str | None,
     ) -> list[tuple]:
-        sql = ("SELECT img_id, text, keywords, dataset, teacher, settings_hash, prompt_hash "
-               "FROM descriptions WHERE prompt=? AND status=?")
+        sql = (
+            "SELECT img_id, text, keywords, dataset, teacher, settings_hash, prompt_hash "
+            "FROM descriptions WHERE prompt=? AND status=?"
+        )
         params: list[Any] = [prompt, DONE]
-        for col, value in (("dataset", dataset), ("teacher", teacher),
-                           ("settings_hash", settings_hash), ("prompt_hash", prompt_hash)):
+        for col, value in (
+            ("dataset", dataset),
+            ("teacher", teacher),
+            ("settings_hash", settings_hash),
+            ("prompt_hash", prompt_hash),
+        ):
             if value is not None:
                 sql += f" AND {col}=?"
                 params.append(value)
         return self._query(sql, params)
 
-    def _select(self, prompt: str, img_ids: Iterable[int] | None, column: int,
-                filters: dict[str, str | None]) -> dict[int, Any]:
+    def _select(
+        self,
+        prompt: str,
+        img_ids: Iterable[int] | None,
+        column: int,
+        filters: dict[str, str | None],
+    ) -> dict[int, Any]:
         rows = self._done(prompt, **filters)
         variants = {r[3:] for r in rows}
         if len(variants) > 1:
             lines = "\n  ".join(
-                str(v) for v in self.variants(prompt)
-                if (v.dataset, v.teacher, v.settings_hash, v.prompt_hash) in variants)
+                str(v)
+                for v in self.variants(prompt)
+                if (v.dataset, v.teacher, v.settings_hash, v.prompt_hash) in variants
+            )
             raise LgaError(
                 f"{self.path}: prompt {prompt!r} has answers from several teachers/settings; "
-                f"choose one with dataset=, teacher=, settings_hash= or prompt_hash=:\n  {lines}")
+                f"choose one with dataset=, teacher=, settings_hash= or prompt_hash=:\n  {lines}"
+            )
         wanted = None if img_ids is None else {int(i) for i in img_ids}
         return {int(r[0]): r[column] for r in rows if wanted is None or int(r[0]) in wanted}
 
@@ -307,8 +351,9 @@ class DescriptionStore:
             LgaError: the rows left by the filters come from more than one
                 (dataset, teacher, settings, prompt text): the message lists them.
         """
-        filters = dict(dataset=dataset, teacher=teacher, settings_hash=settings_hash,
-                       prompt_hash=prompt_hash)
+        filters = dict(
+            dataset=dataset, teacher=teacher, settings_hash=settings_hash, prompt_hash=prompt_hash
+        )
         return self._select(prompt, img_ids, 1, filters)
 
     def keywords(
@@ -322,8 +367,9 @@ class DescriptionStore:
         prompt_hash: str | None = None,
     ) -> dict[int, list[str]]:
         """Like :meth:`texts`, but the parsed keyword lists (``[]`` for a text prompt's rows)."""
-        filters = dict(dataset=dataset, teacher=teacher, settings_hash=settings_hash,
-                       prompt_hash=prompt_hash)
+        filters = dict(
+            dataset=dataset, teacher=teacher, settings_hash=settings_hash, prompt_hash=prompt_hash
+        )
         raw = self._select(prompt, img_ids, 2, filters)
         return {i: json.loads(v) if v else [] for i, v in raw.items()}
 
@@ -345,8 +391,14 @@ class DescriptionStore:
         ids = sorted({int(i) for i in img_ids})
         out = {}
         for name in names:
-            have = self.texts(name, ids, dataset=dataset, teacher=teacher,
-                              settings_hash=settings_hash, prompt_hash=prompt_hash)
+            have = self.texts(
+                name,
+                ids,
+                dataset=dataset,
+                teacher=teacher,
+                settings_hash=settings_hash,
+                prompt_hash=prompt_hash,
+            )
             lacking = [i for i in ids if i not in have]
             if lacking:
                 out[name] = lacking
@@ -360,7 +412,8 @@ class DescriptionStore:
             "d.settings_hash, p.text AS prompt_text, s.json AS settings "
             "FROM descriptions d LEFT JOIN prompts p ON p.prompt=d.prompt AND "
             "p.prompt_hash=d.prompt_hash LEFT JOIN settings s ON s.settings_hash=d.settings_hash "
-            "ORDER BY d.dataset, d.teacher, d.settings_hash, d.img_id, d.prompt")
+            "ORDER BY d.dataset, d.teacher, d.settings_hash, d.img_id, d.prompt"
+        )
         df = pd.read_sql_query(sql, self._con)
         df["keywords"] = [json.loads(k) if isinstance(k, str) else None for k in df["keywords"]]
         df["created_at"] = [_iso(t) for t in df["created_at"]]
@@ -370,11 +423,16 @@ class DescriptionStore:
         """Counts by (dataset, teacher, prompt, status); done rows per second by teacher."""
         counts = pd.read_sql_query(
             "SELECT dataset, teacher, prompt, status, COUNT(*) AS n FROM descriptions "
-            "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4", self._con)
+            "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+            self._con,
+        )
         thr = pd.read_sql_query(
             "SELECT teacher, COUNT(*) AS done, MIN(created_at) AS first, MAX(created_at) AS last, "
             "AVG(latency_s) AS mean_latency_s FROM descriptions WHERE status=? GROUP BY teacher "
-            "ORDER BY teacher", self._con, params=(DONE,))
+            "ORDER BY teacher",
+            self._con,
+            params=(DONE,),
+        )
         span = (thr["last"] - thr["first"]).where(lambda s: s > 0)
         thr["items_per_s"] = (thr["done"] - 1) / span
         thr["first"] = [_iso(t) for t in thr["first"]]
@@ -433,8 +491,11 @@ def export_store(path: str | Path, out: str | Path) -> int:
     elif out.suffix == ".parquet":
         df.to_parquet(out, index=False)
     else:
-        df.assign(keywords=[json.dumps(k, ensure_ascii=False) if k is not None else None
-                            for k in df["keywords"]]).to_csv(out, index=False)
+        df.assign(
+            keywords=[
+                json.dumps(k, ensure_ascii=False) if k is not None else None for k in df["keywords"]
+            ]
+        ).to_csv(out, index=False)
     return len(df)
 
 

@@ -135,7 +135,8 @@ def load_prompt_set(name_or_path: str | Path) -> PromptSet:
     names = shipped_prompt_sets()
     if str(name_or_path) not in names:
         raise ConfigError(
-            f"unknown prompt set {name_or_path!r}; shipped: {names}, or give a YAML file")
+            f"unknown prompt set {name_or_path!r}; shipped: {names}, or give a YAML file"
+        )
     shipped = resources.files("lga") / "configs" / "prompts" / f"{name_or_path}.yaml"
     with resources.as_file(shipped) as p:
         return _read(p)

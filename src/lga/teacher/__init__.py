@@ -1,0 +1,120 @@
+"""The teacher: a multimodal LLM (or the oracle) describing each image's object and background.
+
+``build_teacher("hf:llava-hf/llava-1.5-7b-hf")``, ``build_teacher("openai:http://host/v1#model")``
+or ``build_teacher("oracle", data_root=...)`` give a :class:`Teacher`; :func:`describe` runs it
+over a dataset into a :class:`lga.store.DescriptionStore`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lga.teacher.base import (
+    Backend,
+    Outcome,
+    Teacher,
+    TeacherSpec,
+    WorkItem,
+    parse_teacher_spec,
+)
+from lga.teacher.prompts import Format, Prompt, PromptSet, Target, load_prompt_set, resolve_prompts
+from lga.teacher.runner import DescribeSummary, Shard, describe, parse_shard, select_images
+from lga.teacher.visual import VisualPrompt
+
+__all__ = [
+    "Backend",
+    "DescribeSummary",
+    "Format",
+    "Outcome",
+    "Prompt",
+    "PromptSet",
+    "Shard",
+    "Target",
+    "Teacher",
+    "TeacherOptions",
+    "TeacherSpec",
+    "VisualPrompt",
+    "WorkItem",
+    "build_teacher",
+    "describe",
+    "load_prompt_set",
+    "parse_shard",
+    "parse_teacher_spec",
+    "resolve_prompts",
+    "select_images",
+]
+
+
+@dataclass(frozen=True)
+class TeacherOptions:
+    """Backend settings (each backend uses the ones that apply to it).
+
+    Attributes:
+        max_new_tokens: answer length limit (hf, openai).
+        batch_size: items per generate call (hf).
+        concurrency: requests in flight (openai).
+        timeout: seconds per request (openai).
+        max_retries: retries per item after the first attempt (openai).
+        backoff: first retry delay in seconds, doubled per retry (openai).
+        api_key_env: environment variable holding the API key; None: OPENAI_API_KEY if set.
+        device: auto, cpu, cuda, cuda:N (hf).
+        trust_remote_code: run a checkpoint's own code (hf).
+    """
+
+    max_new_tokens: int = 128
+    batch_size: int = 8
+    concurrency: int = 8
+    timeout: float = 120.0
+    max_retries: int = 5
+    backoff: float = 1.0
+    api_key_env: str | None = None
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+
+def build_teacher(
+    spec: str | TeacherSpec,
+    options: TeacherOptions | None = None,
+    *,
+    data_root: str | Path | None = None,
+) -> Teacher:
+    """A teacher from its spec (``hf:...``, ``openai:<url>#<model>``, ``oracle``).
+
+    Args:
+        spec: the teacher spec.
+        options: backend settings.
+        data_root: the dataset folder (the oracle reads ``attributes.csv`` there).
+    """
+    spec = parse_teacher_spec(spec) if isinstance(spec, str) else spec
+    opt = options or TeacherOptions()
+    if spec.backend is Backend.ORACLE:
+        from lga.errors import ConfigError
+        from lga.teacher.oracle import OracleTeacher
+
+        if data_root is None:
+            raise ConfigError("the oracle teacher needs the dataset folder")
+        return OracleTeacher(data_root)
+    if spec.backend is Backend.HF:
+        from lga.teacher.hf import HFTeacher
+
+        return HFTeacher(
+            spec.model,
+            max_new_tokens=opt.max_new_tokens,
+            batch_size=opt.batch_size,
+            device=opt.device,
+            trust_remote_code=opt.trust_remote_code,
+        )
+    from lga.teacher.openai_compat import DEFAULT_KEY_ENV, OpenAITeacher
+
+    return OpenAITeacher(
+        spec.base_url,
+        spec.model,
+        max_new_tokens=opt.max_new_tokens,
+        concurrency=opt.concurrency,
+        timeout=opt.timeout,
+        max_retries=opt.max_retries,
+        backoff=opt.backoff,
+        api_key_env=opt.api_key_env or DEFAULT_KEY_ENV,
+        require_key=opt.api_key_env is not None,
+    )

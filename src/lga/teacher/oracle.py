@@ -1,0 +1,251 @@
+"""The oracle teacher: describes ``lga data synth`` images from their recorded attributes.
+
+It reads ``attributes.csv`` beside ``metadata.csv`` and answers every prompt in natural, varied
+language: several phrasings per prompt kind, picked deterministically from a hash of
+(img_id, prompt name), so reruns give the same text. Object prompts are answered from the bird's
+own attributes only (species, size, neck, legs, feet, bill, plumage, wings), never from its
+background; background prompts from the background only. Known attribute values map to natural
+phrases; unknown ones are used as written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from lga.errors import LgaError
+from lga.teacher.base import Outcome, Results, WorkItem
+from lga.teacher.prompts import Format, Target
+from lga.teacher.visual import Box
+
+log = logging.getLogger(__name__)
+
+ATTRIBUTES_FILE = "attributes.csv"
+OBJECT_COLUMNS = (
+    "class_name",
+    "species",
+    "size",
+    "neck",
+    "legs",
+    "feet",
+    "bill",
+    "plumage",
+    "wing",
+)
+BOX_COLUMNS = ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")
+REQUIRED = ("img_id", *OBJECT_COLUMNS, "background")
+
+SIZE = {"small": "small", "medium": "medium-sized", "large": "large"}
+NECK = {"medium": "medium-length neck"}
+BILL = {
+    "flat": "flat, broad bill",
+    "long-straight": "long, straight bill",
+    "hooked": "hooked bill",
+    "short-conical": "short, conical bill",
+    "thin-pointed": "thin, pointed bill",
+}
+BACKGROUND = {
+    "forest": ("a dense forest with tall trees", "woodland with green foliage and dark trunks"),
+    "grass": ("an open grassy field", "a green meadow of short grass"),
+    "lake": ("a calm lake", "the still water of a lake with a distant shore"),
+    "ocean": ("the open ocean with waves", "blue sea water stretching to the horizon"),
+}
+BACKGROUND_KEYWORDS = {
+    "forest": ("forest", "trees", "green foliage", "woodland"),
+    "grass": ("grass", "field", "meadow", "green"),
+    "lake": ("lake", "water", "calm surface", "shore"),
+    "ocean": ("ocean", "sea", "waves", "blue water"),
+}
+
+
+def _words(value: str) -> str:
+    return value.replace("-", " ").replace("_", " ").strip()
+
+
+def _a(phrase: str) -> str:
+    return f"{'an' if phrase[:1].lower() in 'aeiou' else 'a'} {phrase}"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def object_phrases(attrs: dict[str, str]) -> dict[str, str]:
+    """Natural phrases for a bird's attributes (no article), known values mapped, others kept."""
+    neck, bill = attrs["neck"], attrs["bill"]
+    return {
+        "species": _words(attrs["species"]),
+        "class": _words(attrs["class_name"]),
+        "size": SIZE.get(attrs["size"], _words(attrs["size"])),
+        "neck": NECK.get(neck, f"{_words(neck)} neck"),
+        "legs": f"{_words(attrs['legs'])} legs",
+        "feet": f"{_words(attrs['feet'])} feet",
+        "bill": BILL.get(bill, f"{_words(bill)} bill"),
+        "plumage": f"{_words(attrs['plumage'])} plumage",
+        "wing": f"{_words(attrs['wing'])} wings",
+    }
+
+
+_OBJECT_TEXTS: tuple[Callable[[dict[str, str]], str], ...] = (
+    lambda p: (
+        f"This is {_a(p['size'] + ' ' + p['species'])} with {p['plumage']}. It has "
+        f"{_a(p['neck'])}, {p['legs']}, {p['feet']} and {_a(p['bill'])}, and its "
+        f"wings are {p['wing'].removesuffix(' wings')}."
+    ),
+    lambda p: (
+        f"{_cap(_a(p['species']))}, a {p['class']}. Distinguishing features: "
+        f"{_a(p['bill'])}, {_a(p['neck'])}, {p['feet']}, {p['legs']}, {p['plumage']} "
+        f"and {p['wing']}."
+    ),
+    lambda p: (
+        f"The bird appears to be {_a(p['species'])}. It is {p['size']}, with "
+        f"{p['plumage']}, {_a(p['bill'])} and {_a(p['neck'])}; note its {p['feet']}, "
+        f"{p['legs']} and {p['wing']}."
+    ),
+    lambda p: (
+        f"{_cap(_a(p['size'] + ' ' + p['class']))}, most likely {_a(p['species'])}: "
+        f"{p['feet']}, {p['legs']}, {_a(p['neck'])}, {_a(p['bill'])}, {p['plumage']} "
+        f"and {p['wing']}."
+    ),
+)
+
+_OBJECT_KEYWORDS: tuple[tuple[str, ...], ...] = (
+    ("species", "feet", "neck", "bill", "plumage"),
+    ("species", "class", "bill", "feet", "neck", "plumage", "legs"),
+    ("species", "size", "plumage", "neck", "feet", "bill", "wing"),
+)
+
+_BACKGROUND_TEXTS: tuple[Callable[[str], str], ...] = (
+    lambda bg: f"The background is {bg}.",
+    lambda bg: f"{_cap(bg)} fills the background.",
+    lambda bg: f"The scene behind shows {bg}.",
+    lambda bg: f"In the background there is {bg}.",
+)
+
+
+def _pick(n: int, img_id: int, prompt: str, salt: str = "") -> int:
+    digest = hashlib.sha256(f"{img_id}|{prompt}|{salt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % n
+
+
+def object_text(attrs: dict[str, str], img_id: int, prompt: str) -> str:
+    """An object description from the bird's attributes alone."""
+    return _OBJECT_TEXTS[_pick(len(_OBJECT_TEXTS), img_id, prompt)](object_phrases(attrs))
+
+
+def object_keywords(attrs: dict[str, str], img_id: int, prompt: str) -> str:
+    """A keyword answer: common name first, then physical traits."""
+    p = object_phrases(attrs)
+    keys = _OBJECT_KEYWORDS[_pick(len(_OBJECT_KEYWORDS), img_id, prompt)]
+    words = [p[k].replace(",", "") for k in keys]
+    return _cap(", ".join(words))
+
+
+def background_text(attrs: dict[str, str], img_id: int, prompt: str) -> str:
+    """A background description from the background alone."""
+    bg = attrs["background"]
+    choices = BACKGROUND.get(bg, (_words(bg),))
+    phrase = choices[_pick(len(choices), img_id, prompt, "phrase")]
+    return _BACKGROUND_TEXTS[_pick(len(_BACKGROUND_TEXTS), img_id, prompt)](phrase)
+
+
+def background_keywords(attrs: dict[str, str], img_id: int, prompt: str) -> str:
+    """A keyword answer about the background (order varies per image)."""
+    bg = attrs["background"]
+    words = list(BACKGROUND_KEYWORDS.get(bg, (_words(bg), "outdoors")))
+    k = _pick(len(words), img_id, prompt)
+    return _cap(", ".join(words[:1] + words[1:][k:] + words[1:][:k]))
+
+
+_ANSWERS = {
+    (Target.OBJECT, Format.TEXT): object_text,
+    (Target.OBJECT, Format.KEYWORDS): object_keywords,
+    (Target.BACKGROUND, Format.TEXT): background_text,
+    (Target.BACKGROUND, Format.KEYWORDS): background_keywords,
+}
+
+
+def _read_attributes(root: Path) -> pd.DataFrame:
+    path = root / ATTRIBUTES_FILE
+    if not path.is_file():
+        raise LgaError(
+            f"{path} not found: the oracle teacher only works on datasets made by "
+            "`lga data synth` (which records each image's attributes); use an hf: or openai: "
+            "teacher for other datasets"
+        )
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.columns = [c.strip() for c in df.columns]
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise LgaError(f"{path}: missing column(s) {missing}")
+    return df
+
+
+def load_attributes(root: str | Path) -> dict[int, dict[str, str]]:
+    """``{img_id: {column: lower-case value}}`` from a synth dataset's ``attributes.csv``.
+
+    Raises:
+        LgaError: the file is missing (not a synth dataset), lacks a column, or has a bad img_id.
+    """
+    df = _read_attributes(Path(root))
+    out = {}
+    for line, rec in enumerate(df.to_dict("records"), start=2):
+        try:
+            img_id = int(rec["img_id"])
+        except ValueError as e:
+            raise LgaError(
+                f"{Path(root) / ATTRIBUTES_FILE} line {line}: bad img_id {rec['img_id']!r}"
+            ) from e
+        out[img_id] = {k: str(v).strip().lower() for k, v in rec.items()}
+    return out
+
+
+def load_attribute_boxes(root: str | Path) -> dict[int, Box]:
+    """The birds' boxes (``bbox_x0..y1``) of a synth dataset, for the circle visual prompt."""
+    out = {}
+    for img_id, rec in load_attributes(root).items():
+        try:
+            out[img_id] = tuple(float(rec[c]) for c in BOX_COLUMNS)
+        except (KeyError, ValueError):
+            continue  # no usable box: the circle prompt reports the image
+    return out
+
+
+class OracleTeacher:
+    """Answers from ``attributes.csv``; no model, no image decoding.
+
+    Args:
+        root: the synth dataset folder.
+        chunk: outcomes yielded (hence committed) together.
+    """
+
+    id = "oracle"
+
+    def __init__(self, root: str | Path, *, chunk: int = 256):
+        self.attributes = load_attributes(root)
+        self.settings: dict[str, object] = {"version": 1}
+        self.chunk = chunk
+
+    def answer(self, item: WorkItem) -> Outcome:
+        attrs = self.attributes.get(item.img_id)
+        if attrs is None:
+            return Outcome(error=f"img_id {item.img_id} has no row in {ATTRIBUTES_FILE}")
+        fn = _ANSWERS[(Target(item.prompt.target), Format(item.prompt.format))]
+        return Outcome(text=fn(attrs, item.img_id, item.prompt.name), latency_s=0.0)
+
+    def describe(self, items: Iterable[WorkItem]) -> Results:
+        batch: list = []
+        for item in items:
+            batch.append((item, self.answer(item)))
+            if len(batch) >= self.chunk:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def close(self) -> None:
+        pass
