@@ -28,8 +28,14 @@ KEY = {"dataset": "wb@abc", "teacher": "oracle", "settings_hash": "s1", "prompt_
 def row(img_id: int, status: str = DONE, prompt: str = "object_description", **kw) -> Row:
     text = kw.pop("text", f"text {img_id}" if status == DONE else None)
     values = {**KEY, **kw}
-    return Row(img_id=img_id, prompt=prompt, status=status, text=text,
-               error=None if status == DONE else "boom", **values)
+    return Row(
+        img_id=img_id,
+        prompt=prompt,
+        status=status,
+        text=text,
+        error=None if status == DONE else "boom",
+        **values,
+    )
 
 
 @pytest.fixture
@@ -41,11 +47,15 @@ def store(tmp_path):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("Gull, webbed feet, long neck, flat bill, white and grey plumage",
-         ["gull", "webbed feet", "long neck", "flat bill", "white and grey plumage"]),
+        (
+            "Gull, webbed feet, long neck, flat bill, white and grey plumage",
+            ["gull", "webbed feet", "long neck", "flat bill", "white and grey plumage"],
+        ),
         ("Keywords: lake, water; shore.", ["lake", "water", "shore"]),
-        ("- Forest\n- trees\n* green foliage\n1. Woodland", ["forest", "trees", "green foliage",
-                                                             "woodland"]),
+        (
+            "- Forest\n- trees\n* green foliage\n1. Woodland",
+            ["forest", "trees", "green foliage", "woodland"],
+        ),
         ("Common name: Mallard. Traits: webbed feet, Webbed feet", ["mallard", "webbed feet"]),
         ('"Heron", (long legs)', ["heron", "long legs"]),
         ("", []),
@@ -76,19 +86,24 @@ def test_done_row_is_never_overwritten_failed_is_replaced(store):
     assert df.loc[1, "status"] == DONE and df.loc[1, "text"] == "now done"
     assert df.loc[1, "attempts"] == 3  # failed, failed, done
     assert df.loc[2, "text"] == "first"
-    assert store.done_keys("wb@abc", "oracle", "s1") == {(1, "object_description", "p1"),
-                                                         (2, "object_description", "p1")}
+    assert store.done_keys("wb@abc", "oracle", "s1") == {
+        (1, "object_description", "p1"),
+        (2, "object_description", "p1"),
+    }
 
 
 def test_texts_keywords_missing(store):
     store.put([row(i) for i in (1, 2, 3)] + [row(4, FAILED)])
-    store.put([row(1, prompt="object_keywords", text="Gull, long neck",
-                   keywords=["gull", "long neck"])])
+    store.put(
+        [row(1, prompt="object_keywords", text="Gull, long neck", keywords=["gull", "long neck"])]
+    )
     assert store.texts("object_description") == {1: "text 1", 2: "text 2", 3: "text 3"}
     assert store.texts("object_description", [2, 4, 9]) == {2: "text 2"}
     assert store.keywords("object_keywords") == {1: ["gull", "long neck"]}
     assert store.missing(["object_description", "object_keywords"], [1, 2, 4]) == {
-        "object_description": [4], "object_keywords": [2, 4]}
+        "object_description": [4],
+        "object_keywords": [2, 4],
+    }
 
 
 def test_texts_refuses_ambiguous_variants(store):
@@ -111,8 +126,13 @@ def test_missing_store_and_non_sqlite_file(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".csv"])
 def test_export(store, tmp_path, suffix):
-    store.put([row(1), row(2, FAILED),
-               row(1, prompt="object_keywords", text="Gull, neck", keywords=["gull", "neck"])])
+    store.put(
+        [
+            row(1),
+            row(2, FAILED),
+            row(1, prompt="object_keywords", text="Gull, neck", keywords=["gull", "neck"]),
+        ]
+    )
     out = tmp_path / f"out{suffix}"
     assert export_store(store.path, out) == 3
     if suffix == ".jsonl":
