@@ -107,12 +107,15 @@ def test_texts_keywords_missing(store):
 
 
 def test_texts_refuses_ambiguous_variants(store):
+    store.register_settings("s1", {"max_new_tokens": 64})
     store.put([row(1), row(1, teacher="hf:llava", text="llava says")])
     with pytest.raises(LgaError, match="several teachers") as e:
         store.texts("object_description")
     assert "hf:llava" in str(e.value) and "oracle" in str(e.value)
     assert store.texts("object_description", teacher="hf:llava") == {1: "llava says"}
-    assert [v.teacher for v in store.variants("object_description")] == ["hf:llava", "oracle"]
+    variants = store.variants("object_description")
+    assert [v.teacher for v in variants] == ["hf:llava", "oracle"]
+    assert "max_new_tokens" in str(variants[0])
 
 
 def test_missing_store_and_non_sqlite_file(tmp_path):
@@ -122,6 +125,12 @@ def test_missing_store_and_non_sqlite_file(tmp_path):
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(LgaError, match="not a usable description store"):
         DescriptionStore(bad)
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(LgaError, match="not a description store"):
+        DescriptionStore(other, create=False)
+    tables = sqlite3.connect(other).execute("SELECT name FROM sqlite_master").fetchall()
+    assert tables == [("t",)]  # left untouched
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".csv"])

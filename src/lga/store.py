@@ -103,17 +103,23 @@ class Row:
 
 @dataclass(frozen=True)
 class Variant:
-    """One (dataset, teacher, settings, prompt text) combination present for a prompt name."""
+    """One (dataset, teacher, settings, prompt text) combination of a prompt name.
 
+    ``settings`` is the JSON the settings hash stands for (e.g. max_new_tokens, visual prompt).
+    """
+
+    prompt: str
     dataset: str
     teacher: str
     settings_hash: str
     prompt_hash: str
     n_done: int
+    settings: str | None = None
 
     def __str__(self) -> str:
         return (
-            f"dataset={self.dataset} teacher={self.teacher} settings={self.settings_hash} "
+            f"{self.prompt}: dataset={self.dataset} teacher={self.teacher} "
+            f"settings_hash={self.settings_hash} {self.settings or ''} "
             f"prompt_hash={self.prompt_hash} ({self.n_done} done)"
         )
 
@@ -193,9 +199,16 @@ class DescriptionStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._con = _connect(self.path)
+            if not create and not self._has_table("descriptions"):
+                self._con.close()
+                raise LgaError(f"{self.path} is an SQLite file but not a description store")
             self._init_schema()
         except sqlite3.DatabaseError as e:
             raise LgaError(f"{self.path} is not a usable description store: {e}") from e
+
+    def _has_table(self, name: str) -> bool:
+        sql = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"
+        return self._con.execute(sql, (name,)).fetchone() is not None
 
     def _init_schema(self) -> None:
         with self.transaction() as con:
@@ -271,10 +284,11 @@ class DescriptionStore:
 
     def variants(self, prompt: str | None = None) -> list[Variant]:
         """The (dataset, teacher, settings, prompt text) combinations with done rows."""
-        where, params = ("AND prompt=?", [prompt]) if prompt else ("", [])
+        where, params = ("AND d.prompt=?", [prompt]) if prompt else ("", [])
         rows = self._query(
-            "SELECT dataset, teacher, settings_hash, prompt_hash, COUNT(*) FROM descriptions "
-            f"WHERE status=? {where} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+            "SELECT d.prompt, d.dataset, d.teacher, d.settings_hash, d.prompt_hash, COUNT(*), "
+            "s.json FROM descriptions d LEFT JOIN settings s ON s.settings_hash=d.settings_hash "
+            f"WHERE d.status=? {where} GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
             [DONE, *params],
         )
         return [Variant(*r) for r in rows]
