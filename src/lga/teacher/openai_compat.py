@@ -15,9 +15,11 @@ from __future__ import annotations
 import base64
 import http.client
 import io
+import itertools
 import json
 import logging
 import os
+import queue
 import random
 import threading
 import time
@@ -25,7 +27,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from PIL import Image
@@ -162,39 +163,43 @@ class OpenAITeacher:
     # -- the describe loop ----------------------------------------------------------------------
 
     def describe(self, items: Iterable[WorkItem]) -> Results:
+        # One daemon thread per request in flight (at most ``concurrency``): a Ctrl-C or an
+        # error exits at once instead of joining a pool stuck in requests to a hung server.
         self._stop.clear()
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="lga-teacher")
+        finished: queue.Queue = queue.Queue()
         source = iter(items)
-        pending: set[Future] = set()
         try:
-            self._fill(pool, source, pending)
-            while pending:
-                done, rest = wait(pending, return_when=FIRST_COMPLETED)
-                pending = set(rest)
-                yield from self._collect(done)
-                self._fill(pool, source, pending)
+            in_flight = self._start(source, finished, self.concurrency)
+            while in_flight:
+                chunk = [finished.get()]
+                while not finished.empty():
+                    chunk.append(finished.get_nowait())
+                in_flight -= len(chunk)
+                results = [r for r in chunk if not isinstance(r, BaseException)]
+                if results:
+                    yield results
+                for r in chunk:
+                    if isinstance(r, BaseException):
+                        raise r
+                in_flight += self._start(source, finished, len(chunk))
         finally:
             self._stop.set()  # wakes retry sleeps; requests in flight end at their timeout
-            pool.shutdown(wait=False, cancel_futures=True)
 
-    def _fill(self, pool: ThreadPoolExecutor, source: Iterator[WorkItem], pending: set) -> None:
-        while len(pending) < self.concurrency:
-            item = next(source, None)
-            if item is None:
-                return
-            pending.add(pool.submit(self.ask, item))
+    def _start(self, source: Iterator[WorkItem], finished: queue.Queue, n: int) -> int:
+        started = 0
+        for item in itertools.islice(source, n):
+            worker = threading.Thread(
+                target=self._work, args=(item, finished), name="lga-teacher", daemon=True
+            )
+            worker.start()
+            started += 1
+        return started
 
-    def _collect(self, done: set[Future]) -> Iterator[list[tuple[WorkItem, Outcome]]]:
-        results, fatal = [], None
-        for fut in done:
-            try:
-                results.append(fut.result())
-            except TeacherServerError as e:
-                fatal = e
-        if results:
-            yield results
-        if fatal is not None:
-            raise fatal
+    def _work(self, item: WorkItem, finished: queue.Queue) -> None:
+        try:
+            finished.put(self.ask(item))
+        except BaseException as e:  # noqa: BLE001 - handed to the describe loop, which raises it
+            finished.put(e)
 
     def close(self) -> None:
         self._stop.set()
