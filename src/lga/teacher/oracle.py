@@ -62,8 +62,8 @@ BACKGROUND_KEYWORDS = {
 }
 
 
-def _words(value: str) -> str:
-    return value.replace("-", " ").replace("_", " ").strip()
+def _words(value: object) -> str:
+    return str(value).replace("-", " ").replace("_", " ").strip()
 
 
 def _a(phrase: str) -> str:
@@ -76,7 +76,7 @@ def _cap(text: str) -> str:
 
 def object_phrases(attrs: dict[str, str]) -> dict[str, str]:
     """Natural phrases for a bird's attributes (no article), known values mapped, others kept."""
-    neck, bill = attrs["neck"], attrs["bill"]
+    neck, bill = str(attrs["neck"]), str(attrs["bill"])
     return {
         "species": _words(attrs["species"]),
         "class": _words(attrs["class_name"]),
