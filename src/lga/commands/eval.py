@@ -10,10 +10,10 @@ from lga.config import EvalRunConfig, resolve_config
 from lga.metrics import format_metrics
 
 
-def add_student_args(p: argparse.ArgumentParser) -> None:
+def add_student_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     p.add_argument(
         "--student",
-        required=True,
+        required=required,
         help="hub id (openai/clip-vit-large-patch14) or a directory saved by transformers",
     )
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")

@@ -1,0 +1,170 @@
+"""`lga fit`: fine-tune, probe or evaluate a CLIP student with one method: one run directory."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+
+from lga.commands.eval import add_data_args, add_student_args, default_run_name
+from lga.config import deep_merge, read_yaml, resolve_config
+from lga.errors import ConfigError
+from lga.metrics import format_metrics
+
+METHODS = ("zero-shot", "linear-probe", "erm", "spurious-aware", "lga")
+
+
+def _n_train(value: str) -> int | None:
+    if value == "all":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {value!r}")
+    return n
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit",
+        help="train one method (zero-shot, linear-probe, erm, spurious-aware, lga) on a sample",
+        description="Fit a CLIP student with one method on a seeded training sample, select the "
+        "checkpoint on validation, evaluate on test, and write RUN/{config.yaml, model/, "
+        "metrics.json, predictions.parquet, train_log.jsonl, checkpoints/}. Settings come from "
+        "the defaults, then --config, then the flags, then KEY=VALUE overrides (train.lr=5e-6). "
+        "Runs on several GPUs or nodes under `accelerate launch -m lga.cli fit ...`. Example: "
+        "lga fit --data ~/data/waterbird_complete95_forest2water2 --config waterbirds-vitl14 "
+        "--method lga --descriptions runs/llava.sqlite --out runs/lga-l14",
+    )
+    add_data_args(p)
+    add_student_args(p, required=False)
+    # Only flags given on the command line override the --config file.
+    p.set_defaults(num_workers=None, device=None, dtype=None)
+    p.add_argument("--method", choices=METHODS, default=None)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="run directory (default: runs/fit-<student>-<method>)",
+    )
+    p.add_argument(
+        "--descriptions",
+        type=Path,
+        default=None,
+        help="description store written by `lga describe`",
+    )
+    p.add_argument(
+        "--n-train",
+        type=_n_train,
+        default=argparse.SUPPRESS,
+        help="training images sampled from the train split (default 2000; 'all')",
+    )
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="sets sample.seed and train.seed (override them apart with KEY=VALUE)",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="run file: a YAML path or a shipped name (waterbirds-vitb32, waterbirds-vitl14)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in RUN/checkpoints",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in RUN")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted overrides, applied last (e.g. train.lr=5e-6 lga.supcon=in)",
+    )
+    p.set_defaults(func=_run)
+
+
+def shipped_run_configs() -> list[str]:
+    root = resources.files("lga") / "configs" / "runs"
+    return sorted(f.name.removesuffix(".yaml") for f in root.iterdir() if f.name.endswith(".yaml"))
+
+
+def resolve_run_file(name: str) -> Path:
+    """A YAML path, or the name of a shipped run config."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    if path.suffix in (".yaml", ".yml") or "/" in name:
+        raise ConfigError(f"run config not found: {name}")
+    if name not in shipped_run_configs():
+        raise ConfigError(
+            f"unknown run config {name!r}; shipped: {shipped_run_configs()}, or give a YAML file"
+        )
+    return Path(str(resources.files("lga") / "configs" / "runs" / f"{name}.yaml"))
+
+
+def _put(d: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for k in parents:
+        d = d.setdefault(k, {})
+    d[last] = value
+
+
+def flag_layer(args: argparse.Namespace) -> dict:
+    """The settings given as flags (absent flags leave the layers below them in place)."""
+    flags = {
+        "method": args.method,
+        "data.root": args.data,
+        "data.dataset_config": args.dataset_config,
+        "data.num_workers": args.num_workers,
+        "student.spec": args.student,
+        "student.revision": args.revision,
+        "student.device": args.device,
+        "student.dtype": args.dtype,
+        "descriptions.store": args.descriptions,
+        "train.epochs": args.epochs,
+        "train.lr": args.lr,
+        "train.batch_size": args.batch_size,
+        "train.seed": args.seed,
+        "sample.seed": args.seed,
+    }
+    layer: dict = {}
+    for key, value in flags.items():
+        if value is not None:
+            _put(layer, key, str(value) if isinstance(value, Path) else value)
+    for key, on in (
+        ("data.skip_bad_rows", args.skip_bad_rows),
+        ("student.trust_remote_code", args.trust_remote_code),
+    ):
+        if on:
+            _put(layer, key, True)
+    if hasattr(args, "n_train"):
+        _put(layer, "sample.n_train", args.n_train)
+    return layer
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lga.train import FitConfig, fit
+
+    base = read_yaml(resolve_run_file(args.config)) if args.config else {}
+    cfg = resolve_config(
+        FitConfig, base=deep_merge(base, flag_layer(args)), overrides=args.overrides
+    )
+    out = args.out or default_run_name("fit", cfg.student.spec, cfg.method.value)
+    metrics = fit(
+        cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+    )
+    if "stopped_at_step" in metrics:
+        print(f"stopped after step {metrics['stopped_at_step']}; continue with --resume")
+    elif metrics:  # the main process
+        print(f"{cfg.method.value} / {cfg.student.spec} on {cfg.data.root} [test]")
+        print(format_metrics(metrics))
+        print(f"wrote {out}/metrics.json, predictions.parquet, model/, train_log.jsonl")
+    return 0

@@ -1,0 +1,254 @@
+"""Training data: the descriptions of the sample, their tokens, and a reproducible batch order.
+
+A batch is ``(pixels (b, 3, H, W), rows (b,))``: rows index the training sample, and every
+per-image tensor (label, description tokens) is gathered from tables built once, with batched
+indexing instead of per-item Python work. Texts are de-duplicated and tokenised once
+(:class:`TextTable`); when the text tower is frozen their embeddings are computed once too.
+
+Batch order (:class:`GlobalBatchSampler`): each epoch draws one permutation of the sample from
+``(seed, epoch)`` alone; global batch k is ``perm[k*G:(k+1)*G]``, cut into ``accum`` micro-batches,
+each cut into one contiguous slice per process. One process or several therefore see the same
+global batches, and a resumed run continues the very order it was killed in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Sampler
+
+from lga.data.dataset import GroupDataset
+from lga.errors import ConfigError, LgaError
+from lga.train.config import DescriptionsConfig
+
+log = logging.getLogger(__name__)
+
+CAPTION = "caption"  # per-image text source: the class caption "a photo of a {class}."
+
+
+# ---------------------------------------------------------------------------------------------
+# Descriptions from the store
+
+
+def _missing_error(
+    store_path,
+    prompt: str,
+    missing: list[int],
+    n: int,
+    full: GroupDataset,
+    key: str,
+    cfg: DescriptionsConfig,
+) -> LgaError:
+    teacher = cfg.teacher or "<SPEC: hf:llava-hf/llava-1.5-7b-hf, openai:URL#MODEL or oracle>"
+    shown = ", ".join(str(i) for i in missing[:10]) + (" ..." if len(missing) > 10 else "")
+    return LgaError(
+        f"{len(missing)} of {n} training images of the sample have no {prompt!r} answer in the "
+        f"description store {store_path} (dataset {key}"
+        f"{', teacher ' + cfg.teacher if cfg.teacher else ''}); img_ids: {shown}.\n"
+        f"Fill them (finished answers are kept, only the missing ones are asked) with:\n"
+        f"  lga describe --data {full.root} --teacher {teacher} --store {store_path} --split train"
+    )
+
+
+def read_descriptions(
+    cfg: DescriptionsConfig, full: GroupDataset, sample: GroupDataset, prompts: Sequence[str]
+) -> dict[str, dict[int, str]]:
+    """Answers to ``prompts`` for the images of ``sample``: ``{prompt: {img_id: text}}``.
+
+    Raises:
+        LgaError: no store is configured, or some image of the sample has no finished answer
+            (the message says how many, which prompt, which store and the command that fills it).
+    """
+    prompts = [p for p in dict.fromkeys(prompts) if p != CAPTION]
+    if not prompts:
+        return {}
+    if cfg.store is None:
+        raise LgaError(f"prompts {prompts} need a description store (--descriptions STORE)")
+    from lga.store import DescriptionStore, dataset_key
+
+    key = dataset_key(full)
+    ids = sample.img_ids.tolist()
+    filters = dict(dataset=key, teacher=cfg.teacher, settings_hash=cfg.settings_hash)
+    out = {}
+    with DescriptionStore(cfg.store, create=False) as store:
+        for prompt in prompts:
+            try:
+                texts = store.texts(prompt, ids, **filters)
+            except LgaError as e:
+                raise LgaError(
+                    f"{e}\n(choose with descriptions.teacher=... or descriptions.settings_hash=...)"
+                ) from e
+            missing = [i for i in ids if i not in texts]
+            if missing:
+                raise _missing_error(cfg.store, prompt, missing, len(ids), full, key, cfg)
+            out[prompt] = texts
+    return out
+
+
+def read_keywords(
+    cfg: DescriptionsConfig, full: GroupDataset, sample: GroupDataset, prompt: str
+) -> dict[int, list[str]]:
+    """Parsed keyword answers of ``prompt`` for the sample (all must be present)."""
+    read_descriptions(cfg, full, sample, [prompt])  # the coverage check and its error
+    from lga.store import DescriptionStore, dataset_key
+
+    with DescriptionStore(cfg.store, create=False) as store:
+        return store.keywords(
+            prompt,
+            sample.img_ids.tolist(),
+            dataset=dataset_key(full),
+            teacher=cfg.teacher,
+            settings_hash=cfg.settings_hash,
+        )
+
+
+def keyword_prompts(keywords: dict[int, list[str]], k: int) -> list[str]:
+    """The ``k`` most frequent keywords (ties by first appearance) as "a photo of {kw}." prompts."""
+    counts: dict[str, int] = {}
+    for img_id in sorted(keywords):
+        for kw in keywords[img_id]:
+            counts[kw] = counts.get(kw, 0) + 1
+    top = sorted(counts, key=lambda w: -counts[w])[:k]
+    if not top:
+        raise LgaError("the background keywords of the sample are all empty")
+    return [f"a photo of {w}." for w in top]
+
+
+# ---------------------------------------------------------------------------------------------
+# Texts, tokenised once
+
+
+@dataclass
+class TextTable:
+    """Every text the training needs, de-duplicated and tokenised once.
+
+    Attributes:
+        texts: the unique texts.
+        input_ids: ``(T, L)`` token ids, right-padded to the longest text.
+        attention_mask: ``(T, L)``.
+        per_image: source name -> ``(N,)`` index into ``texts`` of each sample row's text.
+        class_index: ``(C, K)`` index of each class's K prompt templates.
+        spurious_index: ``(S,)`` index of the spurious-attribute prompts (may be empty).
+    """
+
+    texts: list[str]
+    input_ids: Tensor
+    attention_mask: Tensor
+    per_image: dict[str, Tensor]
+    class_index: Tensor
+    spurious_index: Tensor
+
+    def tokens(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """``(ids, mask)`` of the texts ``index`` (M,), trimmed to their longest: (M, L')."""
+        mask = self.attention_mask[index]  # (M, L)
+        length = int(mask.sum(dim=1).max()) if len(index) else 1
+        return self.input_ids[index, :length], mask[:, :length]
+
+
+def build_text_table(
+    tokenize,
+    sample: GroupDataset,
+    *,
+    per_image: dict[str, dict[int, str]],
+    class_prompts: list[list[str]],
+    spurious: list[str],
+    max_length: int | None = None,
+) -> TextTable:
+    """De-duplicate and tokenise the texts of the sample, the class prompts and spurious prompts.
+
+    Args:
+        tokenize: ``Student.tokenize`` (texts -> ``{"input_ids", "attention_mask"}``, padded).
+        sample: the training sample (row order = ``rows`` of the batches).
+        per_image: source name -> ``{img_id: text}`` covering the sample.
+        class_prompts: ``[[prompt per template] per class]``.
+        spurious: spurious-attribute prompts.
+        max_length: the text tower's token limit (to report truncated texts).
+    """
+    uniq: dict[str, int] = {}
+
+    def index(texts: Sequence[str]) -> Tensor:
+        return torch.tensor([uniq.setdefault(t, len(uniq)) for t in texts], dtype=torch.long)
+
+    ids = sample.img_ids.tolist()
+    rows = {name: index([texts[i] for i in ids]) for name, texts in per_image.items()}
+    class_index = index([p for per_class in class_prompts for p in per_class])
+    class_index = class_index.view(len(class_prompts), -1)  # (C, K)
+    spurious_index = index(spurious)
+    texts = list(uniq)
+    tok = tokenize(texts)
+    ids_t, mask = tok["input_ids"], tok["attention_mask"]
+    n_full = int((mask.sum(dim=1) >= max_length).sum()) if max_length else 0
+    if n_full:
+        log.warning(
+            "%d of %d texts fill the text tower's %d tokens: longer ones are truncated",
+            n_full,
+            len(texts),
+            max_length,
+        )
+    return TextTable(texts, ids_t, mask, rows, class_index, spurious_index)
+
+
+def caption_texts(sample: GroupDataset, template: str) -> dict[int, str]:
+    """``{img_id: template.format(class name)}``: per-image texts without descriptions."""
+    names = sample.spec.classes
+    pairs = zip(sample.img_ids.tolist(), sample.y.tolist(), strict=True)
+    return {i: template.format(names[y]) for i, y in pairs}
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch order
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Per-process micro-batches of a seeded per-epoch permutation (see the module docstring).
+
+    Args:
+        n: sample size.
+        global_batch: images per optimizer step, over all processes and accumulation steps.
+        accum: gradient accumulation steps.
+        world: number of processes.
+        rank: this process.
+        seed: data-order seed.
+
+    Raises:
+        ConfigError: ``global_batch`` is not divisible by ``accum * world``, or larger than ``n``.
+    """
+
+    def __init__(self, n: int, *, global_batch: int, accum: int, world: int, rank: int, seed: int):
+        if global_batch % (accum * world):
+            raise ConfigError(
+                f"train.batch_size={global_batch} must be divisible by gradient accumulation "
+                f"steps x processes = {accum} x {world}"
+            )
+        if global_batch > n:
+            raise ConfigError(
+                f"train.batch_size={global_batch} is larger than the training sample ({n} images)"
+            )
+        self.n, self.global_batch, self.accum = n, global_batch, accum
+        self.rank, self.seed = rank, seed
+        self.micro = global_batch // accum  # images per micro-step, all processes
+        self.per_process = self.micro // world
+        self.steps_per_epoch = n // global_batch  # the last partial batch is dropped
+        self.epoch, self.start_step = 0, 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Iterate epoch ``epoch`` from its optimizer step ``start_step`` (for resuming)."""
+        self.epoch, self.start_step = epoch, start_step
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        perm = self.permutation(self.epoch)
+        for step in range(self.start_step, self.steps_per_epoch):
+            for m in range(self.accum):
+                lo = step * self.global_batch + m * self.micro + self.rank * self.per_process
+                yield perm[lo : lo + self.per_process].tolist()
+
+    def __len__(self) -> int:
+        return (self.steps_per_epoch - self.start_step) * self.accum

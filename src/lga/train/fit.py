@@ -1,0 +1,485 @@
+"""``fit``: one method on one sample, written as a run directory.
+
+Every method goes through the same steps: the dataset is read, the training sample drawn
+(``subsample(train, n_train, seed=sample.seed)``: the same images for every method), the method
+run, the checkpoint chosen on validation, and the test split evaluated from the saved model::
+
+    RUN/config.yaml          the resolved FitConfig
+    RUN/model/               save_pretrained (CLIPModel.from_pretrained / AutoProcessor load it);
+                             linear-probe runs add linear_probe.safetensors
+    RUN/metrics.json         test metrics (DESIGN.md schema) + method, selection, sample size
+    RUN/predictions.parquet  one row per test image
+    RUN/train_log.jsonl      one record per logged step and per validation
+    RUN/checkpoints/         accelerate save_state (fine-tuning with train.checkpoint_every)
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from lga.cache import FeatureCache, default_cache_dir
+from lga.config import dump_config
+from lga.data.dataset import GroupDataset, load_dataset, subsample
+from lga.errors import ConfigError, DataError, LgaError
+from lga.evaluate import (
+    metrics_from_predictions,
+    predict_zero_shot,
+    predictions_table,
+    templates_for,
+    train_group_counts,
+    write_metrics,
+    write_predictions,
+)
+from lga.features import cache_key, image_features
+from lga.student import Student, class_prompts, load_student
+from lga.train.config import RUN_CONTROL_KEYS, FitConfig, Method
+from lga.train.data import (
+    CAPTION,
+    build_text_table,
+    caption_texts,
+    keyword_prompts,
+    read_descriptions,
+    read_keywords,
+)
+from lga.train.linear_probe import PROBE_FILE, fit_linear_probe
+from lga.train.methods import build_method
+from lga.train.model import set_trainable
+from lga.train.trainer import (
+    CHECKPOINTS,
+    SELECT_KEYS,
+    FineTuner,
+    TrainLog,
+    evaluate_split,
+    save_pretrained_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("metrics.json", "predictions.parquet", "train_log.jsonl", "model", CHECKPOINTS)
+
+
+@dataclass
+class RunData:
+    """The dataset and the three sets a run uses."""
+
+    full: GroupDataset
+    sample: GroupDataset
+    val: GroupDataset
+    test: GroupDataset
+
+    def score(self, preds, select_by: str) -> tuple[dict, float]:
+        """Validation metrics of a predictions table and the selection score."""
+        metrics = metrics_from_predictions(
+            preds, self.val, train_group_counts=train_group_counts(self.full)
+        )
+        return metrics, float(metrics[SELECT_KEYS[select_by]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Run directory and data
+
+
+def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(old) | set(new))
+    out = []
+    for k in keys:
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def _comparable(cfg_dict: dict) -> dict:
+    d = yaml.safe_load(yaml.safe_dump(cfg_dict))
+    for section, key in RUN_CONTROL_KEYS:
+        d.get(section, {}).pop(key, None)
+    return d
+
+
+def prepare_run_dir(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Check ``out`` against the request and write ``config.yaml`` (main process only).
+
+    Raises:
+        LgaError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set, or
+            ``resume`` is asked with a configuration different from the run's.
+    """
+    saved = out / "config.yaml"
+    if resume and saved.is_file():
+        diff = _config_diff(
+            _comparable(yaml.safe_load(saved.read_text())), _comparable(cfg.model_dump(mode="json"))
+        )
+        if diff:
+            raise LgaError(
+                f"--resume: the configuration differs from {saved}:\n  " + "\n  ".join(diff)
+            )
+    elif saved.is_file() and not resume:
+        if not overwrite:
+            raise LgaError(
+                f"{out} already holds a run; continue it with --resume, replace it "
+                "with --overwrite, or choose another --out"
+            )
+        for name in RUN_FILES:
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, saved)
+
+
+def load_run_data(cfg: FitConfig, *, check_images: bool, progress: bool) -> RunData:
+    """Read the dataset; draw the training sample and the (optionally subsampled) validation set.
+
+    Raises:
+        DataError: a split the method needs has no rows.
+    """
+    splits = ["val", "test"] if cfg.method is Method.ZERO_SHOT else ["train", "val", "test"]
+    full = load_dataset(
+        cfg.data.root,
+        cfg.data.dataset_config,
+        splits=splits,
+        skip_bad_rows=cfg.data.skip_bad_rows,
+        check_images=cfg.data.check_images and check_images,
+        progress=progress,
+    )
+    sample = subsample(full.split("train"), cfg.sample.n_train, seed=cfg.sample.seed)
+    val = subsample(full.split("val"), cfg.sample.val_n, seed=cfg.sample.seed)
+    data = RunData(full, sample, val, full.split("test"))
+    needed = {"test": data.test}
+    if cfg.method is not Method.ZERO_SHOT:
+        needed |= {"train": data.sample, "val": data.val}
+    for name, ds in needed.items():
+        if len(ds) == 0:
+            raise DataError(
+                f"the {name} split of {cfg.data.root} has no rows; method "
+                f"{cfg.method.value} needs it"
+            )
+    if cfg.sample.n_train and len(data.sample) < cfg.sample.n_train:
+        log.warning(
+            "the training split has %d images, fewer than n_train=%d: using them all",
+            len(data.sample),
+            cfg.sample.n_train,
+        )
+    log.info(
+        "sample: %d training images %s; %d validation; %d test",
+        len(sample),
+        sample.group_counts(),
+        len(val),
+        len(data.test),
+    )
+    return data
+
+
+def _final_metrics(cfg: FitConfig, data: RunData, preds, **extra) -> dict:
+    return {
+        "method": cfg.method.value,
+        "student": cfg.student.spec,
+        "split": "test",
+        **metrics_from_predictions(
+            preds, data.test, train_group_counts=train_group_counts(data.full)
+        ),
+        "n_train": len(data.sample),
+        "select_by": cfg.eval.select_by,
+        **extra,
+        "skipped_rows": len(data.full.skipped),
+    }
+
+
+def _write_results(out: Path, preds, metrics: dict) -> dict:
+    write_predictions(preds, out)
+    write_metrics(metrics, out)
+    log.info(
+        "wrote %s/metrics.json: accuracy %.2f%%, worst group %.2f%% (%s)",
+        out,
+        100 * metrics["accuracy"],
+        100 * metrics["worst_group_accuracy"],
+        metrics["worst_group"],
+    )
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Frozen methods: zero-shot and linear probe
+
+
+def _feature_cache(cfg: FitConfig, student: Student, full: GroupDataset) -> FeatureCache | None:
+    if not cfg.eval.use_cache:
+        return None
+    return FeatureCache(cfg.eval.cache_dir or default_cache_dir(), cache_key(student, full))
+
+
+def _zero_shot(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict:
+    student = load_student(cfg.student)
+    cache = _feature_cache(cfg, student, data.full)
+    templates = templates_for(data.full, cfg.student.templates)
+    kw = dict(
+        templates=templates,
+        batch_size=cfg.eval.batch_size,
+        num_workers=cfg.data.num_workers,
+        cache=cache,
+        progress=progress,
+    )
+    extra = {"selected_step": 0}
+    if len(data.val):
+        metrics, score = data.score(
+            predictions_table(data.val, predict_zero_shot(student, data.val, **kw)),
+            cfg.eval.select_by,
+        )
+        TrainLog(out / "train_log.jsonl", True).write(
+            {"step": 0, "epoch": 0.0, "val": metrics, "score": score, "best": True}
+        )
+        extra["val_score"] = score
+    preds = predictions_table(data.test, predict_zero_shot(student, data.test, **kw))
+    save_pretrained_atomic(student.model, student.processor, out / "model")
+    return _write_results(out, preds, _final_metrics(cfg, data, preds, **extra))
+
+
+def _linear_probe(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict:
+    student = load_student(cfg.student)
+    cache = _feature_cache(cfg, student, data.full)
+
+    def feats(ds: GroupDataset) -> torch.Tensor:
+        return image_features(
+            student,
+            ds,
+            batch_size=cfg.eval.batch_size,
+            num_workers=cfg.data.num_workers,
+            cache=cache,
+            progress=progress,
+        )
+
+    train_x, val_x, test_x = feats(data.sample), feats(data.val), feats(data.test)
+    probe, grid = fit_linear_probe(
+        train_x,
+        torch.as_tensor(data.sample.y.copy(), dtype=torch.long),
+        val_x,
+        lambda probs: data.score(predictions_table(data.val, probs), cfg.eval.select_by)[1],
+        n_classes=len(data.full.spec.classes),
+        grid=cfg.linear_probe.l2_grid,
+        max_iter=cfg.linear_probe.max_iter,
+    )
+    val_metrics, score = data.score(
+        predictions_table(data.val, probe.probs(val_x)), cfg.eval.select_by
+    )
+    TrainLog(out / "train_log.jsonl", True).write(
+        {
+            "step": 0,
+            "epoch": 0.0,
+            "val": val_metrics,
+            "score": score,
+            "best": True,
+            "l2": probe.l2,
+            "grid": grid,
+        }
+    )
+    save_pretrained_atomic(
+        student.model,
+        student.processor,
+        out / "model",
+        extra=lambda d: probe.save(d / PROBE_FILE, data.full.spec.classes),
+    )
+    preds = predictions_table(data.test, probe.probs(test_x))
+    return _write_results(
+        out, preds, _final_metrics(cfg, data, preds, selected_step=0, val_score=score, l2=probe.l2)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def make_accelerator(cfg: FitConfig, out: Path):
+    """The run's ``Accelerator``: precision, accumulation, trackers, project directory."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.utils import ProjectConfiguration
+
+    tc = cfg.train
+    return Accelerator(
+        mixed_precision=_mixed_precision(tc.mixed_precision),
+        gradient_accumulation_steps=tc.gradient_accumulation_steps,
+        cpu=cfg.student.device == "cpu",
+        log_with=list(tc.trackers) or None,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(find_unused_parameters=tc.find_unused_parameters)
+        ],
+        step_scheduler_with_optimizer=False,
+    )
+
+
+def _training_student(cfg: FitConfig) -> tuple[Student, bool]:
+    """The student with float32 master weights on CPU (``prepare`` moves it); text frozen?"""
+    if cfg.student.dtype not in ("auto", "float32"):
+        raise ConfigError(
+            f"fine-tuning keeps float32 weights; student.dtype={cfg.student.dtype} "
+            "is for evaluation. Use train.mixed_precision=bf16 (or fp16) instead"
+        )
+    student = load_student(cfg.student.model_copy(update={"dtype": "float32", "device": "cpu"}))
+    tc = cfg.train
+    trainable = set_trainable(
+        student.model,
+        trainable=tc.trainable,
+        last_k=tc.last_k,
+        freeze_text=tc.freeze_text,
+        train_logit_scale=tc.train_logit_scale,
+    )
+    if tc.gradient_checkpointing:
+        student.model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    return student, trainable.text_frozen
+
+
+def _spurious_prompts(cfg: FitConfig, data: RunData) -> list[str]:
+    sa = cfg.spurious_aware
+    if sa.spurious_from == "dataset":
+        return [p for prompts in data.full.spec.spurious_texts().values() for p in prompts]
+    keywords = read_keywords(cfg.descriptions, data.full, data.sample, sa.keywords_prompt)
+    return keyword_prompts(keywords, sa.n_keywords)
+
+
+def _text_sources(cfg: FitConfig, data: RunData, names: list[str]) -> dict[str, dict[int, str]]:
+    descriptions = read_descriptions(cfg.descriptions, data.full, data.sample, names)
+    template = templates_for(data.full, "single")[0]
+    return {
+        n: caption_texts(data.sample, template) if n == CAPTION else descriptions[n] for n in names
+    }
+
+
+def _fine_tune(
+    cfg: FitConfig, data: RunData, out: Path, acc, *, resume: bool, progress: bool
+) -> dict:
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.train.seed)
+    method = build_method(cfg)
+    student, text_frozen = _training_student(cfg)
+    templates = templates_for(data.full, cfg.student.templates)
+    table = build_text_table(
+        student.tokenize,
+        data.sample,
+        per_image=_text_sources(cfg, data, method.image_texts),
+        class_prompts=class_prompts(data.full.spec.classes, templates),
+        spurious=_spurious_prompts(cfg, data) if method.needs_spurious else [],
+        max_length=getattr(
+            student.model.config, "text_config", student.model.config
+        ).max_position_embeddings,
+    )
+    if cfg.train.trackers:
+        acc.init_trackers("lga", config=_flat(cfg.model_dump(mode="json")))
+    tuner = FineTuner(
+        cfg,
+        acc,
+        student,
+        method,
+        table,
+        data.sample,
+        data.val,
+        text_frozen=text_frozen,
+        out=out,
+        templates=templates,
+        progress=progress,
+        score_val=lambda preds: data.score(preds, cfg.eval.select_by),
+    )
+    finished = tuner.train(resume=resume)
+    acc.wait_for_everyone()
+    if not finished:
+        log.warning(
+            "stopped after step %d of %d (train.stop_after_steps); continue with --resume",
+            tuner.state.step,
+            tuner.total_steps,
+        )
+        return {"stopped_at_step": tuner.state.step}
+    if not acc.is_main_process:
+        return {}
+    best = load_student(cfg.student.model_copy(update={"spec": str(out / "model")}))
+    preds = evaluate_split(best, data.test, cfg, templates)
+    return _write_results(
+        out,
+        preds,
+        _final_metrics(
+            cfg,
+            data,
+            preds,
+            selected_step=tuner.state.best_step,
+            val_score=tuner.state.best_score,
+            steps=tuner.total_steps,
+        ),
+    )
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """Nested config -> flat ``{"a.b": scalar}`` for trackers (lists as strings)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, int | float | str | bool) else str(v)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def fit(
+    cfg: FitConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Run one method and write the run directory ``out``.
+
+    Under ``accelerate launch`` every process calls this; only the main process writes files
+    and returns the metrics (the others return ``{}``). The frozen methods run on the main
+    process alone.
+
+    Args:
+        cfg: the resolved configuration.
+        out: the run directory.
+        resume: continue from the newest checkpoint in ``out/checkpoints`` (fine-tuning).
+        overwrite: replace the results of a previous run in ``out``.
+        progress: progress bars.
+
+    Returns:
+        The test metrics written to ``metrics.json`` (``{"stopped_at_step": n}`` when
+        ``train.stop_after_steps`` ended the run early).
+
+    Raises:
+        LgaError: a bad run directory, dataset, configuration or description store.
+    """
+    out = Path(out)
+    if not cfg.method.fine_tunes:
+        from accelerate import PartialState
+
+        if not PartialState().is_main_process:
+            return {}
+        prepare_run_dir(cfg, out, resume=resume, overwrite=overwrite)
+        data = load_run_data(cfg, check_images=True, progress=progress)
+        run = _zero_shot if cfg.method is Method.ZERO_SHOT else _linear_probe
+        return run(cfg, data, out, progress)
+    acc = make_accelerator(cfg, out)
+    if acc.is_main_process:
+        prepare_run_dir(cfg, out, resume=resume, overwrite=overwrite)
+    acc.wait_for_everyone()
+    # One process decodes every image to validate the dataset; the others read the metadata.
+    data = load_run_data(cfg, check_images=acc.is_main_process, progress=progress)
+    try:
+        return _fine_tune(cfg, data, out, acc, resume=resume, progress=progress)
+    finally:
+        acc.end_training()

@@ -1,0 +1,191 @@
+"""The fine-tuning methods: each maps a batch's embeddings to named loss terms; the caller sums.
+
+As in open_clip, a method returns ``{"term": loss}`` (unweighted) and its ``weights``; the trainer
+computes ``total = Σ weights[k] * terms[k]`` and logs every term. A term whose weight is 0 is not
+computed at all.
+
+Every per-image tensor handed to :meth:`FineTuneMethod.terms` spans the *global* batch (gathered
+across processes with gradients), so contrastive negatives come from the whole batch; shared
+tensors (class prompts, spurious prompts) are computed by every process.
+
+- ``erm`` ("binary CLIP"): cross-entropy over ``logit_scale * cos(image, class prompt)``.
+- ``spurious-aware`` (Yang et al. 2023): CLIP loss between each image and its text (the teacher's
+  object description with a store, else its class caption), in-modal supervised contrast of the
+  image embeddings by class, and separation of class prompts from spurious-attribute prompts.
+- ``lga``: supervised contrast over the anchors {u_i} ∪ {v_i} (images and their descriptions)
+  labelled by class, instance alignment ``clip_loss(u_i, v_i)``, and optional background
+  repulsion and class-prompt cross-entropy.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from lga import losses
+from lga.train.config import FitConfig, Method
+from lga.train.data import CAPTION
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Embeddings:
+    """The embeddings one training step works on (all normalised, float32).
+
+    Attributes:
+        image: ``(B, D)`` image embeddings u of the global batch.
+        labels: ``(B,)`` classes y.
+        texts: per-image text source -> ``(B, D)``: row i embeds image i's text.
+        class_prompts: ``(C, D)`` class-prompt embeddings (template ensemble), when asked for.
+        spurious: ``(S, D)`` spurious-attribute prompt embeddings, when asked for.
+        logit_scale: CLIP's exp(logit_scale), scalar.
+    """
+
+    image: Tensor
+    labels: Tensor
+    texts: dict[str, Tensor] = field(default_factory=dict)
+    class_prompts: Tensor | None = None
+    spurious: Tensor | None = None
+    logit_scale: Tensor | float = 100.0
+
+
+class FineTuneMethod(ABC):
+    """A fine-tuning objective: what it needs embedded, and its named terms.
+
+    Attributes:
+        weights: term name -> weight; only terms with a positive weight are computed.
+        image_texts: per-image text sources to embed (store prompt names or ``caption``).
+        needs_class_prompts: embed the class prompts each step.
+        needs_spurious: embed the spurious-attribute prompts each step.
+    """
+
+    method: Method
+    weights: dict[str, float]
+    image_texts: list[str]
+    needs_class_prompts: bool = False
+    needs_spurious: bool = False
+
+    def active(self, term: str) -> bool:
+        return self.weights.get(term, 0.0) > 0
+
+    @abstractmethod
+    def terms(self, e: Embeddings) -> dict[str, Tensor]:
+        """Unweighted scalar loss terms, one per active weight."""
+
+    def total(self, terms: dict[str, Tensor]) -> Tensor:
+        """``Σ weights[k] * terms[k]``."""
+        return torch.stack([self.weights[k] * v for k, v in terms.items()]).sum()
+
+
+class Erm(FineTuneMethod):
+    """ "Binary CLIP": cross-entropy over the class-prompt logits (the prediction rule)."""
+
+    method = Method.ERM
+
+    def __init__(self, cfg: FitConfig):
+        self.weights = {"class_ce": 1.0}
+        self.image_texts = []
+        self.needs_class_prompts = True
+
+    def terms(self, e: Embeddings) -> dict[str, Tensor]:
+        return {
+            "class_ce": losses.class_prompt_ce(
+                e.image, e.class_prompts, e.labels, logit_scale=e.logit_scale
+            )
+        }
+
+
+class SpuriousAware(FineTuneMethod):
+    """Yang et al. 2023: image-text contrast + in-modal contrast + prompt separation.
+
+    The per-image text is the teacher's ``spurious_aware.text`` answer when a store is given,
+    else the class caption ("a photo of a landbird."). Spurious prompts come from the dataset
+    config (``spurious_prompts``) or the sample's most frequent background keywords.
+    """
+
+    method = Method.SPURIOUS_AWARE
+
+    def __init__(self, cfg: FitConfig):
+        sa = cfg.spurious_aware
+        self.weights = sa.weights.model_dump()
+        self.temperature = sa.temperature
+        self.text = sa.text if cfg.descriptions.store is not None else CAPTION
+        self.image_texts = [self.text] if self.active("clip") else []
+        self.needs_class_prompts = self.needs_spurious = self.active("separation")
+
+    def terms(self, e: Embeddings) -> dict[str, Tensor]:
+        out = {}
+        if self.active("clip"):
+            out["clip"] = losses.clip_loss(e.image, e.texts[self.text], logit_scale=e.logit_scale)
+        if self.active("inmodal"):
+            out["inmodal"] = losses.supcon_out(e.image, e.labels, temperature=self.temperature)
+        if self.active("separation"):
+            out["separation"] = losses.spurious_prompt_separation(e.class_prompts, e.spurious)
+        return out
+
+
+class Lga(FineTuneMethod):
+    """Language-guided abstractions: supervised contrast of images with object descriptions."""
+
+    method = Method.LGA
+
+    def __init__(self, cfg: FitConfig):
+        c = cfg.lga
+        self.weights = c.weights.model_dump()
+        self.texts = list(c.texts)
+        self.supcon = losses.supcon_out if c.supcon == "out" else losses.supcon_in
+        self.temperature = c.temperature
+        self.background_prompt, self.margin = c.background_prompt, c.background_margin
+        background = [self.background_prompt] if self.active("background") else []
+        self.image_texts = self.texts + background
+        self.needs_class_prompts = self.active("class_ce")
+
+    def terms(self, e: Embeddings) -> dict[str, Tensor]:
+        u, y = e.image, e.labels  # (B, D), (B,)
+        out = {}
+        if self.active("supcon"):
+            anchors = torch.cat([u] + [e.texts[t] for t in self.texts])  # (B * (1 + P), D)
+            labels = y.repeat(1 + len(self.texts))  # (B * (1 + P),)
+            out["supcon"] = self.supcon(anchors, labels, temperature=self.temperature)
+        if self.active("instance"):
+            out["instance"] = torch.stack(
+                [losses.clip_loss(u, e.texts[t], logit_scale=e.logit_scale) for t in self.texts]
+            ).mean()
+        if self.active("background"):
+            out["background"] = losses.background_repulsion(
+                u, e.texts[self.background_prompt], margin=self.margin
+            )
+        if self.active("class_ce"):
+            out["class_ce"] = losses.class_prompt_ce(
+                u, e.class_prompts, y, logit_scale=e.logit_scale
+            )
+        return out
+
+
+METHODS: dict[Method, Callable[[FitConfig], FineTuneMethod]] = {
+    Method.ERM: Erm,
+    Method.SPURIOUS_AWARE: SpuriousAware,
+    Method.LGA: Lga,
+}
+
+
+def build_method(cfg: FitConfig) -> FineTuneMethod:
+    """The fine-tuning objective of ``cfg.method``.
+
+    Raises:
+        ValueError: the method does not fine-tune, or every one of its weights is 0.
+    """
+    if cfg.method not in METHODS:
+        raise ValueError(f"method {cfg.method.value} does not fine-tune CLIP")
+    method = METHODS[cfg.method](cfg)
+    if not any(w > 0 for w in method.weights.values()):
+        from lga.errors import ConfigError
+
+        raise ConfigError(f"every loss weight of method {cfg.method.value} is 0: nothing to train")
+    return method

@@ -1,0 +1,438 @@
+"""The fine-tuning loop under Hugging Face Accelerate: CPU, one GPU, many GPUs, many nodes.
+
+One optimizer step consumes one global batch of ``train.batch_size`` images: ``accum`` micro-steps,
+each split across the processes (:class:`~lga.train.data.GlobalBatchSampler`). Per-image
+embeddings are gathered with gradients (:func:`lga.losses.gather_with_grad`) so that every
+process computes the loss of the whole micro-batch, and contrastive negatives span it.
+
+Validation runs every ``eval.every`` steps (or each epoch) on the main process; the best state
+by ``eval.select_by`` is written to ``RUN/model/`` (``save_pretrained``) when it improves.
+``accelerator.save_state`` checkpoints go to ``RUN/checkpoints/step_<n>/`` every
+``train.checkpoint_every`` steps, with ``trainer_state.json`` (step, best score, best step); a
+checkpoint directory appears only once complete (written under a temporary name, then renamed).
+Only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from lga.data.dataset import GroupDataset
+from lga.evaluate import predict_zero_shot, predictions_table
+from lga.features import PixelDataset
+from lga.losses import gather_with_grad
+from lga.student import Student
+from lga.train.config import FitConfig
+from lga.train.data import GlobalBatchSampler, TextTable
+from lga.train.methods import Embeddings, FineTuneMethod
+from lga.train.model import DualEncoder, param_groups
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+SELECT_KEYS = {
+    "worst_group": "worst_group_accuracy",
+    "accuracy": "accuracy",
+    "weighted": "weighted_accuracy",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pieces
+
+
+@dataclass
+class WarmupSchedule:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine to 0 or constant."""
+
+    total: int
+    warmup: int
+    schedule: str
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        if self.schedule == "constant":
+            return 1.0
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint needs besides model, optimizer, scheduler and RNG states."""
+
+    step: int = 0
+    best_score: float | None = None
+    best_step: int | None = None
+    best_val: dict = field(default_factory=dict)
+    last_eval_step: int | None = None
+
+    def improves(self, score: float) -> bool:
+        return self.best_score is None or score > self.best_score
+
+
+class TrainLog:
+    """``RUN/train_log.jsonl``: one JSON object per logged step and per validation."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (a killed run's tail, about to be redone on resume)."""
+        if not (self.enabled and self.path.is_file()):
+            return
+        lines = [
+            ln
+            for ln in self.path.read_text().splitlines()
+            if ln.strip() and json.loads(ln)["step"] <= step
+        ]
+        self.path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return None
+    done = sorted(p for p in root.glob("step_*") if (p / STATE_FILE).is_file())
+    return done[-1] if done else None
+
+
+def save_pretrained_atomic(
+    model: torch.nn.Module, processor, path: Path, extra: Callable[[Path], None] | None = None
+) -> None:
+    """``save_pretrained`` of model and processor into a temporary folder, then swap it in."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    if extra is not None:
+        extra(tmp)
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def evaluate_split(student: Student, ds: GroupDataset, cfg: FitConfig, templates: list[str]):
+    """Predictions table of ``ds`` through the class prompts (no feature cache: weights change)."""
+    probs = predict_zero_shot(
+        student,
+        ds,
+        templates=templates,
+        batch_size=cfg.eval.batch_size,
+        num_workers=cfg.data.num_workers,
+        cache=None,
+        progress=False,
+    )
+    return predictions_table(ds, probs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+class FineTuner:
+    """Fine-tunes a student with one :class:`FineTuneMethod` under an ``Accelerator``.
+
+    Args:
+        cfg: the run's configuration.
+        accelerator: created by :func:`lga.train.fit.make_accelerator`.
+        student: the loaded student (float32 weights, trainable parts already set).
+        method: the objective.
+        table: the texts of the sample.
+        sample: the training sample; ``val``: the validation set.
+        text_frozen: cache text embeddings once instead of running the text tower each step.
+        score_val: predictions table -> (metrics, selection score), on the main process.
+        out: the run directory.
+        templates: the class-prompt templates.
+        progress: show a progress bar.
+    """
+
+    def __init__(
+        self,
+        cfg: FitConfig,
+        accelerator,
+        student: Student,
+        method: FineTuneMethod,
+        table: TextTable,
+        sample: GroupDataset,
+        val: GroupDataset,
+        *,
+        text_frozen: bool,
+        score_val: Callable,
+        out: Path,
+        templates: list[str],
+        progress: bool = True,
+    ):
+        self.cfg, self.acc, self.student, self.method = cfg, accelerator, student, method
+        self.table, self.sample, self.val, self.out = table, sample, val, out
+        self.score_val, self.templates, self.progress = score_val, templates, progress
+        self.labels = torch.as_tensor(sample.y.copy(), dtype=torch.long)  # (N,)
+        tc = cfg.train
+        self.sampler = GlobalBatchSampler(
+            len(sample),
+            global_batch=tc.batch_size,
+            accum=tc.gradient_accumulation_steps,
+            world=accelerator.num_processes,
+            rank=accelerator.process_index,
+            seed=tc.seed,
+        )
+        self.total_steps = tc.max_steps or tc.epochs * self.sampler.steps_per_epoch
+        self.eval_every = cfg.eval.every or self.sampler.steps_per_epoch
+        model = DualEncoder(student.model)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            param_groups(model, tc.weight_decay), lr=tc.lr, betas=tc.betas, eps=tc.eps
+        )
+        warmup = round(tc.warmup_ratio * self.total_steps)
+        # Stepped by hand once per optimizer step: a prepared scheduler would step once per
+        # process, which changes the schedule with the number of processes.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, WarmupSchedule(self.total_steps, warmup, tc.schedule)
+        )
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        accelerator.register_for_checkpointing(self.scheduler)
+        self.text_cache = self._encode_all_texts() if text_frozen else None
+        self.loader = DataLoader(
+            PixelDataset(sample, student.image_processor),
+            batch_sampler=self.sampler,
+            num_workers=cfg.data.num_workers,
+            pin_memory=accelerator.device.type == "cuda",
+            persistent_workers=cfg.data.num_workers > 0,
+        )
+        self.state = TrainState()
+        self.log = TrainLog(out / "train_log.jsonl", accelerator.is_main_process)
+
+    # -- embeddings ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _encode_all_texts(self) -> Tensor:
+        """(T, D) embeddings of every text of the table, once (frozen text tower)."""
+        model = self.acc.unwrap_model(self.model).model
+        was_training = model.training
+        model.eval()
+        out = []
+        for i in range(0, len(self.table.texts), 256):
+            idx = torch.arange(i, min(i + 256, len(self.table.texts)))
+            ids, mask = self.table.tokens(idx)
+            feats = self.student.text_features({"input_ids": ids, "attention_mask": mask})
+            out.append(feats)
+        model.train(was_training)
+        log.info("text tower frozen: %d text embeddings computed once", len(self.table.texts))
+        return torch.cat(out).to(self.acc.device)  # (T, D)
+
+    def _text_index(self, rows: Tensor) -> tuple[Tensor, list[int]]:
+        """Indices into the table of this micro-batch's texts, and the size of each part."""
+        parts = [self.table.per_image[name][rows] for name in self.method.image_texts]
+        if self.method.needs_class_prompts:
+            parts.append(self.table.class_index.flatten())
+        if self.method.needs_spurious:
+            parts.append(self.table.spurious_index)
+        if not parts:
+            return torch.empty(0, dtype=torch.long), []
+        return torch.cat(parts), [len(p) for p in parts]
+
+    def _forward(self, pixels: Tensor, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Image embeddings (b, D), text embeddings of ``index`` (M, D), logit scale."""
+        dev = self.acc.device
+        if self.text_cache is not None or len(index) == 0:
+            u, _, scale = self.model(pixels.to(dev))
+            v = self.text_cache[index.to(dev)] if len(index) else u.new_zeros(0, u.shape[1])
+            return u, v, scale
+        uniq, inverse = torch.unique(index, return_inverse=True)  # encode each text once
+        ids, mask = self.table.tokens(uniq)
+        u, v, scale = self.model(pixels.to(dev), ids.to(dev), mask.to(dev))
+        return u, v[inverse.to(dev)], scale
+
+    def embed(self, pixels: Tensor, rows: Tensor) -> Embeddings:
+        """The method's embeddings of one micro-batch, per-image ones gathered over processes."""
+        index, sizes = self._text_index(rows)
+        u, v, scale = self._forward(pixels, index)
+        chunks = list(torch.split(v, sizes)) if sizes else []
+        texts = {name: gather_with_grad(chunks.pop(0)) for name in self.method.image_texts}
+        class_prompts = spurious = None
+        if self.method.needs_class_prompts:
+            c, k = self.table.class_index.shape
+            class_prompts = F.normalize(chunks.pop(0).view(c, k, -1).mean(dim=1), dim=-1)  # (C, D)
+        if self.method.needs_spurious:
+            spurious = chunks.pop(0)  # (S, D)
+        labels = self.acc.gather(self.labels[rows].to(self.acc.device))  # (B,)
+        return Embeddings(gather_with_grad(u), labels, texts, class_prompts, spurious, scale)
+
+    # -- one step --------------------------------------------------------------------------------
+
+    def micro_step(self, pixels: Tensor, rows: Tensor) -> dict[str, Tensor]:
+        """Forward, backward and (every ``accum`` calls) an optimizer step; detached terms."""
+        with self.acc.accumulate(self.model):
+            terms = self.method.terms(self.embed(pixels, rows))
+            loss = self.method.total(terms)
+            self.acc.backward(loss)
+            if self.acc.sync_gradients and self.cfg.train.grad_clip is not None:
+                self.acc.clip_grad_norm_(self.params, self.cfg.train.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+
+    def optimizer_step(self, batches) -> dict[str, float]:
+        """``accum`` micro-steps from the iterator ``batches``, then the schedule; mean terms."""
+        sums: dict[str, Tensor] = {}
+        lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
+        accum = self.cfg.train.gradient_accumulation_steps
+        for _ in range(accum):
+            pixels, rows = next(batches)
+            for k, v in self.micro_step(pixels, rows).items():
+                sums[k] = sums.get(k, 0) + v / accum
+        self.scheduler.step()
+        self.state.step += 1
+        return {"lr": lr, **{k: float(v) for k, v in sums.items()}}
+
+    # -- evaluation and checkpoints --------------------------------------------------------------
+
+    def _eval_student(self) -> Student:
+        model = self.acc.unwrap_model(self.model).model
+        return Student(model, self.student.processor, self.student.spec, "training")
+
+    def validate(self) -> None:
+        """Validation on the main process; the best state so far goes to ``RUN/model/``."""
+        step = self.state.step
+        if self.acc.is_main_process:
+            student = self._eval_student()
+            student.model.eval()
+            with torch.no_grad(), self.acc.autocast():
+                preds = evaluate_split(student, self.val, self.cfg, self.templates)
+            student.model.train()
+            metrics, score = self.score_val(preds)
+            best = self.state.improves(score)
+            if best:
+                self.state.best_score, self.state.best_step = score, step
+                self.state.best_val = metrics
+                save_pretrained_atomic(student.model, student.processor, self.out / "model")
+            self.log.write(
+                {
+                    "step": step,
+                    "epoch": step / self.sampler.steps_per_epoch,
+                    "val": metrics,
+                    "score": score,
+                    "best": best,
+                }
+            )
+            self._track({f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step)
+            log.info(
+                "step %d: validation %s = %.4f%s",
+                step,
+                self.cfg.eval.select_by,
+                score,
+                " (best)" if best else "",
+            )
+        self.state.last_eval_step = step
+        self.acc.wait_for_everyone()
+
+    def save_checkpoint(self) -> None:
+        root = self.out / CHECKPOINTS
+        final = root / f"step_{self.state.step:08d}"
+        tmp = root / f".{final.name}.tmp"
+        if self.acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp))
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps(self.state.__dict__, indent=1))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in sorted(root.glob("step_*"))[: -self.cfg.train.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.acc.wait_for_everyone()
+
+    def resume(self) -> bool:
+        """Load the newest complete checkpoint, if any; the log's later records are dropped."""
+        ck = latest_checkpoint(self.out)
+        if ck is None:
+            log.warning("no checkpoint in %s: starting from the beginning", self.out / CHECKPOINTS)
+            return False
+        self.acc.load_state(str(ck))
+        self.state = TrainState(**json.loads((ck / STATE_FILE).read_text()))
+        self.log.truncate_after(self.state.step)
+        log.info("resumed from %s (step %d of %d)", ck, self.state.step, self.total_steps)
+        return True
+
+    def _track(self, values: dict, step: int) -> None:
+        if self.cfg.train.trackers:
+            self.acc.log(values, step=step)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _log_step(self, values: dict[str, float]) -> None:
+        step = self.state.step
+        if step % self.cfg.train.log_every and step != self.total_steps:
+            return
+        record = {"step": step, "epoch": step / self.sampler.steps_per_epoch, **values}
+        self.log.write(record)
+        self._track({f"train/{k}": v for k, v in record.items() if k != "step"}, step)
+
+    def _batches(self):
+        """Micro-batches from the current step on, epoch after epoch (each seeded)."""
+        spe = self.sampler.steps_per_epoch
+        epoch, start = divmod(self.state.step, spe)
+        while True:
+            self.sampler.set_epoch(epoch, start)
+            yield from self.loader
+            epoch, start = epoch + 1, 0
+
+    def train(self, *, resume: bool = False) -> bool:
+        """Run to ``total_steps`` (or ``train.stop_after_steps`` more steps).
+
+        Returns:
+            True when training finished, False when stopped early by ``stop_after_steps``.
+        """
+        if not (resume and self.resume()) and self.cfg.eval.at_start:
+            self.validate()
+        self.model.train()
+        tc = self.cfg.train
+        stop_at = self.total_steps
+        if tc.stop_after_steps is not None:
+            stop_at = min(stop_at, self.state.step + tc.stop_after_steps)
+        batches = self._batches()
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.state.step,
+            desc="fine-tuning",
+            unit="step",
+            disable=not (self.progress and self.acc.is_main_process),
+        )
+        while self.state.step < stop_at:
+            values = self.optimizer_step(batches)
+            self._log_step(values)
+            bar.update(1)
+            bar.set_postfix(loss=f"{values['loss']:.4f}")
+            step = self.state.step
+            if step % self.eval_every == 0 or step == self.total_steps:
+                self.validate()
+            if tc.checkpoint_every and (step % tc.checkpoint_every == 0 or step == stop_at):
+                self.save_checkpoint()
+        bar.close()
+        batches.close()
+        return self.state.step >= self.total_steps
