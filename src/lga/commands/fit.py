@@ -26,8 +26,38 @@ def _n_train(value: str) -> int | None:
     return n
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets KEY=VALUE overrides sit anywhere among the flags (``... train.lr=1e-5 --resume``).
+
+    Plain argparse fills a ``nargs="*"`` positional from its first run of positional strings
+    only and rejects later ones; intermixed parsing collects them all.
+    """
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:  # parse_known_intermixed_args calls back into parse_known_args
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    default_class, sub._parser_class = sub._parser_class, _IntermixedParser
+    try:
+        p = _add_parser(sub)
+    finally:
+        sub._parser_class = default_class
+    add_data_args(p)
+    _add_arguments(p)
+    p.set_defaults(func=_run)
+
+
+def _add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    return sub.add_parser(
         "fit",
         help="train one method (zero-shot, linear-probe, erm, spurious-aware, lga) on a sample",
         description="Fit a CLIP student with one method on a seeded training sample, select the "
@@ -38,7 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "lga fit --data ~/data/waterbird_complete95_forest2water2 --config waterbirds-vitl14 "
         "--method lga --descriptions runs/llava.sqlite --out runs/lga-l14",
     )
-    add_data_args(p)
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     add_student_args(p, required=False)
     # Only flags given on the command line override the --config file.
     p.set_defaults(num_workers=None, device=None, dtype=None)
@@ -86,9 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
-        help="dotted overrides, applied last (e.g. train.lr=5e-6 lga.supcon=in)",
+        help="dotted overrides, applied last (train.lr=5e-6 lga.supcon=in)",
     )
-    p.set_defaults(func=_run)
 
 
 def shipped_run_configs() -> list[str]:
@@ -150,13 +181,20 @@ def flag_layer(args: argparse.Namespace) -> dict:
     return layer
 
 
-def _run(args: argparse.Namespace) -> int:
-    from lga.train import FitConfig, fit
+def resolve_fit_config(args: argparse.Namespace):
+    """Defaults < ``--config`` file < flags < ``KEY=VALUE`` overrides, validated."""
+    from lga.train import FitConfig
 
     base = read_yaml(resolve_run_file(args.config)) if args.config else {}
-    cfg = resolve_config(
+    return resolve_config(
         FitConfig, base=deep_merge(base, flag_layer(args)), overrides=args.overrides
     )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lga.train import fit
+
+    cfg = resolve_fit_config(args)
     out = args.out or default_run_name("fit", cfg.student.spec, cfg.method.value)
     metrics = fit(
         cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress

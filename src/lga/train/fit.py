@@ -416,6 +416,7 @@ def _fine_tune(
             selected_step=tuner.state.best_step,
             val_score=tuner.state.best_score,
             steps=tuner.total_steps,
+            processes=acc.num_processes,
         ),
     )
 
@@ -467,8 +468,11 @@ def fit(
     if not cfg.method.fine_tunes:
         from accelerate import PartialState
 
-        if not PartialState().is_main_process:
+        state = PartialState()
+        if not state.is_main_process:
             return {}
+        if state.num_processes == 1:
+            PartialState._reset_state()
         prepare_run_dir(cfg, out, resume=resume, overwrite=overwrite)
         data = load_run_data(cfg, check_images=True, progress=progress)
         run = _zero_shot if cfg.method is Method.ZERO_SHOT else _linear_probe
@@ -482,4 +486,15 @@ def fit(
     try:
         return _fine_tune(cfg, data, out, acc, resume=resume, progress=progress)
     finally:
-        acc.end_training()
+        _release(acc)
+
+
+def _release(acc) -> None:
+    """End trackers; in a single process, forget Accelerate's global state so that another
+    ``fit`` in the same Python process (a sweep, a notebook) may use other precision settings."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    acc.end_training()
+    if acc.num_processes == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()

@@ -321,7 +321,7 @@ class FineTuner:
         if self.acc.is_main_process:
             student = self._eval_student()
             student.model.eval()
-            with torch.no_grad(), self.acc.autocast():
+            with torch.no_grad():  # float32 master weights, no autocast
                 preds = evaluate_split(student, self.val, self.cfg, self.templates)
             student.model.train()
             metrics, score = self.score_val(preds)

@@ -1,0 +1,119 @@
+"""Accelerate: two processes equal one, gradient accumulation, precision and checkpointing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fit_support import fill_store, make_fit_dataset
+from lga.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tiny_clip_dir):
+    root = tmp_path_factory.mktemp("accelerate")
+    data = make_fit_dataset(root / "data")
+    return {
+        "root": root,
+        "data": data,
+        "store": fill_store(root / "s.sqlite", data),
+        "clip": tiny_clip_dir,
+    }
+
+
+def argv(env: dict, out: Path, method: str, *extra: str) -> list[str]:
+    return ["fit", "--data", str(env["data"]), "--student", str(env["clip"]), "--method", method,
+            "--descriptions", str(env["store"]), "--out", str(out), "--batch-size", "8",
+            "--epochs", "2", "--lr", "1e-3", "--num-workers", "0", "--no-progress",
+            "--device", "cpu", "eval.use_cache=false", "eval.at_start=false", *extra]  # fmt: skip
+
+
+def steps(run: Path) -> list[dict]:
+    lines = (run / "train_log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "loss" in r]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+def assert_close_runs(a: Path, b: Path, *, atol: float) -> None:
+    sa, sb = steps(a), steps(b)
+    assert [r["step"] for r in sa] == [r["step"] for r in sb] and sa
+    for ra, rb in zip(sa, sb, strict=True):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=atol), (ra["step"], k)
+    wa, wb = weights(a), weights(b)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=atol)
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(env):
+    """Same global batch of 8: 2 processes x 4 images vs 1 x 8; contrastive terms gathered."""
+    extra = ("lga.weights.class_ce=0.5", "lga.texts=[object_description,object_keywords]")
+    one, two = env["root"] / "one", env["root"] / "two"
+    assert main(argv(env, one, "lga", *extra)) == 0
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+              "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no", "--main_process_port", "29731",
+              "-m", "lga.cli", *argv(env, two, "lga", *extra)]  # fmt: skip
+    proc = subprocess.run(
+        launch,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m1 = json.loads((one / "metrics.json").read_text())
+    m2 = json.loads((two / "metrics.json").read_text())
+    assert (m1.pop("processes"), m2.pop("processes")) == (1, 2)
+    assert m1 == m2
+    assert_close_runs(one, two, atol=1e-5)
+    assert proc.stdout.count("wrote ") == 1  # only the main process reports (and writes)
+
+
+def test_gradient_accumulation_equals_the_full_batch(env):
+    """ERM's loss is a per-image mean, so 2 micro-batches of 4 equal one batch of 8."""
+    full, accum = env["root"] / "erm-full", env["root"] / "erm-accum"
+    assert main(argv(env, full, "erm")) == 0
+    assert main(argv(env, accum, "erm", "train.gradient_accumulation_steps=2")) == 0
+    assert_close_runs(full, accum, atol=1e-5)
+
+
+def test_gradient_checkpointing_is_exact_and_bf16_runs(env):
+    plain, ckpt = env["root"] / "lga-plain", env["root"] / "lga-ckpt"
+    assert main(argv(env, plain, "lga")) == 0
+    assert main(argv(env, ckpt, "lga", "train.gradient_checkpointing=true")) == 0
+    assert_close_runs(plain, ckpt, atol=1e-6)
+    bf16 = env["root"] / "lga-bf16"
+    assert main(argv(env, bf16, "lga", "train.mixed_precision=bf16")) == 0
+    losses = [r["loss"] for r in steps(bf16)]
+    assert len(losses) == 8 and all(torch.isfinite(torch.tensor(losses)))
+    # autocast changes the numbers (bf16 matmuls) but not the parameters' dtype
+    assert steps(bf16)[0]["loss"] == pytest.approx(steps(plain)[0]["loss"], rel=0.05)
+    assert all(w.dtype == torch.float32 for w in weights(bf16).values())
+
+
+def test_tensorboard_tracker(env):
+    pytest.importorskip("tensorboard")
+    run = env["root"] / "tracked"
+    assert main(argv(env, run, "erm", "train.trackers=[tensorboard]")) == 0
+    assert any((run / "logs").rglob("events.out.tfevents.*"))

@@ -1,0 +1,380 @@
+"""`lga fit` end to end: every method on a tiny CLIP, a tiny dataset and a filled store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from fit_support import PROMPTS, TEACHER, fill_store, make_fit_dataset
+from lga.cli import build_parser, main
+from lga.commands.fit import resolve_fit_config, shipped_run_configs
+from lga.config import resolve_config
+from lga.errors import ConfigError, LgaError
+from lga.evaluate import metrics_from_predictions, train_group_counts
+from lga.train import FitConfig, fit
+
+METRIC_KEYS = {"method", "student", "split", "n", "accuracy", "weighted_accuracy",
+               "worst_group_accuracy", "worst_group", "class_accuracy", "group_accuracy",
+               "group_count"}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models on a shared 2-core machine: one thread avoids oversubscription (20x faster).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def fit_env(tmp_path_factory, tiny_clip_dir):
+    root = tmp_path_factory.mktemp("fit")
+    data = make_fit_dataset(root / "data")
+    store = fill_store(root / "store.sqlite", data)
+    return {"root": root, "data": data, "store": store, "clip": tiny_clip_dir}
+
+
+def make_cfg(env: dict, method: str, *overrides: str, store: bool = True) -> FitConfig:
+    base = {
+        "method": method,
+        "data": {"root": str(env["data"]), "num_workers": 0},
+        "student": {"spec": str(env["clip"]), "device": "cpu"},
+        "descriptions": {"store": str(env["store"]) if store else None},
+        "train": {"batch_size": 8, "epochs": 1},
+        "eval": {"use_cache": False, "at_start": False},
+    }
+    return resolve_config(FitConfig, base=base, overrides=list(overrides))
+
+
+VARIANTS = {
+    "zero-shot": ("zero-shot", []),
+    "linear-probe": ("linear-probe", []),
+    "erm": ("erm", []),
+    "spurious-aware": ("spurious-aware", []),
+    "spurious-aware-keywords": ("spurious-aware", ["spurious_aware.spurious_from=keywords"]),
+    "lga": ("lga", []),
+    "lga-all-terms": ("lga", ["lga.texts=[object_description,object_keywords]",
+                              "lga.weights.background=0.5", "lga.weights.class_ce=0.5",
+                              "lga.supcon=in"]),
+    "lga-frozen-text": ("lga", ["train.freeze_text=true"]),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def run(request, fit_env):
+    method, overrides = VARIANTS[request.param]
+    cfg = make_cfg(fit_env, method, *overrides)
+    out = fit_env["root"] / f"run-{request.param}"
+    torch.set_num_threads(1)
+    metrics = fit(cfg, out, progress=False)
+    return {"name": request.param, "cfg": cfg, "out": out, "metrics": metrics, **fit_env}
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_run_directory_and_metrics_schema(run):
+    out, metrics = run["out"], run["metrics"]
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "predictions.parquet",
+        "train_log.jsonl",
+        "model/config.json",
+        "model/model.safetensors",
+    ):
+        assert (out / name).exists(), name
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["method"] == run["cfg"].method.value and metrics["split"] == "test"
+    assert metrics["n"] == 16 == sum(metrics["group_count"].values())
+    assert metrics["n_train"] == 32
+    assert metrics["worst_group_accuracy"] == min(metrics["group_accuracy"].values())
+    assert all(0 <= a <= 1 for a in metrics["group_accuracy"].values())
+    # predictions are enough to recompute every metric
+    preds = pd.read_parquet(out / "predictions.parquet")
+    assert len(preds) == 16 and {"img_id", "y", "place", "group", "pred"} <= set(preds)
+    from lga.data import load_dataset
+
+    full = load_dataset(run["data"], check_images=False)
+    again = metrics_from_predictions(
+        preds, full.split("test"), train_group_counts=train_group_counts(full)
+    )
+    assert {k: metrics[k] for k in again} == again
+    # the resolved config reloads to the same object
+    saved = FitConfig.model_validate(yaml.safe_load((out / "config.yaml").read_text()))
+    assert saved == run["cfg"]
+
+
+def test_model_reloads_with_transformers(run):
+    from transformers import AutoProcessor, CLIPModel
+
+    model = CLIPModel.from_pretrained(run["out"] / "model")
+    processor = AutoProcessor.from_pretrained(run["out"] / "model")
+    assert model.config.projection_dim == 16 and hasattr(processor, "image_processor")
+    before, after = _weights(run["clip"]), _weights(run["out"] / "model")
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    if run["cfg"].method.fine_tunes:
+        assert any(k.startswith("vision_model.") for k in changed)
+        texts_changed = any(k.startswith("text_model.") for k in changed)
+        assert texts_changed == (not run["cfg"].train.freeze_text)
+    else:
+        assert not changed
+
+
+def test_train_log(run):
+    lines = [json.loads(s) for s in (run["out"] / "train_log.jsonl").read_text().splitlines()]
+    vals = [r for r in lines if "val" in r]
+    assert vals and all("worst_group_accuracy" in r["val"] for r in vals)
+    steps = [r for r in lines if "loss" in r]
+    if not run["cfg"].method.fine_tunes:
+        assert not steps
+        return
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]  # 32 images / batch 8, one epoch
+    terms = {
+        "erm": {"class_ce"},
+        "spurious-aware": {"clip", "inmodal", "separation"},
+        "lga": {"supcon", "instance"},
+    }[run["cfg"].method.value]
+    if run["name"] == "lga-all-terms":
+        terms = {"supcon", "instance", "background", "class_ce"}
+    for r in steps:
+        assert terms | {"loss", "lr", "epoch", "step"} == set(r)
+        assert all(np.isfinite(r[k]) for k in terms)
+    assert run["metrics"]["selected_step"] == 4  # the only candidate (eval.at_start=false)
+
+
+def test_linear_probe_file_reproduces_predictions(fit_env):
+    out = fit_env["root"] / "run-linear-probe"
+    if not out.exists():
+        pytest.skip("linear-probe run not made")
+    from lga.data import load_dataset
+    from lga.student import load_student
+
+    probe = load_file(str(out / "model" / "linear_probe.safetensors"))
+    assert probe["weight"].shape == (2, 16) and probe["bias"].shape == (2,)
+    student = load_student(str(out / "model"))
+    test = load_dataset(fit_env["data"], check_images=False).split("test")
+    feats = student.encode_images([test.load_image(i) for i in range(len(test))])
+    probs = (feats @ probe["weight"].T + probe["bias"]).softmax(-1).numpy()
+    preds = pd.read_parquet(out / "predictions.parquet")
+    np.testing.assert_allclose(
+        preds[["prob_landbird", "prob_waterbird"]].to_numpy(), probs, atol=1e-5
+    )
+
+
+def test_zero_shot_fit_equals_lga_eval(fit_env, tmp_path):
+    out = fit_env["root"] / "run-zero-shot"
+    if not out.exists():
+        pytest.skip("zero-shot run not made")
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                str(fit_env["data"]),
+                "--student",
+                str(fit_env["clip"]),
+                "--out",
+                str(tmp_path / "ev"),
+                "--no-cache",
+                "--num-workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    fitted = json.loads((out / "metrics.json").read_text())
+    assert {k: fitted[k] for k in METRIC_KEYS - {"method"}} == {
+        k: ev[k] for k in METRIC_KEYS - {"method"}
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+
+def _args(env: dict, *extra: str):
+    return build_parser().parse_args(["fit", "--data", str(env["data"]), *extra])
+
+
+def test_config_layers(fit_env, tmp_path):
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(
+        yaml.safe_dump(
+            {
+                "method": "erm",
+                "student": {"spec": "from-yaml"},
+                "train": {"lr": 1e-4, "epochs": 7, "weight_decay": 0.05},
+                "lga": {"temperature": 0.2},
+            }
+        )
+    )
+    cfg = resolve_fit_config(
+        _args(
+            fit_env,
+            "--config",
+            str(run_file),
+            "--epochs",
+            "2",
+            "--method",
+            "lga",
+            "--descriptions",
+            "s.sqlite",
+            "--n-train",
+            "all",
+            "--seed",
+            "3",
+            "train.lr=3e-5",
+            "lga.weights.background=0.2",
+        )
+    )
+    assert cfg.method.value == "lga"  # flag over file
+    assert cfg.student.spec == "from-yaml"  # file over default
+    assert cfg.train.epochs == 2 and cfg.train.weight_decay == 0.05 and cfg.train.lr == 3e-5
+    assert cfg.lga.temperature == 0.2 and cfg.lga.weights.background == 0.2
+    assert cfg.sample.n_train is None and cfg.sample.seed == cfg.train.seed == 3
+    assert cfg.data.num_workers == 2  # a flag not given leaves the default
+    # defaults without a file
+    cfg = resolve_fit_config(_args(fit_env, "--method", "erm", "--student", "x"))
+    assert (
+        cfg.train.lr == 1e-5 and cfg.sample.n_train == 2000 and cfg.eval.select_by == "worst_group"
+    )
+
+
+def test_shipped_run_configs_are_valid(fit_env):
+    assert {"waterbirds-vitb32", "waterbirds-vitl14"} <= set(shipped_run_configs())
+    for name in ("waterbirds-vitb32", "waterbirds-vitl14"):
+        cfg = resolve_fit_config(_args(fit_env, "--config", name, "--descriptions", "s.sqlite"))
+        assert cfg.sample.n_train == 2000 and cfg.train.lr <= 1e-5
+        assert cfg.student.spec.startswith("openai/clip-vit-")
+
+
+@pytest.mark.parametrize("where", ["override", "file"])
+def test_unknown_key_is_an_error_before_any_work(fit_env, tmp_path, capsys, where):
+    out = tmp_path / "never"
+    argv = [
+        "fit",
+        "--data",
+        str(fit_env["data"]),
+        "--student",
+        str(fit_env["clip"]),
+        "--method",
+        "erm",
+        "--out",
+        str(out),
+    ]
+    if where == "file":
+        (tmp_path / "bad.yaml").write_text("train:\n  lrr: 0.1\n")
+        argv += ["--config", str(tmp_path / "bad.yaml")]
+    else:
+        argv += ["train.lrr=0.1"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "train.lrr" in err and "Extra inputs are not permitted" in err
+    assert not out.exists()
+    with pytest.raises(ConfigError, match="train.lr"):
+        make_cfg(fit_env, "erm", "train.lr=fast")
+
+
+def test_missing_descriptions_error(fit_env, tmp_path):
+    from lga.data import load_dataset
+
+    full = load_dataset(fit_env["data"], check_images=False)
+    skip = full.split("train").img_ids[:3].tolist()
+    store = fill_store(tmp_path / "partial.sqlite", fit_env["data"], prompts=PROMPTS, skip=skip)
+    cfg = make_cfg(fit_env, "lga", f"descriptions.store={store}")
+    with pytest.raises(LgaError) as e:
+        fit(cfg, tmp_path / "run", progress=False)
+    msg = str(e.value)
+    for part in (
+        "3 of 32",
+        "'object_description'",
+        str(store),
+        "lga describe",
+        f"--data {fit_env['data']}",
+        ", ".join(map(str, skip)),
+    ):
+        assert part in msg, part
+    # a teacher filter that matches nothing: every image is missing, the teacher is named
+    cfg = make_cfg(fit_env, "lga", "descriptions.teacher=other")
+    with pytest.raises(LgaError, match="32 of 32 .*teacher other"):
+        fit(cfg, tmp_path / "run2", progress=False)
+    assert TEACHER != "other"
+
+
+def test_existing_run_needs_resume_or_overwrite(fit_env, tmp_path):
+    cfg = make_cfg(fit_env, "zero-shot")
+    fit(cfg, tmp_path / "run", progress=False)
+    with pytest.raises(LgaError, match="already holds a run"):
+        fit(cfg, tmp_path / "run", progress=False)
+    (tmp_path / "run" / "metrics.json").write_text("stale")
+    fit(cfg, tmp_path / "run", overwrite=True, progress=False)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["n"] == 16
+
+
+def test_cli_end_to_end(fit_env, tmp_path, capsys):
+    out = tmp_path / "cli-run"
+    assert (
+        main(
+            [
+                "fit",
+                "--data",
+                str(fit_env["data"]),
+                "--student",
+                str(fit_env["clip"]),
+                "--method",
+                "spurious-aware",
+                "--out",
+                str(out),
+                "--n-train",
+                "16",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--num-workers",
+                "0",
+                "--no-progress",
+                "--device",
+                "cpu",
+                "eval.use_cache=false",
+                "eval.at_start=false",
+                "train.trainable=last_k",
+                "train.last_k=1",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "worst group" in printed and str(out) in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_train"] == 16 and metrics["method"] == "spurious-aware"
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["descriptions"]["store"] is None and cfg["train"]["trainable"] == "last_k"
+    before, after = _weights(fit_env["clip"]), _weights(out / "model")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(
+        k.startswith(
+            (
+                "vision_model.encoder.layers.1.",
+                "text_model.encoder.layers.1.",
+                "vision_model.post_layernorm",
+                "text_model.final_layer_norm",
+                "visual_projection",
+                "text_projection",
+            )
+        )
+        for k in changed
+    )

@@ -1,0 +1,300 @@
+"""Unit tests of the fine-tuning pieces: methods' loss terms, batch order, trainable parts,
+schedule, text table and linear probe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lga import losses
+from lga.config import DataConfig
+from lga.errors import ConfigError
+from lga.train.config import FitConfig, Method
+from lga.train.data import CAPTION, GlobalBatchSampler, build_text_table, keyword_prompts
+from lga.train.linear_probe import fit_linear_probe, train_logreg
+from lga.train.methods import Embeddings, Erm, Lga, SpuriousAware, build_method
+from lga.train.model import DualEncoder, param_groups, set_trainable
+from lga.train.trainer import WarmupSchedule
+
+
+def _cfg(method: str, **sections) -> FitConfig:
+    return FitConfig.model_validate(
+        {"method": method, "data": DataConfig(root="unused"), **sections}
+    )
+
+
+def _unit(*shape: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(*shape, generator=g), dim=-1)
+
+
+@pytest.fixture()
+def emb() -> Embeddings:
+    b, d = 6, 8
+    return Embeddings(
+        image=_unit(b, d, seed=1).requires_grad_(),
+        labels=torch.tensor([0, 1, 0, 1, 1, 0]),
+        texts={
+            "object_description": _unit(b, d, seed=2),
+            "object_keywords": _unit(b, d, seed=3),
+            "background_description": _unit(b, d, seed=4),
+            CAPTION: _unit(b, d, seed=5),
+        },
+        class_prompts=_unit(2, d, seed=6),
+        spurious=_unit(4, d, seed=7),
+        logit_scale=torch.tensor(20.0),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods
+
+
+def test_lga_default_terms_match_the_loss_functions(emb):
+    method = build_method(_cfg("lga", descriptions={"store": "s.sqlite"}))
+    assert isinstance(method, Lga)
+    assert method.image_texts == ["object_description"]
+    assert not method.needs_class_prompts
+    terms = method.terms(emb)
+    assert set(terms) == {"supcon", "instance"}  # background and class_ce weigh 0 by default
+    u, v, y = emb.image, emb.texts["object_description"], emb.labels
+    expected = losses.supcon_out(torch.cat([u, v]), torch.cat([y, y]), temperature=0.1)
+    torch.testing.assert_close(terms["supcon"], expected)
+    torch.testing.assert_close(terms["instance"], losses.clip_loss(u, v, logit_scale=20.0))
+    torch.testing.assert_close(method.total(terms), terms["supcon"] + terms["instance"])
+
+
+def test_lga_every_term_weighted(emb):
+    cfg = _cfg(
+        "lga",
+        descriptions={"store": "s.sqlite"},
+        lga={
+            "texts": ["object_description", "object_keywords"],
+            "supcon": "in",
+            "temperature": 0.5,
+            "background_margin": 0.2,
+            "weights": {"supcon": 0.5, "instance": 2.0, "background": 0.3, "class_ce": 0.7},
+        },
+    )
+    method = build_method(cfg)
+    assert method.image_texts == ["object_description", "object_keywords", "background_description"]
+    assert method.needs_class_prompts
+    terms = method.terms(emb)
+    u, y, t = emb.image, emb.labels, emb.texts
+    anchors = torch.cat([u, t["object_description"], t["object_keywords"]])
+    torch.testing.assert_close(
+        terms["supcon"], losses.supcon_in(anchors, y.repeat(3), temperature=0.5)
+    )
+    inst = [
+        losses.clip_loss(u, t[k], logit_scale=20.0)
+        for k in ("object_description", "object_keywords")
+    ]
+    torch.testing.assert_close(terms["instance"], (inst[0] + inst[1]) / 2)
+    torch.testing.assert_close(
+        terms["background"],
+        losses.background_repulsion(u, t["background_description"], margin=0.2),
+    )
+    ce = losses.class_prompt_ce(u, emb.class_prompts, y, logit_scale=20.0)
+    torch.testing.assert_close(terms["class_ce"], ce)
+    total = 0.5 * terms["supcon"] + 2.0 * terms["instance"] + 0.3 * terms["background"] + 0.7 * ce
+    torch.testing.assert_close(method.total(terms), total)
+    method.total(terms).backward()
+    assert emb.image.grad is not None and torch.isfinite(emb.image.grad).all()
+
+
+def test_erm_is_class_prompt_cross_entropy(emb):
+    method = build_method(_cfg("erm"))
+    assert isinstance(method, Erm) and method.needs_class_prompts and method.image_texts == []
+    terms = method.terms(emb)
+    expected = losses.class_prompt_ce(emb.image, emb.class_prompts, emb.labels, logit_scale=20.0)
+    torch.testing.assert_close(terms["class_ce"], expected)
+
+
+@pytest.mark.parametrize("store", [None, "s.sqlite"])
+def test_spurious_aware_terms(emb, store):
+    method = build_method(_cfg("spurious-aware", descriptions={"store": store}))
+    assert isinstance(method, SpuriousAware)
+    text = "object_description" if store else CAPTION  # class captions without descriptions
+    assert method.image_texts == [text]
+    assert method.needs_class_prompts and method.needs_spurious
+    terms = method.terms(emb)
+    assert set(terms) == {"clip", "inmodal", "separation"}
+    torch.testing.assert_close(
+        terms["clip"], losses.clip_loss(emb.image, emb.texts[text], logit_scale=20.0)
+    )
+    torch.testing.assert_close(
+        terms["inmodal"], losses.supcon_out(emb.image, emb.labels, temperature=0.1)
+    )
+    torch.testing.assert_close(
+        terms["separation"], losses.spurious_prompt_separation(emb.class_prompts, emb.spurious)
+    )
+
+
+def test_zero_weights_are_not_computed_and_all_zero_is_an_error(emb):
+    cfg = _cfg("spurious-aware", spurious_aware={"weights": {"clip": 0, "separation": 0}})
+    method = build_method(cfg)
+    assert method.image_texts == [] and not method.needs_spurious
+    assert set(method.terms(emb)) == {"inmodal"}
+    zero = {"supcon": 0, "instance": 0}
+    with pytest.raises(ConfigError, match="every loss weight"):
+        build_method(_cfg("lga", descriptions={"store": "s"}, lga={"weights": zero}))
+    with pytest.raises(ValueError, match="does not fine-tune"):
+        build_method(_cfg("linear-probe"))
+
+
+def test_lga_needs_a_store():
+    with pytest.raises(ValueError, match="needs a description store"):
+        _cfg("lga")
+    assert Method.LGA.fine_tunes and not Method.LINEAR_PROBE.fine_tunes
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch order
+
+
+def _batches(n, g, accum, world, seed, epoch=0, start=0):
+    out = []
+    for rank in range(world):
+        s = GlobalBatchSampler(n, global_batch=g, accum=accum, world=world, rank=rank, seed=seed)
+        s.set_epoch(epoch, start)
+        out.append(list(s))
+    return out
+
+
+@pytest.mark.parametrize("world,accum", [(2, 1), (4, 1), (2, 2)])
+def test_processes_see_the_single_process_global_batches(world, accum):
+    (single,) = _batches(26, 8, 1, 1, seed=3)
+    shards = _batches(26, 8, accum, world, seed=3)
+    assert len(single) == 3  # 26 // 8, the last partial batch dropped
+    for step, batch in enumerate(single):
+        micro = [shards[r][step * accum + m] for m in range(accum) for r in range(world)]
+        assert [i for part in micro for i in part] == batch  # contiguous slices, rank order
+    assert all(len(b) == 8 // (world * accum) for rank in shards for b in rank)
+
+
+def test_batch_order_is_seeded_per_epoch_and_resumable():
+    (e0,) = _batches(40, 8, 1, 1, seed=0, epoch=0)
+    (e1,) = _batches(40, 8, 1, 1, seed=0, epoch=1)
+    (again,) = _batches(40, 8, 1, 1, seed=0, epoch=1)
+    (other,) = _batches(40, 8, 1, 1, seed=1, epoch=1)
+    assert e1 == again and e0 != e1 and other != e1
+    assert sorted(i for b in e0 for i in b) == list(range(40))
+    (tail,) = _batches(40, 8, 1, 1, seed=0, epoch=1, start=2)
+    assert tail == e1[2:]
+
+
+def test_batch_size_errors():
+    with pytest.raises(ConfigError, match="divisible"):
+        GlobalBatchSampler(40, global_batch=6, accum=1, world=4, rank=0, seed=0)
+    with pytest.raises(ConfigError, match="larger than the training sample"):
+        GlobalBatchSampler(4, global_batch=8, accum=1, world=1, rank=0, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model, schedule, texts, probe
+
+
+@pytest.fixture(scope="module")
+def clip_model(tiny_clip_dir):
+    from transformers import CLIPModel
+
+    return CLIPModel.from_pretrained(tiny_clip_dir)
+
+
+def _trainable(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_set_trainable_modes(clip_model):
+    m = clip_model
+    out = set_trainable(m, trainable="all", last_k=1, freeze_text=False, train_logit_scale=False)
+    assert "logit_scale" not in _trainable(m) and not out.text_frozen
+    assert out.n_trainable == out.n_total - 1
+
+    set_trainable(m, trainable="projections", last_k=1, freeze_text=False, train_logit_scale=True)
+    assert _trainable(m) == {"visual_projection.weight", "text_projection.weight", "logit_scale"}
+
+    out = set_trainable(m, trainable="last_k", last_k=1, freeze_text=True, train_logit_scale=False)
+    names = _trainable(m)
+    assert out.text_frozen and not any(n.startswith("text") for n in names)
+    assert any(n.startswith("vision_model.encoder.layers.1.") for n in names)
+    assert not any(n.startswith("vision_model.encoder.layers.0.") for n in names)
+    assert {"vision_model.post_layernorm.weight", "visual_projection.weight"} <= names
+    groups = param_groups(m, 0.1)
+    assert all(p.ndim >= 2 for p in groups[0]["params"])
+    assert all(p.ndim < 2 for p in groups[1]["params"]) and groups[1]["weight_decay"] == 0
+
+
+def test_dual_encoder_matches_get_features(clip_model):
+    from lga.student import pooled
+
+    pixels = torch.randn(3, 3, 32, 32)
+    ids = torch.tensor([[1, 5, 6, 0], [1, 7, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    u, v, scale = DualEncoder(clip_model)(pixels, ids, mask)
+    with torch.no_grad():
+        ref = pooled(clip_model.get_image_features(pixel_values=pixels))
+    torch.testing.assert_close(u.detach(), F.normalize(ref, dim=-1))
+    assert v.shape == (2, ref.shape[1])
+    torch.testing.assert_close(scale.detach(), clip_model.logit_scale.exp().detach())
+
+
+def test_warmup_cosine_and_constant():
+    s = WarmupSchedule(total=10, warmup=2, schedule="cosine")
+    assert [round(s(i), 4) for i in (0, 1, 2)] == [round(1 / 3, 4), round(2 / 3, 4), 1.0]
+    assert s(6) == pytest.approx(0.5) and s(10) == pytest.approx(0.0)
+    c = WarmupSchedule(total=10, warmup=0, schedule="constant")
+    assert c(0) == c(9) == 1.0
+
+
+def test_text_table_deduplicates_and_trims():
+    from lga.testing.tiny_clip import build_word_tokenizer
+
+    tok = build_word_tokenizer(
+        ["a photo of a landbird . waterbird gull duck land water"], max_length=16
+    )
+
+    class Sample:
+        img_ids = np.array([10, 11, 12])
+
+    table = build_text_table(
+        lambda t: tok(list(t), padding=True, return_tensors="pt"),
+        Sample(),
+        per_image={"object_description": {10: "gull", 11: "duck", 12: "gull"}},
+        class_prompts=[["a photo of a landbird ."], ["a photo of a waterbird ."]],
+        spurious=["a photo of land .", "gull"],
+    )
+    assert table.texts == [
+        "gull",
+        "duck",
+        "a photo of a landbird .",
+        "a photo of a waterbird .",
+        "a photo of land .",
+    ]
+    assert table.per_image["object_description"].tolist() == [0, 1, 0]
+    assert table.class_index.tolist() == [[2], [3]] and table.spurious_index.tolist() == [4, 0]
+    ids, mask = table.tokens(torch.tensor([0, 1]))
+    assert ids.shape == (2, 3) and mask.all()  # <bos> word <eos>, trimmed from the longest
+
+
+def test_keyword_prompts_most_frequent_first():
+    kws = {1: ["lake", "water"], 2: ["forest"], 3: ["lake"], 4: ["forest", "lake"]}
+    assert keyword_prompts(kws, 2) == ["a photo of lake.", "a photo of forest."]
+
+
+def test_linear_probe_separable_data_and_l2_selection():
+    g = torch.Generator().manual_seed(0)
+    centres = F.normalize(torch.randn(2, 8, generator=g), dim=-1)
+    y = torch.arange(40) % 2
+    x = F.normalize(centres[y] + 0.3 * torch.randn(40, 8, generator=g), dim=-1)
+    probe = train_logreg(x, y, 2, l2=1e-3, max_iter=100)
+    assert (probe.probs(x).argmax(1) == y.numpy()).mean() == 1.0
+    assert probe.weight.shape == (2, 8) and probe.bias.shape == (2,)
+
+    scores = iter([0.2, 0.9, 0.9])
+    best, grid = fit_linear_probe(
+        x, y, x, lambda p: next(scores), n_classes=2, grid=[0.0, 0.1, 1.0], max_iter=20
+    )
+    assert best.l2 == 0.1 and [r["score"] for r in grid] == [0.2, 0.9, 0.9]  # ties: first

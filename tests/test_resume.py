@@ -1,0 +1,116 @@
+"""Checkpoints and ``--resume``: a stopped or killed run continues to the same final result."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fit_support import fill_store, make_fit_dataset
+from lga.cli import build_parser, main
+from lga.commands.fit import resolve_fit_config
+from lga.errors import LgaError
+from lga.train import fit
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tiny_clip_dir):
+    root = tmp_path_factory.mktemp("resume")
+    data = make_fit_dataset(root / "data")
+    return {
+        "root": root,
+        "data": data,
+        "store": fill_store(root / "s.sqlite", data),
+        "clip": tiny_clip_dir,
+    }
+
+
+def argv(env: dict, out: Path, epochs: int, *extra: str) -> list[str]:
+    return ["fit", "--data", str(env["data"]), "--student", str(env["clip"]), "--method", "lga",
+            "--descriptions", str(env["store"]), "--out", str(out), "--batch-size", "8",
+            "--epochs", str(epochs), "--lr", "1e-3", "--num-workers", "0", "--no-progress",
+            "--device", "cpu", "eval.use_cache=false", "eval.every=2", "train.checkpoint_every=3",
+            "lga.weights.class_ce=0.5", *extra]  # fmt: skip
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    assert (a / "train_log.jsonl").read_text() == (b / "train_log.jsonl").read_text()
+    assert json.loads((a / "metrics.json").read_text()) == json.loads(
+        (b / "metrics.json").read_text()
+    )
+    wa, wb = (
+        load_file(str(a / "model/model.safetensors")),
+        load_file(str(b / "model/model.safetensors")),
+    )
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def reference(env):
+    """Uninterrupted runs: 3 epochs (12 steps) and 6 epochs (24 steps)."""
+    out = {}
+    for epochs in (3, 6):
+        out[epochs] = env["root"] / f"ref-{epochs}"
+        assert main(argv(env, out[epochs], epochs)) == 0
+    return out
+
+
+def test_stop_then_resume_equals_uninterrupted(env, reference):
+    run = env["root"] / "stopped"
+    assert main(argv(env, run, 3, "train.stop_after_steps=5")) == 0
+    assert not (run / "metrics.json").exists()
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["step_00000003", "step_00000005"]  # every 3 steps + at the stop
+    # As if killed after step 5 but before its checkpoint was complete: redo steps 4-5.
+    shutil.rmtree(run / "checkpoints" / "step_00000005")
+    assert main(argv(env, run, 3, "--resume")) == 0
+    assert_same_run(reference[3], run)
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert kept == ["step_00000009", "step_00000012"]  # train.keep_checkpoints = 2
+
+
+def test_sigkill_then_resume_equals_uninterrupted(env, reference):
+    run = env["root"] / "killed"
+    cmd = [sys.executable, "-m", "lga.cli", *argv(env, run, 6)]
+    envvars = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=envvars, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = run / "checkpoints" / "step_00000003" / "trainer_state.json"
+    deadline = time.monotonic() + 240
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert first.exists(), err.decode()[-2000:]
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "metrics.json").exists()  # killed mid-run, not after the end
+    assert main(argv(env, run, 6, "--resume")) == 0
+    assert_same_run(reference[6], run)
+
+
+def test_resume_refuses_a_different_config(env, reference, capsys):
+    run = env["root"] / "changed"
+    assert main(argv(env, run, 3, "train.stop_after_steps=3")) == 0
+    assert main(argv(env, run, 3, "--resume", "train.lr=0.5")) == 1
+    err = capsys.readouterr().err
+    assert "train.lr: 0.001 -> 0.5" in err
+    cfg = resolve_fit_config(build_parser().parse_args(argv(env, run, 4)))
+    with pytest.raises(LgaError, match="train.epochs: 3 -> 4"):
+        fit(cfg, run, resume=True, progress=False)
