@@ -58,6 +58,7 @@ VARIANTS = {
     "zero-shot": ("zero-shot", []),
     "linear-probe": ("linear-probe", []),
     "erm": ("erm", []),
+    "erm-no-pixel-cache": ("erm", ["train.cache_pixels=false"]),
     "spurious-aware": ("spurious-aware", []),
     "spurious-aware-keywords": ("spurious-aware", ["spurious_aware.spurious_from=keywords"]),
     "lga": ("lga", []),
@@ -152,6 +153,15 @@ def test_train_log(run):
         assert terms | {"loss", "lr", "epoch", "step"} == set(r)
         assert all(np.isfinite(r[k]) for k in terms)
     assert run["metrics"]["selected_step"] == 4  # the only candidate (eval.at_start=false)
+
+
+def test_pixel_cache_changes_nothing(fit_env):
+    cached, loader = fit_env["root"] / "run-erm", fit_env["root"] / "run-erm-no-pixel-cache"
+    if not (cached.exists() and loader.exists()):
+        pytest.skip("erm runs not made")
+    assert (cached / "train_log.jsonl").read_text() == (loader / "train_log.jsonl").read_text()
+    a, b = _weights(cached / "model"), _weights(loader / "model")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_linear_probe_file_reproduces_predictions(fit_env):

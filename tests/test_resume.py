@@ -87,6 +87,7 @@ def test_stop_then_resume_equals_uninterrupted(env, reference):
     assert kept == ["step_00000009", "step_00000012"]  # train.keep_checkpoints = 2
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(env, reference):
     run = env["root"] / "killed"
     cmd = [sys.executable, "-m", "lga.cli", *argv(env, run, 6)]

@@ -75,11 +75,15 @@ class TrainConfig(Strict):
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU with it
     gradient_accumulation_steps: int = Field(default=1, gt=0)
     gradient_checkpointing: bool = False
+    # Preprocess the sample and validation images once and keep them in memory (float32,
+    # N x 3 x H x W: 1.2 GB for 2,000 images at 224 px) instead of decoding every epoch.
+    cache_pixels: bool = True
     find_unused_parameters: bool = False  # DDP; only needed for unusual trainable sets
     log_every: int = Field(default=1, gt=0)  # steps between train_log.jsonl lines
     checkpoint_every: int | None = Field(default=None, gt=0)  # steps; None: no checkpoints
     keep_checkpoints: int = Field(default=2, gt=0)  # the newest ones are kept
-    stop_after_steps: int | None = Field(default=None, gt=0)  # end this invocation early
+    # End this invocation after so many steps with a checkpoint (time-boxed jobs; --resume).
+    stop_after_steps: int | None = Field(default=None, gt=0)
     trackers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
 
 

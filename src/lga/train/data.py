@@ -24,6 +24,7 @@ from torch.utils.data import Sampler
 
 from lga.data.dataset import GroupDataset
 from lga.errors import ConfigError, LgaError
+from lga.features import pixel_loader
 from lga.train.config import DescriptionsConfig
 
 log = logging.getLogger(__name__)
@@ -252,3 +253,46 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return (self.steps_per_epoch - self.start_step) * self.accum
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixels, preprocessed once
+
+
+class CachedPixels:
+    """Every image of a dataset, preprocessed once and kept in memory.
+
+    There is no random augmentation, so an epoch only needs the same pixels in another order:
+    decoding and resizing them again (the slow part of a CLIP input pipeline) is wasted work.
+
+    Attributes:
+        pixels: ``(N, 3, H, W)`` float32, row i = row i of the dataset.
+    """
+
+    def __init__(self, pixels: Tensor):
+        self.pixels = pixels
+
+    @classmethod
+    def build(
+        cls, ds: GroupDataset, image_processor, *, batch_size: int, num_workers: int
+    ) -> CachedPixels:
+        """Decode and preprocess ``ds`` in a DataLoader (workers in parallel), in row order."""
+        loader = pixel_loader(ds, image_processor, batch_size=batch_size, num_workers=num_workers)
+        pixels = torch.cat([p for p, _ in loader])  # (N, 3, H, W)
+        log.info(
+            "cached %d preprocessed images (%.0f MB)",
+            len(pixels),
+            pixels.numel() * pixels.element_size() / 2**20,
+        )
+        return cls(pixels)
+
+    def batches(self, sampler: Sampler[list[int]]) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(pixels (b, 3, H, W), rows (b,))`` for each batch of row indices of ``sampler``."""
+        for rows in sampler:
+            index = torch.as_tensor(rows, dtype=torch.long)
+            yield self.pixels[index], index
+
+    def chunks(self, size: int) -> Iterator[Tensor]:
+        """Consecutive ``(<= size, 3, H, W)`` slices, in row order."""
+        for i in range(0, len(self.pixels), size):
+            yield self.pixels[i : i + size]

@@ -358,9 +358,11 @@ def _text_sources(cfg: FitConfig, data: RunData, names: list[str]) -> dict[str, 
     }
 
 
-def _fine_tune(
-    cfg: FitConfig, data: RunData, out: Path, acc, *, resume: bool, progress: bool
-) -> dict:
+def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress: bool) -> FineTuner:
+    """The trainer of a fine-tuning method, ready to step: seeded, student loaded, texts tokenised.
+
+    ``lga fit`` trains it; ``lga bench`` times its :meth:`FineTuner.optimizer_step`.
+    """
     from accelerate.utils import set_seed
 
     set_seed(cfg.train.seed)
@@ -379,7 +381,7 @@ def _fine_tune(
     )
     if cfg.train.trackers:
         acc.init_trackers("lga", config=_flat(cfg.model_dump(mode="json")))
-    tuner = FineTuner(
+    return FineTuner(
         cfg,
         acc,
         student,
@@ -393,6 +395,13 @@ def _fine_tune(
         progress=progress,
         score_val=lambda preds: data.score(preds, cfg.eval.select_by),
     )
+
+
+def _fine_tune(
+    cfg: FitConfig, data: RunData, out: Path, acc, *, resume: bool, progress: bool
+) -> dict:
+    tuner = build_fine_tuner(cfg, data, out, acc, progress=progress)
+    templates = tuner.templates
     finished = tuner.train(resume=resume)
     acc.wait_for_everyone()
     if not finished:

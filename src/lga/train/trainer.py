@@ -31,12 +31,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lga.data.dataset import GroupDataset
-from lga.evaluate import predict_zero_shot, predictions_table
+from lga.evaluate import predict_zero_shot, predictions_table, zero_shot_probs
 from lga.features import PixelDataset
 from lga.losses import gather_with_grad
-from lga.student import Student
+from lga.student import Student, class_text_features
 from lga.train.config import FitConfig
-from lga.train.data import GlobalBatchSampler, TextTable
+from lga.train.data import CachedPixels, GlobalBatchSampler, TextTable
 from lga.train.methods import Embeddings, FineTuneMethod
 from lga.train.model import DualEncoder, param_groups
 
@@ -216,15 +216,29 @@ class FineTuner:
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         accelerator.register_for_checkpointing(self.scheduler)
         self.text_cache = self._encode_all_texts() if text_frozen else None
-        self.loader = DataLoader(
-            PixelDataset(sample, student.image_processor),
-            batch_sampler=self.sampler,
-            num_workers=cfg.data.num_workers,
-            pin_memory=accelerator.device.type == "cuda",
-            persistent_workers=cfg.data.num_workers > 0,
-        )
+        self.train_pixels = self.val_pixels = None
+        if tc.cache_pixels:
+            self.train_pixels = self._cache(sample)
+            if accelerator.is_main_process:  # validation runs there only
+                self.val_pixels = self._cache(val)
+        else:
+            self.loader = DataLoader(
+                PixelDataset(sample, student.image_processor),
+                batch_sampler=self.sampler,
+                num_workers=cfg.data.num_workers,
+                pin_memory=accelerator.device.type == "cuda",
+                persistent_workers=cfg.data.num_workers > 0,
+            )
         self.state = TrainState()
         self.log = TrainLog(out / "train_log.jsonl", accelerator.is_main_process)
+
+    def _cache(self, ds: GroupDataset) -> CachedPixels:
+        return CachedPixels.build(
+            ds,
+            self.student.image_processor,
+            batch_size=self.cfg.eval.batch_size,
+            num_workers=self.cfg.data.num_workers,
+        )
 
     # -- embeddings ------------------------------------------------------------------------------
 
@@ -315,6 +329,15 @@ class FineTuner:
         model = self.acc.unwrap_model(self.model).model
         return Student(model, self.student.processor, self.student.spec, "training")
 
+    def _val_predictions(self, student: Student):
+        if self.val_pixels is None:
+            return evaluate_split(student, self.val, self.cfg, self.templates)
+        size = self.cfg.eval.batch_size
+        feats = torch.cat([student.image_features(p).cpu() for p in self.val_pixels.chunks(size)])
+        classes = class_text_features(student, self.val.spec.classes, self.templates).cpu()
+        probs = zero_shot_probs(feats, classes, student.logit_scale().cpu())  # (N, C)
+        return predictions_table(self.val, probs)
+
     def validate(self) -> None:
         """Validation on the main process; the best state so far goes to ``RUN/model/``."""
         step = self.state.step
@@ -322,7 +345,7 @@ class FineTuner:
             student = self._eval_student()
             student.model.eval()
             with torch.no_grad():  # float32 master weights, no autocast
-                preds = evaluate_split(student, self.val, self.cfg, self.templates)
+                preds = self._val_predictions(student)
             student.model.train()
             metrics, score = self.score_val(preds)
             best = self.state.improves(score)
@@ -399,7 +422,10 @@ class FineTuner:
         epoch, start = divmod(self.state.step, spe)
         while True:
             self.sampler.set_epoch(epoch, start)
-            yield from self.loader
+            if self.train_pixels is not None:
+                yield from self.train_pixels.batches(self.sampler)
+            else:
+                yield from self.loader
             epoch, start = epoch + 1, 0
 
     def train(self, *, resume: bool = False) -> bool:
@@ -431,7 +457,9 @@ class FineTuner:
             step = self.state.step
             if step % self.eval_every == 0 or step == self.total_steps:
                 self.validate()
-            if tc.checkpoint_every and (step % tc.checkpoint_every == 0 or step == stop_at):
+            periodic = tc.checkpoint_every and step % tc.checkpoint_every == 0
+            stopping_early = step == stop_at < self.total_steps  # resumable whatever the period
+            if periodic or stopping_early:
                 self.save_checkpoint()
         bar.close()
         batches.close()
