@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<|unk|>"
 
 DEFAULT_CORPUS = (
     "a photo of a landbird . a photo of a waterbird . a photo of the bird . a photo of land .",
@@ -26,10 +26,10 @@ def build_word_tokenizer(corpus: Iterable[str], *, max_length: int):
     """A lower-casing word-level fast tokenizer with CLIP's special tokens."""
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordLevel(unk_token=EOS))
+    tok = Tokenizer(models.WordLevel(unk_token=UNK))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(list(corpus), trainers.WordLevelTrainer(special_tokens=[EOS, BOS]))
+    tok.train_from_iterator(list(corpus), trainers.WordLevelTrainer(special_tokens=[EOS, BOS, UNK]))
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A {EOS}",
         special_tokens=[(BOS, tok.token_to_id(BOS)), (EOS, tok.token_to_id(EOS))],
@@ -39,7 +39,7 @@ def build_word_tokenizer(corpus: Iterable[str], *, max_length: int):
         bos_token=BOS,
         eos_token=EOS,
         pad_token=EOS,
-        unk_token=EOS,
+        unk_token=UNK,
         model_max_length=max_length,
     )
 
