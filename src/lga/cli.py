@@ -22,6 +22,9 @@ COMMAND_MODULES = (
     "store",
     "eval",
     "fit",
+    "report",
+    "explain",
+    "export",
 )
 
 

@@ -1,0 +1,142 @@
+"""`lga explain`: saliency maps of CLIP ViT students (pre-trained vs fine-tuned) on images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lga.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="saliency maps (attention rollout, Grad-CAM) of students side by side",
+        description="For each image, one PNG: the image, then per student its attention rollout "
+        "and Grad-CAM (for the predicted class prompt) overlays, with the class probabilities in "
+        "the titles. A --student is a hub id, a model directory or a run directory (its model/, "
+        "or the base checkpoint of a zero-shot run). Example: lga explain --student "
+        "openai/clip-vit-large-patch14 --student runs/lga-l14 bird.jpg --out explain",
+    )
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    p.add_argument(
+        "--student",
+        metavar="CKPT",
+        action="append",
+        required=True,
+        dest="students",
+        help="a student (repeat: pre-trained first, then fine-tuned)",
+    )
+    p.add_argument(
+        "--label",
+        metavar="NAME",
+        action="append",
+        default=None,
+        dest="labels",
+        help="a name per --student for the figures (default: from the run or folder)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    p.add_argument(
+        "--class-names",
+        nargs="+",
+        default=None,
+        help="classes (default: the dataset config's, e.g. landbird waterbird)",
+    )
+    p.add_argument(
+        "--templates",
+        nargs="+",
+        default=None,
+        help="class prompt templates with {} (default: the dataset config's)",
+    )
+    p.add_argument(
+        "--dataset-config",
+        default=None,
+        help="shipped name or YAML giving classes and templates (default: the first "
+        "run's, else waterbirds)",
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.set_defaults(func=_run)
+
+
+def resolve_student(spec: str) -> tuple[str, str, dict]:
+    """(checkpoint to load, default label, run config) for a --student value."""
+    from lga.report.runs import fine_tunes, load_run
+
+    path = Path(spec)
+    if (path / "metrics.json").is_file():
+        run = load_run(path)
+        label = run.method if fine_tunes(run.method) else "pre-trained"
+        # A zero-shot or linear-probe run's model/ is a local copy of its base checkpoint.
+        return str(run.model_dir or run.base), label, run.config
+    if (path / "model" / "config.json").is_file():
+        return str(path / "model"), path.name, {}
+    name = path.parent.name if path.name == "model" else path.name
+    return spec, name or spec, {}
+
+
+def _labels(defaults: list[str], given: list[str] | None) -> list[str]:
+    if given is not None:
+        if len(given) != len(defaults):
+            raise ConfigError(f"{len(given)} --label for {len(defaults)} --student")
+        return given
+    out: list[str] = []
+    for name in defaults:
+        out.append(name if name not in out else f"{name} #{len(out) + 1}")
+    return out
+
+
+def _stems(paths: list[Path]) -> list[str]:
+    stems: list[str] = []
+    for p in paths:
+        stems.append(p.stem if p.stem not in stems else f"{p.stem}-{len(stems) + 1}")
+    return stems
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lga.config import StudentConfig
+    from lga.data.images import load_rgb
+    from lga.data.spec import load_dataset_spec
+    from lga.explain import write_saliency_figures
+    from lga.report.runs import dig
+    from lga.student import load_student
+
+    resolved = [resolve_student(s) for s in args.students]
+    run_cfg = next((cfg for _, _, cfg in resolved if cfg), {})
+    root = dig(run_cfg, "data.root")
+    spec = load_dataset_spec(
+        args.dataset_config or dig(run_cfg, "data.dataset_config"), Path(root) if root else None
+    )
+    classes = args.class_names or spec.classes
+    templates = args.templates or spec.class_templates
+    if any("{}" not in t for t in templates):
+        raise ConfigError(f"every template needs a {{}} for the class name: {templates}")
+    labels = _labels([label for _, label, _ in resolved], args.labels)
+    students = [
+        (label, load_student(StudentConfig(spec=ckpt, device=args.device)))
+        for label, (ckpt, _, _) in zip(labels, resolved, strict=True)
+    ]
+    images = [load_rgb(p) for p in args.images]
+    paths = write_saliency_figures(
+        students,
+        images,
+        _stems(args.images),
+        args.out,
+        class_names=classes,
+        templates=templates,
+        titles=[p.name for p in args.images],
+    )
+    for p in paths:
+        print(f"wrote {p}")
+    (args.out / "explain.json").write_text(
+        json.dumps(
+            {
+                "students": dict(zip(labels, [c for c, _, _ in resolved], strict=True)),
+                "classes": classes,
+                "templates": templates,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return 0

@@ -1,0 +1,115 @@
+"""Fake run directories with chosen group accuracies, for tests and for trying the report.
+
+``write_fake_run`` writes ``metrics.json``, ``predictions.parquet`` and ``config.yaml`` exactly
+as the run-directory contract has them, with predictions that hit the requested accuracy in each
+group, so a test knows every number the report should print.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from lga.data.dataset import GroupDataset
+from lga.metrics import group_metrics
+
+
+def _probs(
+    correct: np.ndarray, y: np.ndarray, n_classes: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(N, C) probabilities whose argmax is y where ``correct`` and another class elsewhere."""
+    pred = np.where(correct, y, (y + 1 + rng.integers(0, n_classes - 1, len(y))) % n_classes)
+    top = rng.uniform(0.55, 0.99, len(y))
+    probs = np.tile(((1 - top) / (n_classes - 1))[:, None], (1, n_classes))
+    probs[np.arange(len(y)), pred] = top
+    return probs
+
+
+def write_fake_run(
+    out: str | Path,
+    ds: GroupDataset,
+    *,
+    method: str,
+    group_accuracy: Mapping[str, float],
+    base: str = "base-clip",
+    seed: Mapping[str, Any] | None = None,
+    split: str = "test",
+    model_dir: str | Path | None = None,
+    n_train: int | None = None,
+    rng_seed: int = 0,
+) -> dict:
+    """Write a run directory whose predictions on ``ds``'s ``split`` hit ``group_accuracy``.
+
+    Args:
+        out: the run directory (created).
+        ds: the dataset (its ``split`` rows are predicted; counts set the reachable accuracies).
+        method: the run's method.
+        group_accuracy: ``{"<class>/<place>": fraction}``; in each group the first
+            ``round(fraction * count)`` images (by img_id) are right.
+        base: ``student.spec`` in ``config.yaml`` (the base checkpoint).
+        seed: keys merged into ``config.yaml`` (``{"seed": 1}``, ``{"train": {"seed": 1}}``).
+        split: the split evaluated.
+        model_dir: a checkpoint directory copied to ``out/model`` (a fine-tuned run).
+        n_train: the training-set size recorded in ``metrics.json`` (as ``lga fit`` does).
+        rng_seed: seeds the (irrelevant) probability values.
+
+    Returns:
+        The metrics written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sub = ds.split(split)
+    names = [ds.spec.group_name(y, p) for y, p in zip(sub.y, sub.place, strict=True)]
+    correct = np.zeros(len(sub), dtype=bool)
+    for g, acc in group_accuracy.items():
+        idx = [i for i, n in enumerate(names) if n == g]
+        correct[idx[: round(acc * len(idx))]] = True
+    rng = np.random.default_rng(rng_seed)
+    probs = _probs(correct, sub.y, len(ds.spec.classes), rng)
+    preds = pd.DataFrame(
+        {
+            "img_id": sub.img_ids,
+            "y": sub.y,
+            "place": sub.place,
+            "group": names,
+            "pred": probs.argmax(1),
+        }
+    )
+    for k, c in enumerate(ds.spec.classes):
+        preds[f"prob_{c}"] = probs[:, k]
+    preds.to_parquet(out / "predictions.parquet", index=False)
+    train = ds.split("train")
+    metrics = {
+        "method": method,
+        "student": str(out / "model") if model_dir else base,
+        "split": split,
+        **group_metrics(
+            preds["pred"],
+            sub.y,
+            sub.place,
+            classes=ds.spec.classes,
+            places=ds.spec.places,
+            train_group_counts=train.group_counts() if len(train) else None,
+        ),
+    }
+    if n_train is not None:
+        metrics["n_train"] = n_train
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    config = {
+        "method": method,
+        "data": {"root": str(ds.root), "dataset_config": None},
+        "student": {"spec": base},
+    }
+    for k, v in (seed or {}).items():
+        config[k] = {**config.get(k, {}), **v} if isinstance(v, dict) else v
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if model_dir is not None:
+        shutil.copytree(model_dir, out / "model", dirs_exist_ok=True)
+    return metrics
