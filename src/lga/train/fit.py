@@ -319,8 +319,12 @@ def make_accelerator(cfg: FitConfig, out: Path):
     )
 
 
-def _training_student(cfg: FitConfig) -> tuple[Student, bool]:
-    """The student with float32 master weights on CPU (``prepare`` moves it); text frozen?"""
+def _training_student(cfg: FitConfig, *, needs_text: bool) -> tuple[Student, bool]:
+    """The student with float32 master weights on CPU (``prepare`` moves it); text frozen?
+
+    A method that embeds no text at all gets a frozen text tower: parameters that receive no
+    gradient would stall DDP and waste optimizer memory.
+    """
     if cfg.student.dtype not in ("auto", "float32"):
         raise ConfigError(
             f"fine-tuning keeps float32 weights; student.dtype={cfg.student.dtype} "
@@ -332,7 +336,7 @@ def _training_student(cfg: FitConfig) -> tuple[Student, bool]:
         student.model,
         trainable=tc.trainable,
         last_k=tc.last_k,
-        freeze_text=tc.freeze_text,
+        freeze_text=tc.freeze_text or not needs_text,
         train_logit_scale=tc.train_logit_scale,
     )
     if tc.gradient_checkpointing:
@@ -367,7 +371,8 @@ def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress:
 
     set_seed(cfg.train.seed)
     method = build_method(cfg)
-    student, text_frozen = _training_student(cfg)
+    needs_text = bool(method.image_texts) or method.needs_class_prompts or method.needs_spurious
+    student, text_frozen = _training_student(cfg, needs_text=needs_text)
     templates = templates_for(data.full, cfg.student.templates)
     table = build_text_table(
         student.tokenize,
