@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,12 @@ def argv(env: dict, out: Path, method: str, *extra: str) -> list[str]:
             "--device", "cpu", "eval.use_cache=false", "eval.at_start=false", *extra]  # fmt: skip
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def steps(run: Path) -> list[dict]:
     lines = (run / "train_log.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if "loss" in r]
@@ -72,7 +79,7 @@ def test_two_processes_equal_one(env):
     assert main(argv(env, one, "lga", *extra)) == 0
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-              "--dynamo_backend", "no", "--main_process_port", "29731",
+              "--dynamo_backend", "no", "--main_process_port", str(free_port()),
               "-m", "lga.cli", *argv(env, two, "lga", *extra)]  # fmt: skip
     proc = subprocess.run(
         launch,

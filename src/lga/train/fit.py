@@ -61,7 +61,7 @@ from lga.train.trainer import (
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("metrics.json", "predictions.parquet", "train_log.jsonl", "model", CHECKPOINTS)
+RUN_FILES = ("metrics.json", "predictions.parquet", "train_log.jsonl", "model", "logs", CHECKPOINTS)
 
 
 @dataclass
