@@ -500,10 +500,10 @@ def fit(
     try:
         return _fine_tune(cfg, data, out, acc, resume=resume, progress=progress)
     finally:
-        _release(acc)
+        release_accelerator(acc)
 
 
-def _release(acc) -> None:
+def release_accelerator(acc) -> None:
     """End trackers; in a single process, forget Accelerate's global state so that another
     ``fit`` in the same Python process (a sweep, a notebook) may use other precision settings."""
     from accelerate.state import AcceleratorState, GradientState
