@@ -75,6 +75,7 @@ class TrainConfig(Strict):
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU with it
     gradient_accumulation_steps: int = Field(default=1, gt=0)
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile (inductor) the model: faster GPU steps after compiling
     # Preprocess the sample and validation images once and keep them in memory (float32,
     # N x 3 x H x W: 1.2 GB for 2,000 images at 224 px) instead of decoding every epoch.
     cache_pixels: bool = True

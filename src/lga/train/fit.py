@@ -301,11 +301,17 @@ def _mixed_precision(setting: str) -> str:
 
 
 def make_accelerator(cfg: FitConfig, out: Path):
-    """The run's ``Accelerator``: precision, accumulation, trackers, project directory."""
+    """The run's ``Accelerator``: precision, accumulation, trackers, project directory, and
+    ``torch.compile`` of the model in ``prepare`` with ``train.compile``."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import ProjectConfiguration
 
     tc = cfg.train
+    if torch.cuda.is_available():
+        # TF32 tensor cores for the float32 matmuls that bf16 autocast leaves (or all of them
+        # under mixed_precision=no): about 8x the float32 rate on A100/H100, 10-bit mantissa.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     return Accelerator(
         mixed_precision=_mixed_precision(tc.mixed_precision),
         gradient_accumulation_steps=tc.gradient_accumulation_steps,
@@ -316,6 +322,7 @@ def make_accelerator(cfg: FitConfig, out: Path):
             DistributedDataParallelKwargs(find_unused_parameters=tc.find_unused_parameters)
         ],
         step_scheduler_with_optimizer=False,
+        dynamo_backend="inductor" if tc.compile else None,  # None: accelerate config / env
     )
 
 
