@@ -18,8 +18,9 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from lga.data.images import ImageLoadError, load_rgb
+from lga.data.images import MAX_PIXELS, ImageLoadError, load_rgb
 from lga.data.spec import DatasetSpec, load_dataset_spec
+from lga.data.validation_cache import ValidationCache, file_signature
 from lga.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,11 @@ def _read_metadata(root: Path) -> pd.DataFrame:
     return df
 
 
-def _escapes(root: Path, name: str) -> str | None:
-    """Why ``name`` is not a safe path inside ``root``, or None when it is."""
+def _escapes(root: Path, name: str, real_root: str | None = None) -> str | None:
+    """Why ``name`` is not a safe path inside ``root``, or None when it is.
+
+    ``real_root``: ``os.path.realpath(root)`` when the caller has it (once per dataset, not row).
+    """
     if not name:
         return "empty img_filename"
     if (
@@ -156,7 +160,8 @@ def _escapes(root: Path, name: str) -> str | None:
     if ".." in PurePosixPath(name.replace("\\", "/")).parts:
         return f"path {name!r} escapes the dataset folder ('..')"
     resolved = os.path.realpath(root / name)
-    if os.path.commonpath([resolved, os.path.realpath(root)]) != os.path.realpath(root):
+    real_root = real_root or os.path.realpath(root)
+    if os.path.commonpath([resolved, real_root]) != real_root:
         return f"path {name!r} escapes the dataset folder (symlink to {resolved})"
     return None
 
@@ -167,6 +172,7 @@ def _row_problems(df: pd.DataFrame, spec: DatasetSpec, root: Path) -> dict[int, 
     ids = df["img_id"].str.strip()
     dup = ids.duplicated(keep=False) & (ids != "")
     limits = {"y": (len(spec.classes), spec.classes), "place": (len(spec.places), spec.places)}
+    real_root = os.path.realpath(root)
     for pos, row in enumerate(df.itertuples(index=False)):
         rec = row._asdict()
         img_id = str(rec["img_id"]).strip() or f"<row {pos + 2}>"
@@ -191,7 +197,7 @@ def _row_problems(df: pd.DataFrame, spec: DatasetSpec, root: Path) -> dict[int, 
         if dup.iat[pos]:
             others = (ids.index[(ids == ids.iat[pos]).to_numpy()] + 2).tolist()
             out.append(Problem(file, f"duplicate img_id (metadata lines {others})", img_id))
-        why = _escapes(root, str(rec["img_filename"]).strip())
+        why = _escapes(root, str(rec["img_filename"]).strip(), real_root)
         if why:
             out.append(Problem(file, why, img_id))
         if out:
@@ -228,6 +234,36 @@ def _check_images(
     return found
 
 
+def _check_images_once(
+    root: Path,
+    names: list[str],
+    positions: list[int],
+    workers: int,
+    progress: bool,
+    cache: ValidationCache | None,
+) -> dict[int, str]:
+    """:func:`_check_images`, skipping the files unchanged since they last decoded cleanly."""
+    if cache is None:
+        return _check_images(root, names, positions, workers, progress)
+    signatures = [file_signature(root / n) for n in names]  # taken before decoding
+    todo = [k for k, n in enumerate(names) if not cache.is_valid(n, signatures[k])]
+    if len(todo) < len(names):
+        log.info(
+            "%d of %d images unchanged since they last decoded cleanly (%s)",
+            len(names) - len(todo),
+            len(names),
+            cache.file,
+        )
+    found = _check_images(
+        root, [names[k] for k in todo], [positions[k] for k in todo], workers, progress
+    )
+    for k in todo:
+        if positions[k] not in found:
+            cache.add(names[k], signatures[k])
+    cache.save()
+    return found
+
+
 @dataclass
 class CheckResult:
     """What ``check_dataset`` found: the valid rows (parsed) and every problem."""
@@ -255,6 +291,7 @@ def check_dataset(
     check_images: bool = True,
     workers: int | None = None,
     progress: bool = False,
+    validation_cache: bool = True,
 ) -> CheckResult:
     """Validate a Waterbirds-layout dataset.
 
@@ -265,6 +302,8 @@ def check_dataset(
         check_images: decode every image (slow but finds truncated files).
         workers: decoding threads (default: CPU count, at most 8).
         progress: show a progress bar.
+        validation_cache: skip the images unchanged (size, mtime, ctime) since they last decoded
+            cleanly (:mod:`lga.data.validation_cache`); False decodes every one.
 
     Returns:
         The valid rows (parsed, sorted by img_id) and every problem found.
@@ -297,7 +336,8 @@ def check_dataset(
         ]
         names = [df["img_filename"].iat[p].strip() for p in todo]
         n_workers = workers or min(8, os.cpu_count() or 1)
-        for pos, why in _check_images(root, names, todo, n_workers, progress).items():
+        cache = ValidationCache(root, max_pixels=MAX_PIXELS) if validation_cache else None
+        for pos, why in _check_images_once(root, names, todo, n_workers, progress, cache).items():
             img_id = df["img_id"].iat[pos].strip() or f"<row {pos + 2}>"
             row_probs.setdefault(pos, []).append(Problem(names[todo.index(pos)], why, img_id))
     problems = [p for pos in sorted(row_probs) for p in row_probs[pos]]
@@ -312,6 +352,7 @@ def load_dataset(
     skip_bad_rows: bool = False,
     check_images: bool = True,
     progress: bool = False,
+    validation_cache: bool = True,
 ) -> GroupDataset:
     """Read and validate a dataset; refuse it on any problem unless ``skip_bad_rows``.
 
@@ -322,6 +363,7 @@ def load_dataset(
         skip_bad_rows: drop faulty rows (each logged and kept in ``skipped``) instead of failing.
         check_images: decode the images of ``splits`` to validate them.
         progress: show a progress bar while checking images.
+        validation_cache: skip images unchanged since they last decoded cleanly.
 
     Raises:
         DataError: listing every problem, when there is any and ``skip_bad_rows`` is False.
@@ -329,7 +371,14 @@ def load_dataset(
     root = Path(root)
     if not isinstance(spec, DatasetSpec):
         spec = load_dataset_spec(spec, root)
-    res = check_dataset(root, spec, splits=splits, check_images=check_images, progress=progress)
+    res = check_dataset(
+        root,
+        spec,
+        splits=splits,
+        check_images=check_images,
+        progress=progress,
+        validation_cache=validation_cache,
+    )
     if res.problems and not skip_bad_rows:
         raise DataError(
             f"dataset {root} has {len(res.problems)} problem(s) in {res.n_bad_rows} row(s); "
