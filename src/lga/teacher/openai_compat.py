@@ -26,6 +26,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -60,6 +61,38 @@ def image_data_url(image: Image.Image) -> str:
     buf = io.BytesIO()
     image.convert("RGB").save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class _ImageURLs:
+    """Data URLs of the last few images, each encoded once (thread-safe).
+
+    The prompts of one image arrive together and share its PIL object (the describe loop's image
+    source hands the same object to every prompt), so PNG encoding, the client's main CPU cost,
+    is paid once per image instead of once per prompt. Keyed by object identity: the entry keeps
+    the image alive, so an id is never reused while its entry exists.
+    """
+
+    def __init__(self, size: int = 64):
+        self._size, self._lock = size, threading.Lock()
+        self._entries: OrderedDict[int, tuple[Image.Image, threading.Lock, list[str]]] = (
+            OrderedDict()
+        )
+
+    def __call__(self, image: Image.Image) -> str:
+        with self._lock:
+            entry = self._entries.get(id(image))
+            if entry is None or entry[0] is not image:
+                entry = (image, threading.Lock(), [])
+                self._entries[id(image)] = entry
+                while len(self._entries) > self._size:
+                    self._entries.popitem(last=False)
+            else:
+                self._entries.move_to_end(id(image))
+        _, once, url = entry
+        with once:  # the first thread encodes; the others wait for its result
+            if not url:
+                url.append(image_data_url(image))
+        return url[0]
 
 
 def chat_payload(model: str, prompt: str, image_url: str, max_tokens: int) -> dict[str, Any]:
@@ -152,6 +185,7 @@ class OpenAITeacher:
             raise ConfigError(f"environment variable {api_key_env} (the API key) is not set")
         self._key_env = api_key_env
         self._stop = threading.Event()
+        self._image_urls = _ImageURLs()
         host = urllib.parse.urlsplit(self.url).hostname or ""
         # Loopback servers are reached directly even when a proxy is configured.
         handlers = [urllib.request.ProxyHandler({})] if host in _LOOPBACK else []
@@ -209,7 +243,7 @@ class OpenAITeacher:
     def ask(self, item: WorkItem) -> tuple[WorkItem, Outcome]:
         """Answer one item, retrying transient failures; never raises but for a server refusal."""
         try:
-            image_url = image_data_url(item.load_image())
+            image_url = self._image_urls(item.load_image())
         except (ImageLoadError, OSError, LgaError) as e:
             return item, Outcome(error=f"image: {e}")
         body = json.dumps(

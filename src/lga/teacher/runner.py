@@ -94,7 +94,9 @@ def check_boxes(ds: GroupDataset, boxes: dict[int, Box] | None) -> None:
 class ImageSource:
     """Loads an image by img_id with its visual prompt drawn; keeps the last few (thread-safe).
 
-    Items are ordered image by image, so the prompts of one image hit the cache.
+    Items are ordered image by image, so the prompts of one image hit the cache. Threads asking
+    for the same image at once wait for one load and get the same object (a server teacher then
+    encodes it once for all its prompts).
     """
 
     def __init__(
@@ -109,21 +111,38 @@ class ImageSource:
         self.ds, self.visual, self.boxes = ds, visual, boxes or {}
         self._cache: OrderedDict[int, Image.Image] = OrderedDict()
         self._size, self._lock = cache, Lock()
+        self._loading: dict[int, Lock] = {}  # img_id -> held while one thread loads it
         if visual is VisualPrompt.CIRCLE:
             check_boxes(ds, self.boxes)
 
-    def __call__(self, img_id: int) -> Image.Image:
+    def _cached(self, img_id: int) -> Image.Image | None:
         with self._lock:
             if img_id in self._cache:
                 self._cache.move_to_end(img_id)
                 return self._cache[img_id]
-        image = apply_visual_prompt(
-            self.ds.load_image(self._pos[img_id]), self.visual, self.boxes.get(img_id)
-        )
+        return None
+
+    def __call__(self, img_id: int) -> Image.Image:
+        image = self._cached(img_id)
+        if image is not None:
+            return image
         with self._lock:
-            self._cache[img_id] = image
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
+            gate = self._loading.setdefault(img_id, Lock())
+        with gate:
+            image = self._cached(img_id)  # loaded by the thread that held the gate
+            if image is not None:
+                return image
+            try:
+                image = apply_visual_prompt(
+                    self.ds.load_image(self._pos[img_id]), self.visual, self.boxes.get(img_id)
+                )
+                with self._lock:
+                    self._cache[img_id] = image
+                    while len(self._cache) > self._size:
+                        self._cache.popitem(last=False)
+            finally:
+                with self._lock:
+                    self._loading.pop(img_id, None)
         return image
 
     def loader(self, img_id: int):
