@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "report",
     "explain",
     "export",
+    "bench",
 )
 
 
