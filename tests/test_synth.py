@@ -120,6 +120,18 @@ def test_bbox_covers_the_bird(dataset):
         assert box.size > 0 and box.std() > 5
 
 
+def test_bird_fits_its_drawing_layer():
+    # _bird_sprite draws on a layer reaching 1.0 * scale (+2 px) around the body centre.
+    for i in range(300):
+        rng = np.random.default_rng([11, i])
+        attrs = synth.sample_attributes(rng, i % 2, (i // 2) % 2)
+        look = synth._look(rng, attrs)
+        layer = Image.new("RGBA", (400, 400))
+        synth._draw_bird(layer, (200.0, 200.0), 100.0, 1 - 2 * (i % 3 == 0), attrs, look, rng)
+        x0, y0, x1, y1 = layer.getbbox()
+        assert max(200 - x0, 200 - y0, x1 - 200, y1 - 200) < 100, attrs
+
+
 def _mean_colour(root: Path, ids: np.ndarray) -> np.ndarray:
     return np.stack(
         [

@@ -428,6 +428,12 @@ def _sensor_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float
 # Each returns the picture and the row where standing ground (or open water) begins.
 
 
+def _colours(rng: np.random.Generator, base, n: int, amount: float) -> list[tuple[int, ...]]:
+    """``n`` jittered copies of ``base`` (one colour, or one per row of an (n, 3) array)."""
+    c = np.clip(np.asarray(base, dtype=float) + rng.normal(0.0, amount, (n, 3)), 0, 255)
+    return [tuple(row) for row in c.astype(int).tolist()]
+
+
 def _forest(rng: np.random.Generator, side: int) -> tuple[Image.Image, int]:
     ground = int(side * rng.uniform(0.62, 0.8))
     summer = rng.random() < 0.8
@@ -436,25 +442,26 @@ def _forest(rng: np.random.Generator, side: int) -> tuple[Image.Image, int]:
         rng, side, ground, (_shade(canopy, 0.75), _shade(canopy, 1.1)), (92, 88, 52), (70, 62, 38)
     )
     d = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(0, 3))):  # light through the leaves
-        x, y, r = rng.uniform(0, side), rng.uniform(0, 0.3 * side), rng.uniform(0.02, 0.05) * side
-        d.ellipse([x - r, y - r, x + r, y + r], fill=_jitter(rng, (150, 180, 130), 15))
-    for _ in range(int(rng.integers(3, 8))):  # trunks
-        x, w = rng.uniform(-0.05, 1.0) * side, rng.uniform(0.02, 0.09) * side
-        bottom = ground + rng.uniform(0.0, 0.15) * side
-        d.rectangle([x, 0, x + w, bottom], fill=_jitter(rng, (78, 58, 38), 14))
-    for _ in range(int(rng.integers(8, 16))):  # foliage
-        x, y = rng.uniform(0, side), rng.uniform(-0.1, 0.55) * side
-        r = rng.uniform(0.06, 0.18) * side
-        d.ellipse(
-            [x - r, y - 0.8 * r, x + r, y + 0.8 * r],
-            fill=_jitter(rng, _shade(canopy, rng.uniform(0.7, 1.3)), 8),
-        )
-    for _ in range(int(rng.integers(2, 6))):  # undergrowth
-        x, r = rng.uniform(0, side), rng.uniform(0.05, 0.12) * side
-        d.ellipse(
-            [x - r, ground - 0.6 * r, x + r, ground + 0.4 * r], fill=_jitter(rng, (45, 80, 35), 10)
-        )
+    n = int(rng.integers(0, 3))  # light through the leaves
+    x, y = rng.uniform(0, side, n), rng.uniform(0, 0.3, n) * side
+    r = rng.uniform(0.02, 0.05, n) * side
+    for i, colour in enumerate(_colours(rng, (150, 180, 130), n, 15)):
+        d.ellipse([x[i] - r[i], y[i] - r[i], x[i] + r[i], y[i] + r[i]], fill=colour)
+    n = int(rng.integers(3, 8))  # trunks
+    x, w = rng.uniform(-0.05, 1.0, n) * side, rng.uniform(0.02, 0.09, n) * side
+    bottom = ground + rng.uniform(0.0, 0.15, n) * side
+    for i, colour in enumerate(_colours(rng, (78, 58, 38), n, 14)):
+        d.rectangle([x[i], 0, x[i] + w[i], bottom[i]], fill=colour)
+    n = int(rng.integers(8, 16))  # foliage
+    x, y = rng.uniform(0, side, n), rng.uniform(-0.1, 0.55, n) * side
+    r = rng.uniform(0.06, 0.18, n) * side
+    shades = np.asarray(canopy, float) * rng.uniform(0.7, 1.3, (n, 1))
+    for i, colour in enumerate(_colours(rng, shades, n, 8)):
+        d.ellipse([x[i] - r[i], y[i] - 0.8 * r[i], x[i] + r[i], y[i] + 0.8 * r[i]], fill=colour)
+    n = int(rng.integers(2, 6))  # undergrowth
+    x, r = rng.uniform(0, side, n), rng.uniform(0.05, 0.12, n) * side
+    for i, colour in enumerate(_colours(rng, (45, 80, 35), n, 10)):
+        d.ellipse([x[i] - r[i], ground - 0.6 * r[i], x[i] + r[i], ground + 0.4 * r[i]], fill=colour)
     return img, ground
 
 
@@ -471,14 +478,13 @@ def _grass(rng: np.random.Generator, side: int) -> tuple[Image.Image, int]:
             [(0, horizon), *zip(xs, tops, strict=True), (side, horizon)],
             fill=_jitter(rng, (58, 92, 48), 10),
         )
-    n, width = 70, max(1, side // 96)
+    n, width = 50, max(1, side // 96)
     x, y = rng.uniform(0, side, n), rng.uniform(horizon + 0.05 * side, side, n)
     h = (0.015 + 0.05 * (y - horizon) / side) * side  # nearer blades look taller
     lean = rng.uniform(-0.3, 0.3, n) * h
     base = np.where(rng.random(n)[:, None] < 0.6, (95, 145, 55), (160, 165, 80))
-    colours = np.clip(base + rng.normal(0, 18, (n, 3)), 0, 255).astype(int).tolist()
-    for i in range(n):  # blades
-        d.line([(x[i], y[i]), (x[i] + lean[i], y[i] - h[i])], fill=tuple(colours[i]), width=width)
+    for i, colour in enumerate(_colours(rng, base, n, 18)):  # blades
+        d.line([(x[i], y[i]), (x[i] + lean[i], y[i] - h[i])], fill=colour, width=width)
     return img, horizon
 
 
@@ -499,9 +505,8 @@ def _lake(rng: np.random.Generator, side: int) -> tuple[Image.Image, int]:
     n, width = 25, max(1, side // 96)
     x, y = rng.uniform(-0.1, 1.0, n) * side, rng.uniform(reflection, side, n)
     length = rng.uniform(0.05, 0.2, n) * side
-    colours = np.clip((135, 180, 205) + rng.normal(0, 12, (n, 3)), 0, 255).astype(int).tolist()
-    for i in range(n):  # ripples
-        d.line([(x[i], y[i]), (x[i] + length[i], y[i])], fill=tuple(colours[i]), width=width)
+    for i, colour in enumerate(_colours(rng, (135, 180, 205), n, 12)):  # ripples
+        d.line([(x[i], y[i]), (x[i] + length[i], y[i])], fill=colour, width=width)
     return img, horizon
 
 
@@ -518,10 +523,9 @@ def _ocean(rng: np.random.Generator, side: int) -> tuple[Image.Image, int]:
     length = (0.03 + 0.12 * (y - horizon) / (side - horizon)) * side  # nearer waves look longer
     breaking = rng.random(n)[:, None] < 0.25
     base = np.where(breaking, (228, 236, 240), (80, 130, 192))
-    colours = np.clip(base + rng.normal(0, 10, (n, 3)), 0, 255).astype(int).tolist()
-    for i in range(n):  # crests
+    for i, colour in enumerate(_colours(rng, base, n, 10)):  # crests
         box = [x[i], y[i], x[i] + length[i], y[i] + 0.3 * length[i]]
-        d.arc(box, 200, 340, fill=tuple(colours[i]), width=width)
+        d.arc(box, 200, 340, fill=colour, width=width)
     return img, horizon
 
 
@@ -817,10 +821,11 @@ def _bird_sprite(rng, attrs: dict[str, str], side: int) -> tuple[Image.Image, fl
     look = _look(rng, attrs)
     scale = side * rng.uniform(*_SIZE_SCALE[attrs["size"]])
     facing = 1 if rng.random() < 0.5 else -1
-    layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
-    centre = (side / 2, side / 2)
+    half = math.ceil(scale) + 2  # the drawing reaches at most 0.91 * scale from the body centre
+    layer = Image.new("RGBA", (2 * half, 2 * half), (0, 0, 0, 0))
+    centre = (float(half), float(half))
     _draw_bird(layer, centre, scale, facing, attrs, look, rng)
-    waterline = side
+    waterline = 2 * half
     if attrs["pose"] == "swimming":  # the water hides the lower body
         waterline = int(centre[1] + 0.4 * look.b * scale)
         alpha = np.asarray(layer.getchannel("A")).copy()
