@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "report",
     "explain",
     "export",
+    "toy",
+    "reproduce",
     "bench",
 )
 

@@ -1,0 +1,204 @@
+"""``lga reproduce`` and ``lga demo``: every method of a config, over seeds, then the report.
+
+A reproduction config names the data (a folder, or a synthetic world to generate), the teacher,
+the student, the methods, the seeds, and the fit settings shared by every method (with optional
+per-method changes). Every stage is resumable: the teacher never re-asks a finished description,
+and a (method, seed) run that has its ``metrics.json`` is not run again.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from lga.config import Strict, deep_merge, read_yaml, resolve_config
+from lga.data.dataset import GroupDataset, load_dataset, subsample
+from lga.errors import ConfigError
+from lga.train.config import FitConfig, Method
+
+log = logging.getLogger(__name__)
+
+TOY_STUDENT = "toy"  # the shipped toy CLIP (lga/assets/toy-clip)
+
+
+class ReproduceData(Strict):
+    root: Path | None = None  # a Waterbirds-layout folder (or given with --data)
+    synth: dict[str, Any] | None = None  # SynthConfig keys: generate the data into OUT/data
+    dataset_config: str | None = None
+
+
+class TeacherRun(Strict):
+    spec: str | None = None  # oracle, hf:<id or dir>, openai:<url>#<model>; None: store given
+    store: Path | None = None  # default OUT/descriptions.sqlite
+    batch_size: int = Field(default=8, gt=0)
+    concurrency: int = Field(default=8, gt=0)
+    max_new_tokens: int = Field(default=128, gt=0)
+
+
+class ReproduceConfig(Strict):
+    """What ``lga reproduce`` runs."""
+
+    name: str
+    data: ReproduceData = ReproduceData()
+    teacher: TeacherRun = TeacherRun()
+    student: dict[str, Any] = Field(
+        default_factory=lambda: {"spec": "openai/clip-vit-base-patch32"}
+    )
+    methods: list[Method] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    fit_base: str | None = None  # a run config (shipped name or YAML) under the `fit` keys
+    fit: dict[str, Any] = Field(default_factory=dict)  # FitConfig keys shared by every method
+    method_overrides: dict[Method, dict[str, Any]] = Field(default_factory=dict)
+    quick: dict[str, Any] = Field(default_factory=dict)  # changes applied by --quick
+
+
+def shipped_configs() -> list[str]:
+    root = resources.files("lga") / "configs" / "reproduce"
+    return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_reproduce_config(
+    name_or_path: str | Path, *, quick: bool = False, overrides: list[str] = ()
+) -> ReproduceConfig:
+    """A shipped config name (``demo``, ``waterbirds-vitl14``) or a YAML file, validated."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        if str(name_or_path) not in shipped_configs():
+            raise ConfigError(
+                f"no reproduction config {name_or_path!r}: not a file, and the "
+                f"shipped ones are {shipped_configs()}"
+            )
+        path = Path(str(resources.files("lga") / "configs" / "reproduce" / f"{name_or_path}.yaml"))
+    raw = read_yaml(path)
+    if quick:
+        raw = deep_merge(raw, raw.get("quick", {}))
+    return resolve_config(ReproduceConfig, base=raw, overrides=list(overrides))
+
+
+def _student_spec(spec: str) -> str:
+    if spec == TOY_STUDENT:
+        from lga.toy import toy_checkpoint
+
+        return str(toy_checkpoint())
+    return spec
+
+
+def fit_config(
+    cfg: ReproduceConfig, method: Method, seed: int, root: Path, store: Path | None
+) -> FitConfig:
+    """The FitConfig of one (method, seed): shared settings, method changes, seed, data."""
+    base = {}
+    if cfg.fit_base:
+        from lga.commands.fit import resolve_run_file
+
+        base = {k: v for k, v in read_yaml(resolve_run_file(cfg.fit_base)).items() if k != "method"}
+    base = deep_merge(deep_merge(base, cfg.fit), cfg.method_overrides.get(method, {}))
+    base = deep_merge(
+        base,
+        {
+            "method": method.value,
+            "data": {"root": str(root), "dataset_config": cfg.data.dataset_config},
+            "student": {**cfg.student, "spec": _student_spec(cfg.student["spec"])},
+            "sample": {"seed": seed},
+            "train": {"seed": seed},
+        },
+    )
+    if store is not None and method in (Method.LGA, Method.SPURIOUS_AWARE):
+        base = deep_merge(base, {"descriptions": {"store": str(store)}})
+    return resolve_config(FitConfig, base=base)
+
+
+def prepare_data(cfg: ReproduceConfig, out: Path, data_root: Path | None, progress: bool) -> Path:
+    """The dataset folder: ``--data``, the config's root, or the synthetic world generated."""
+    if data_root is not None or cfg.data.root is not None:
+        return Path(data_root or cfg.data.root)
+    if cfg.data.synth is None:
+        raise ConfigError(f"config {cfg.name!r} names no data: pass --data DIR")
+    from lga.data.synth import SynthConfig, generate
+
+    return generate(out / "data", SynthConfig(**cfg.data.synth), progress=progress)
+
+
+def training_images(cfg: ReproduceConfig, root: Path) -> GroupDataset:
+    """The union of every seed's training sample: the only images the teacher must describe."""
+    full = load_dataset(root, cfg.data.dataset_config, splits=[], check_images=False)
+    train = full.split("train")
+    n = cfg.fit.get("sample", {}).get("n_train", FitConfig.model_fields["sample"].default.n_train)
+    ids = set()
+    for seed in cfg.seeds:
+        ids |= set(subsample(train, n, seed=seed).img_ids.tolist())
+    return train.select(train.table["img_id"].isin(ids).to_numpy())
+
+
+def describe_samples(cfg: ReproduceConfig, root: Path, store: Path, progress: bool) -> None:
+    """Ask the teacher about every training image any seed uses (finished ones are skipped)."""
+    from lga.data.spec import load_dataset_spec
+    from lga.store import DescriptionStore
+    from lga.teacher import (
+        TeacherOptions,
+        build_teacher,
+        describe,
+        parse_teacher_spec,
+        resolve_prompts,
+    )
+
+    ds = training_images(cfg, root)
+    prompts = resolve_prompts(load_dataset_spec(cfg.data.dataset_config, root), None)
+    options = TeacherOptions(
+        max_new_tokens=cfg.teacher.max_new_tokens,
+        batch_size=cfg.teacher.batch_size,
+        concurrency=cfg.teacher.concurrency,
+    )
+    teacher = build_teacher(parse_teacher_spec(cfg.teacher.spec), options, data_root=root)
+    try:
+        with DescriptionStore(store) as s:
+            summary = describe(ds, teacher, s, prompts, progress=progress)
+    finally:
+        teacher.close()
+    log.info("descriptions: %s", summary.line())
+    if summary.failed:
+        raise ConfigError(f"{summary.failed} description(s) failed; rerun to retry them ({store})")
+
+
+def run_dir(out: Path, method: Method, seed: int) -> Path:
+    return out / "runs" / f"{method.value}-seed{seed}"
+
+
+def reproduce(
+    cfg: ReproduceConfig, out: str | Path, *, data_root: Path | None = None, progress: bool = True
+) -> list[Path]:
+    """Run every (method, seed) of ``cfg`` into ``out/runs`` and write ``out/report``.
+
+    Returns:
+        The run directories.
+    """
+    from lga.train import fit
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = prepare_data(cfg, out, data_root, progress)
+    store = cfg.teacher.store or (out / "descriptions.sqlite" if cfg.teacher.spec else None)
+    if cfg.teacher.spec:
+        describe_samples(cfg, root, store, progress)
+    runs = []
+    for seed in cfg.seeds:
+        for method in cfg.methods:
+            rd = run_dir(out, method, seed)
+            runs.append(rd)
+            if (rd / "metrics.json").is_file():
+                log.info("%s: done already", rd)
+                continue
+            resume = any((rd / "checkpoints").glob("*"))  # a killed run continues where it stopped
+            log.info("fitting %s (seed %d)%s", method.value, seed, " (resuming)" if resume else "")
+            fit(
+                fit_config(cfg, method, seed, root, store),
+                rd,
+                resume=resume,
+                overwrite=not resume,
+                progress=progress,
+            )
+    return runs

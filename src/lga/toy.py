@@ -1,0 +1,292 @@
+"""The toy CLIP of the embedded demo: a small CLIP pretrained on a synthetic caption corpus.
+
+``lga pretrain-toy`` renders "Waterbirds in miniature" images (:mod:`lga.data.synth`) with
+web-like captions and trains a ~1.5M-parameter CLIP on them contrastively. Like web data, the
+corpus is biased: most waterbirds are pictured on water and most landbirds on land, and captions
+often name the class together with the place ("a waterbird on a lake"). The resulting model
+carries a background bias into zero-shot classification, as real CLIP does on Waterbirds.
+
+The checkpoint is deterministic for a config and seed on a given torch build, and it is shipped in
+the package (``lga/assets/toy-clip``), so the demo does not pretrain each time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from lga.losses import clip_loss
+from lga.student import pooled
+
+log = logging.getLogger(__name__)
+
+TOY_ASSET = "toy-clip"
+IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]  # CLIP's statistics
+IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+class ToyConfig(BaseModel):
+    """How the toy CLIP is built and pretrained."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = 1234  # the corpus seed; the demo's datasets use other seeds
+    n_images: int = Field(6000, gt=0)
+    corpus_correlation: float = Field(0.85, ge=0.5, le=1.0)  # P(place matches class) on the "web"
+    class_caption_rate: float = Field(0.3, ge=0.0, le=1.0)  # captions that name the class
+    guide_rate: float = Field(0.4, ge=0.0, le=1.0)  # field-guide plates: the bird on plain paper
+    image_size: int = 64
+    patch_size: int = 16
+    vision_hidden: int = 128
+    vision_layers: int = 4
+    text_hidden: int = 128
+    text_layers: int = 2
+    projection_dim: int = 128
+    max_length: int = 48
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+
+
+def toy_checkpoint() -> Path:
+    """The shipped toy CLIP directory (inside the installed package)."""
+    path = Path(str(resources.files("lga") / "assets" / TOY_ASSET))
+    if not (path / "config.json").is_file():
+        from lga.errors import LgaError
+
+        raise LgaError(f"the toy CLIP is missing from {path}; rebuild it with `lga pretrain-toy`")
+    return path
+
+
+_PLACE_PHRASES = {"lake": "on a lake", "ocean": "at the ocean", "forest": "in a forest",
+                  "grass": "on the grass"}  # fmt: skip
+_CLASS_CAPTIONS = ("a photo of a {cls} {where}.", "a {cls} {where}.", "a photo of a {cls}.",
+                   "a {species}, a {cls}.")  # fmt: skip
+
+
+def _caption(attrs: dict, img_id: int, rng: np.random.Generator, class_rate: float) -> str:
+    """A web-like caption: class and place, or object and background descriptions."""
+    from lga.teacher.oracle import background_text, object_keywords, object_text
+
+    if rng.random() < class_rate:
+        where = _PLACE_PHRASES.get(attrs["background"], f"at the {attrs['background']}")
+        template = _CLASS_CAPTIONS[int(rng.integers(len(_CLASS_CAPTIONS)))]
+        return template.format(cls=attrs["class_name"], where=where, species=attrs["species"])
+    prompt = str(rng.choice(["caption", "web", "alt"]))
+    describe = object_text if rng.random() < 0.7 else object_keywords
+    parts = [describe(attrs, img_id, prompt)]
+    if rng.random() < 0.6:
+        parts.append(background_text(attrs, img_id, prompt))
+    return " ".join(parts)
+
+
+def field_guide_plate(seed: int, img_id: int, y: int, size: int):
+    """A bird alone and large on plain paper, as in a field guide (no background cue at all).
+
+    The web holds such pictures besides scenes; they are where a model can learn what a bird
+    looks like without the place it stands in.
+    """
+    from lga.data import synth
+
+    rng = np.random.default_rng([seed, img_id, 7])
+    attrs = synth.sample_attributes(rng, y, int(rng.integers(2)))
+    attrs["background"] = "paper"
+    k = synth._render_scale(size)
+    side = size * k
+    paper = tuple(int(v) for v in rng.integers(215, 250, 3))
+    img = Image.new("RGB", (side, side), paper)
+    sprite = synth._bird_sprite(rng, attrs, int(side * rng.uniform(1.6, 2.2)))[0]
+    scale = 0.85 * side / max(sprite.size)
+    if scale < 1:
+        sprite = sprite.resize(
+            (max(1, int(sprite.width * scale)), max(1, int(sprite.height * scale)))
+        )
+    x = (side - sprite.width) // 2 + int(rng.integers(-side // 10, side // 10 + 1))
+    top = (side - sprite.height) // 2 + int(rng.integers(-side // 10, side // 10 + 1))
+    img.paste(sprite, (x, top), sprite)
+    return synth._finish(rng, img, k), {"img_id": img_id, "y": y, **attrs}
+
+
+def _guide_caption(attrs: dict, img_id: int, rng: np.random.Generator) -> str:
+    """A field guide's caption: the bird only."""
+    from lga.teacher.oracle import object_keywords, object_text
+
+    kind = rng.random()
+    if kind < 0.3:
+        return f"a {attrs['species']}, a {attrs['class_name']}."
+    describe = object_text if kind < 0.8 else object_keywords
+    return describe(attrs, img_id, str(rng.choice(["caption", "web", "alt"])))
+
+
+def toy_corpus(
+    cfg: ToyConfig, *, progress: bool = False
+) -> tuple[np.ndarray, list[str], list[dict]]:
+    """Render the pretraining corpus: images (N, H, W, 3) uint8, captions and attributes."""
+    from lga.data.synth import render_example
+
+    rng = np.random.default_rng(cfg.seed)
+    images, captions, attrs_all = [], [], []
+    for i in tqdm(range(cfg.n_images), desc="rendering corpus", unit="img", disable=not progress):
+        y = int(rng.random() < 0.5)
+        place = y if rng.random() < cfg.corpus_correlation else 1 - y
+        if rng.random() < cfg.guide_rate:
+            img, attrs = field_guide_plate(cfg.seed, i + 1, y, cfg.image_size)
+            captions.append(_guide_caption(attrs, i + 1, rng))
+        else:
+            img, attrs = render_example(cfg.seed, i + 1, y, place, cfg.image_size)
+            captions.append(_caption(attrs, i + 1, rng, cfg.class_caption_rate))
+        images.append(np.asarray(img, dtype=np.uint8))
+        attrs_all.append(attrs)
+    return np.stack(images), captions, attrs_all
+
+
+def vocabulary_texts(n_draws: int = 2000) -> list[str]:
+    """Every phrasing the captions, the oracle teacher and the prompts can produce.
+
+    Drawn from attribute samples alone (no images, fixed seed), so the vocabulary, and with it
+    the checkpoint's shape, does not depend on the corpus size.
+    """
+    from lga.data.synth import SYNTH_SPEC, sample_attributes
+    from lga.teacher.oracle import (
+        background_keywords,
+        background_text,
+        object_keywords,
+        object_text,
+    )
+
+    rng = np.random.default_rng(0)
+    texts = []
+    for i in range(n_draws):
+        y, place = int(rng.integers(2)), int(rng.integers(2))
+        attrs = sample_attributes(rng, y, place)
+        for prompt in ("object_description", "object_keywords", "background_description",
+                       "background_keywords", "caption", "web", "alt"):  # fmt: skip
+            texts += [
+                fn(attrs, i, prompt)
+                for fn in (object_text, object_keywords, background_text, background_keywords)
+            ]
+        where = _PLACE_PHRASES.get(attrs["background"], f"at the {attrs['background']}")
+        texts += [
+            t.format(cls=attrs["class_name"], where=where, species=attrs["species"])
+            for t in _CLASS_CAPTIONS
+        ]
+    templates = [
+        "a photo of a {}.",
+        "a photo of the {}.",
+        "a picture of a {}.",
+        "a close-up photo of a {}.",
+        "a good photo of a {}.",
+    ]
+    texts += [
+        t.format(c) for t in templates + SYNTH_SPEC.class_templates for c in SYNTH_SPEC.classes
+    ]
+    for prompts in SYNTH_SPEC.spurious_texts().values():
+        texts += prompts
+    return texts
+
+
+def build_toy_model(cfg: ToyConfig, tokenizer_corpus: list[str]):
+    """A randomly initialised CLIPModel and its CLIPProcessor for the toy world."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from lga.testing.tiny_clip import BOS, EOS, build_word_tokenizer
+
+    tokenizer = build_word_tokenizer(tokenizer_corpus, max_length=cfg.max_length)
+    eos = tokenizer.convert_tokens_to_ids(EOS)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=cfg.text_hidden,
+                         intermediate_size=4 * cfg.text_hidden, num_hidden_layers=cfg.text_layers,
+                         num_attention_heads=4, max_position_embeddings=cfg.max_length,
+                         eos_token_id=eos, bos_token_id=tokenizer.convert_tokens_to_ids(BOS),
+                         pad_token_id=eos),
+        vision_config=dict(image_size=cfg.image_size, patch_size=cfg.patch_size,
+                           hidden_size=cfg.vision_hidden, intermediate_size=4 * cfg.vision_hidden,
+                           num_hidden_layers=cfg.vision_layers, num_attention_heads=4),
+        projection_dim=cfg.projection_dim,
+    )  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    model = CLIPModel(config)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": cfg.image_size},
+        crop_size={"height": cfg.image_size, "width": cfg.image_size},
+        image_mean=IMAGE_MEAN,
+        image_std=IMAGE_STD,
+    )
+    return model, CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def _normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W), as the processor would produce."""
+    x = images.permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def pretrain_toy(
+    out_dir: str | Path, cfg: ToyConfig | None = None, *, progress: bool = True
+) -> Path:
+    """Render the corpus, pretrain the toy CLIP contrastively and ``save_pretrained`` it."""
+    cfg = cfg or ToyConfig()
+    torch.manual_seed(cfg.seed)
+    images, captions, _ = toy_corpus(cfg, progress=progress)
+    model, processor = build_toy_model(cfg, vocabulary_texts())
+    tokens = processor.tokenizer(
+        captions, padding="longest", truncation=True, max_length=cfg.max_length, return_tensors="pt"
+    )
+    pixels = torch.from_numpy(images)  # (N, H, W, 3) uint8
+    steps_per_epoch = math.ceil(len(captions) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = max(1, total // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / total))
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    start, step = time.monotonic(), 0
+    bar = tqdm(total=total, desc="pretraining toy CLIP", unit="step", disable=not progress)
+    for _epoch in range(cfg.epochs):
+        for idx in torch.randperm(len(captions), generator=gen).split(cfg.batch_size):
+            if len(idx) < 2:
+                continue
+            x = _normalise(pixels[idx])
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x[flip] = x[flip].flip(-1)
+            img = F.normalize(pooled(model.get_image_features(pixel_values=x)), dim=-1)  # (B, D)
+            mask = tokens["attention_mask"][idx]
+            length = int(mask.sum(1).max())  # trim the batch to its longest caption
+            txt = F.normalize(
+                pooled(
+                    model.get_text_features(
+                        input_ids=tokens["input_ids"][idx, :length], attention_mask=mask[:, :length]
+                    )
+                ),
+                dim=-1,
+            )
+            loss = clip_loss(img, txt, logit_scale=model.logit_scale.exp().clamp(max=100))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    log.info("pretrained toy CLIP: %d steps in %.0f s", step, time.monotonic() - start)
+    out = Path(out_dir)
+    model.eval().save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
