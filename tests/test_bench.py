@@ -197,6 +197,11 @@ def test_interleaved_keeps_each_best_time(monkeypatch):
     times = iter([5.0, 1.0, 2.0, 3.0])  # rounds: (a=5, b=1), (a=2, b=3)
     monkeypatch.setattr(bench, "timed", lambda fn: next(times))
     assert bench.interleaved({"a": lambda: None, "b": lambda: None}, 2) == {"a": 2.0, "b": 1.0}
+    order: list[str] = []
+    fns = {k: (lambda k=k: order.append(k)) for k in "ab"}
+    monkeypatch.setattr(bench, "timed", lambda fn: fn() or 1.0)
+    assert bench.interleaved_samples(fns, 2) == {"a": [1.0, 1.0], "b": [1.0, 1.0]}
+    assert order == ["a", "b", "a", "b"]  # taking turns
 
 
 # ---------------------------------------------------------------------------------------------

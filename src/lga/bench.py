@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import math
 import os
 import platform
 import time
@@ -71,7 +70,7 @@ class BenchPlan:
     concurrency: int = 16
     latency_s: float = 0.05
     train_batch: int = 16
-    train_steps: int = 2  # timed optimizer steps (and as many bare steps), after one warm-up
+    train_steps: int = 3  # timed optimizer steps (and as many bare steps), after one warm-up
     clip_depth: int | None = None  # None: 12 + 12 layers (ViT-B/32); else layers per tower
     num_workers: int = 2
     eval_images: int = 128
@@ -84,12 +83,13 @@ class BenchPlan:
 FULL = BenchPlan()
 QUICK = BenchPlan(
     teacher_images=8,
-    concurrency_images=24,
+    concurrency_images=32,
     concurrency_large_image_size=None,
-    train_batch=8,
+    train_batch=16,
+    train_steps=5,
     clip_depth=2,
     num_workers=1,
-    eval_images=128,
+    eval_images=256,
     eval_depth=2,
     store_rows=5_000,
 )
@@ -131,17 +131,27 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Best time of each function over ``repeats`` rounds, the functions taking turns each round.
+def interleaved_samples(
+    fns: dict[str, Callable[[], object]], repeats: int
+) -> dict[str, list[float]]:
+    """Times of each function over ``repeats`` rounds, the functions taking turns each round.
 
-    Taking turns exposes both sides to the same background load; the best of several rounds
-    drops the rounds another process slowed down (noise only ever adds time).
+    Taking turns exposes both sides to the same background load.
     """
-    best = {k: math.inf for k in fns}
+    samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(max(1, repeats)):
         for k, fn in fns.items():
-            best[k] = min(best[k], timed(fn))
-    return best
+            samples[k].append(timed(fn))
+    return samples
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best time of each function over ``repeats`` interleaved rounds.
+
+    The best of several rounds drops the rounds another process slowed down (noise only ever
+    adds time).
+    """
+    return {k: min(v) for k, v in interleaved_samples(fns, repeats).items()}
 
 
 def choose_threads(threads: int | None = None) -> tuple[int, str]:
@@ -303,22 +313,38 @@ def build_random_clip(
 # Teacher
 
 
+@contextlib.contextmanager
 def _describe_runs(
-    images: Any, teachers: dict[str, Any], prompts: list, workdir: Path
-) -> dict[str, Callable[[], None]]:
-    """One fresh-store ``describe`` run per teacher (nothing skipped), as timed callables."""
+    images: Any, teachers: dict[str, Any], prompts: list, workdir: Path, *, runs: int
+) -> Iterator[dict[str, Callable[[], None]]]:
+    """Timed callables: each call is one ``describe`` run of a teacher into a fresh store.
+
+    The ``runs`` stores of each teacher are created beforehand (creating an SQLite file is not
+    the teacher's throughput) and closed on exit.
+    """
     from lga.errors import LgaError
     from lga.store import DescriptionStore
     from lga.teacher import describe
 
+    stores = {
+        name: [
+            DescriptionStore(workdir / f"describe-{name}-{uuid.uuid4().hex[:8]}.sqlite")
+            for _ in range(runs)
+        ]
+        for name in teachers
+    }
+
     def run(name: str) -> None:
-        path = workdir / f"describe-{name}-{uuid.uuid4().hex[:8]}.sqlite"
-        with DescriptionStore(path) as store:
-            summary = describe(images, teachers[name], store, prompts, progress=False)
+        summary = describe(images, teachers[name], stores[name].pop(), prompts, progress=False)
         if summary.failed or summary.done != len(images) * len(prompts):
             raise LgaError(f"benchmark teacher {name}: {summary.line()}")
 
-    return {name: (lambda name=name: run(name)) for name in teachers}
+    try:
+        yield {name: (lambda name=name: run(name)) for name in teachers}
+    finally:
+        for left in stores.values():
+            for store in left:
+                store.close()
 
 
 def _bench_images(data_root: str | Path, n_images: int) -> tuple[Any, list]:
@@ -357,11 +383,14 @@ def teacher_batch_speedup(
         teacher = build_teacher(f"hf:{llava_dir}", opts)
         teacher.model.generation_config.min_new_tokens = max_new_tokens  # fixed-length answers
         teachers[f"batch_{b}"] = teacher
-    runs = _describe_runs(images, teachers, prompts, workdir)
-    warm = _describe_runs(images.select(np.arange(1)), teachers, prompts, workdir)
-    for fn in warm.values():  # first-call costs (lazy imports, allocator) stay out of the timing
-        fn()
-    t = interleaved(runs, repeats)
+    with _describe_runs(images.select(np.arange(1)), teachers, prompts, workdir, runs=1) as warm:
+        for fn in warm.values():  # first-call costs (lazy imports, allocator) stay out of timing
+            fn()
+    with _describe_runs(images, teachers, prompts, workdir, runs=repeats) as runs:
+        t = interleaved(runs, repeats)
+    shape = _llava_shape(teachers["batch_1"].model)
+    for teacher in teachers.values():
+        teacher.close()
     n = len(images) * len(prompts)
     t1, tb = t["batch_1"], t[f"batch_{batch_size}"]
     return figure(
@@ -377,7 +406,7 @@ def teacher_batch_speedup(
             "batch_size": batch_size,
             "max_new_tokens": max_new_tokens,
             "device": device,
-            "model": _llava_shape(teachers["batch_1"].model),
+            "model": shape,
             "repeats": repeats,
         },
         seconds={"batch_1": round(t1, 3), f"batch_{batch_size}": round(tb, 3)},
@@ -430,8 +459,8 @@ def teacher_concurrency_speedup(
             )
             for c in (1, concurrency)
         }
-        runs = _describe_runs(images, teachers, prompts, workdir)
-        t = interleaved(runs, repeats)
+        with _describe_runs(images, teachers, prompts, workdir, runs=repeats) as runs:
+            t = interleaved(runs, repeats)
     n = len(images) * len(prompts)
     t1, tc = t["concurrency_1"], t[f"concurrency_{concurrency}"]
     return figure(
@@ -615,7 +644,10 @@ def train_pipeline_efficiency(
         tuner.optimizer_step(batches)
         opt_s = _optimizer_seconds(tuner)
         flops = _count_flops(bare) if count_flops else None
-        t = interleaved({"bare": bare, "full": lambda: tuner.optimizer_step(batches)}, steps)
+        samples = interleaved_samples(
+            {"bare": bare, "full": lambda: tuner.optimizer_step(batches)}, steps
+        )
+        t = {k: min(v) for k, v in samples.items()}
         batches.close()
     finally:
         release_accelerator(acc)
@@ -641,6 +673,8 @@ def train_pipeline_efficiency(
             "bare": round(batch_size / t["bare"], 2),
             "full": round(batch_size / t["full"], 2),
         },
+        samples_s={k: [round(x, 3) for x in v] for k, v in samples.items()},
+        median_ratio=round(float(np.median(samples["bare"]) / np.median(samples["full"])), 3),
         optimizer_step_s=round(opt_s, 3),
         optimizer={k: tuner.optimizer.defaults.get(k) for k in ("fused", "foreach")},
         train_settings=train or {},
