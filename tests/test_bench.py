@@ -161,12 +161,18 @@ def test_bench_command_json_schema(tmp_path, tiny_clip_dir, monkeypatch, capsys)
 
 
 def test_bench_command_only_one_figure(tmp_path, capsys):
+    import torch
+
+    threads_before = torch.get_num_threads()
     out = tmp_path / "b.json"
     code = main(["bench", "--only", "store_writes_per_s", "--json", str(out), "--threads", "1"])
     assert code == 0
     results = json.loads(out.read_text())
     assert set(results) == {"store_writes_per_s", "machine", "plan"}
     assert results["machine"]["torch_threads"] == 1
+    import torch
+
+    assert torch.get_num_threads() == threads_before  # restored after the run
     assert results["store_writes_per_s"]["sizes"]["rows"] == bench.FULL.store_rows
 
 
@@ -202,6 +208,25 @@ def test_interleaved_keeps_each_best_time(monkeypatch):
     monkeypatch.setattr(bench, "timed", lambda fn: fn() or 1.0)
     assert bench.interleaved_samples(fns, 2) == {"a": [1.0, 1.0], "b": [1.0, 1.0]}
     assert order == ["a", "b", "a", "b"]  # taking turns
+
+
+def test_gpu_path_settings(tmp_path, data, store, tiny_clip_dir):
+    import torch
+    from accelerate.utils import DynamoBackend
+
+    from lga.train.fit import make_accelerator, release_accelerator
+    from lga.train.trainer import make_adamw
+
+    opt = make_adamw([{"params": [torch.nn.Parameter(torch.zeros(3))]}], lr=1e-3)
+    assert opt.defaults["fused"] is True
+    cfg = bench._fit_config(
+        data, store, tiny_clip_dir, batch=4, steps=1, nw=0, device="cpu", train={"compile": True}
+    )
+    acc = make_accelerator(cfg, tmp_path)
+    try:
+        assert acc.state.dynamo_plugin.backend == DynamoBackend.INDUCTOR
+    finally:
+        release_accelerator(acc)
 
 
 # ---------------------------------------------------------------------------------------------

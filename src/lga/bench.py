@@ -890,16 +890,20 @@ def run_benchmarks(
     workdir = Path(workdir)
     wanted = list(only or FIGURES)
     n_threads, why = choose_threads(threads)
+    previous = torch.get_num_threads()
     torch.set_num_threads(n_threads)
     machine = {**machine_info(), "threads_chosen_because": why}
     log.info("benchmarks in %s with %d torch thread(s) (%s)", workdir, n_threads, why)
     results: dict[str, Any] = {}
-    for name in wanted:
-        start = time.perf_counter()
-        log.info("measuring %s", name)
-        results[name] = _MEASURE[name](plan, workdir, device)
-        results[name]["bench_command"] = command
-        results[name]["wall_s"] = round(time.perf_counter() - start, 1)
+    try:
+        for name in wanted:
+            start = time.perf_counter()
+            log.info("measuring %s", name)
+            results[name] = _MEASURE[name](plan, workdir, device)
+            results[name]["bench_command"] = command
+            results[name]["wall_s"] = round(time.perf_counter() - start, 1)
+    finally:
+        torch.set_num_threads(previous)
     machine["load_average_end"] = machine_info()["load_average"]
     results["machine"] = machine
     results["plan"] = asdict(plan)
