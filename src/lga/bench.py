@@ -8,7 +8,7 @@ same work in one process, interleaved round by round (best time of ``repeats`` r
 - ``teacher_concurrency_speedup``: items/s of the ``openai:`` teacher at concurrency C over 1,
   against the loopback chat-completions server with a fixed latency.
 - ``train_pipeline_efficiency``: images/s of a whole ``lga`` optimizer step through the real
-  trainer (DataLoader, description tokens, text tower, loss, clipping, AdamW) over images/s of
+  trainer (its batches, description tokens, text tower, loss, clipping, AdamW) over images/s of
   the bare model forward+backward on the same batch shapes, for a ViT-B/32-shaped random CLIP.
 - ``eval_cache_speedup``: a second ``lga eval`` of the same frozen model and data over the first.
 - ``store_writes_per_s``: description rows committed per second through the store.
@@ -99,11 +99,11 @@ def figure(
     name: str, value: float, *, unit: str, command: str, sizes: dict, **details: Any
 ) -> dict[str, Any]:
     """One result: value against its goal, with the sizes and command that produced it."""
-    goal = GOALS[name]
+    goal, value = GOALS[name], round(float(value), 3)
     return {
-        "value": round(float(value), 3),
+        "value": value,
         "goal": goal,
-        "passed": bool(value >= goal),
+        "passed": value >= goal,
         "unit": unit,
         "command": command,
         "sizes": sizes,
@@ -339,12 +339,12 @@ def _describe_runs(
         if summary.failed or summary.done != len(images) * len(prompts):
             raise LgaError(f"benchmark teacher {name}: {summary.line()}")
 
+    opened = [store for left in stores.values() for store in left]
     try:
         yield {name: (lambda name=name: run(name)) for name in teachers}
     finally:
-        for left in stores.values():
-            for store in left:
-                store.close()
+        for store in opened:
+            store.close()
 
 
 def _bench_images(data_root: str | Path, n_images: int) -> tuple[Any, list]:
@@ -542,7 +542,8 @@ def chat_server_process(latency_s: float) -> Iterator[str]:
             raise TimeoutError("the benchmark chat server did not start within 120 s")
         yield parent.recv()
     finally:
-        parent.send("stop")
+        with contextlib.suppress(OSError):  # the child may be gone already
+            parent.send("stop")
         proc.join(10)
         if proc.is_alive():
             proc.terminate()
