@@ -17,7 +17,7 @@ def config_file(tmp_path, tiny_clip_dir):
         "data": {"synth": {"seed": 3, "n_train": 48, "n_val": 16, "n_test": 16, "size": 32}},
         "teacher": {"spec": "oracle"},
         "student": {"spec": str(tiny_clip_dir)},
-        "methods": ["zero-shot", "erm", "lga"],
+        "methods": ["zero-shot", "lga"],
         "seeds": [0, 1],
         "fit": {
             "sample": {"n_train": 24},
@@ -36,7 +36,7 @@ def test_reproduce_runs_every_method_and_seed_then_resumes(config_file, tmp_path
     out = tmp_path / "repro"
     assert main(["reproduce", str(config_file), "--out", str(out)]) == 0
     runs = sorted(p.name for p in (out / "runs").iterdir())
-    assert runs == [f"{m}-seed{s}" for m in ("erm", "lga", "zero-shot") for s in (0, 1)]
+    assert runs == [f"{m}-seed{s}" for m in ("lga", "zero-shot") for s in (0, 1)]
     for run in runs:
         metrics = json.loads((out / "runs" / run / "metrics.json").read_text())
         assert sum(metrics["group_count"].values()) == metrics["n"] == 16
@@ -50,7 +50,7 @@ def test_reproduce_runs_every_method_and_seed_then_resumes(config_file, tmp_path
 
 
 def test_config_layers_and_per_method_settings(config_file, tmp_path):
-    cfg = load_reproduce_config(config_file, overrides=["seeds=[5]"])
+    cfg = load_reproduce_config(config_file, overrides=["seeds=[5]", "methods=[erm,lga]"])
     assert cfg.seeds == [5]
     lga = fit_config(cfg, Method.LGA, 5, tmp_path, tmp_path / "d.sqlite")
     erm = fit_config(cfg, Method.ERM, 5, tmp_path, tmp_path / "d.sqlite")
@@ -74,3 +74,30 @@ def test_teacher_describes_only_the_union_of_samples(config_file, tmp_path):
     root = generate(tmp_path / "data", SynthConfig(**cfg.data.synth))
     ds = training_images(cfg, root)
     assert 24 <= len(ds) <= 48 and set(ds.table["split"]) == {0}
+
+
+@pytest.mark.slow
+def test_sweep_over_sizes(config_file, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert (
+        main(
+            [
+                "sweep",
+                str(config_file),
+                "--out",
+                str(out),
+                "--sizes",
+                "24",
+                "12",
+                "seeds=[0]",
+                "methods=[zero-shot,lga]",
+            ]
+        )
+        == 0
+    )
+    results = json.loads((out / "sweep.json").read_text())
+    assert set(results) == {"zero-shot", "lga"}
+    assert set(results["lga"]) == {"24", "12"}
+    assert (out / "sweep.png").stat().st_size > 0
+    assert (out / "descriptions.sqlite").is_file()  # one store serves every size
+    assert "worst group" in capsys.readouterr().out

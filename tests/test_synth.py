@@ -278,3 +278,13 @@ def test_other_image_sizes(tmp_path, size):
     assert attrs[["bbox_x1", "bbox_y1"]].to_numpy().max() <= size
     with Image.open(out / "images/000001.png") as img:
         assert img.size == (size, size)
+
+
+def test_bird_scale_draws_larger_birds():
+    from lga.data.synth import render_example
+
+    def width(scale: float) -> float:
+        rows = [render_example(0, i, i % 2, (i // 2) % 2, 64, scale)[1] for i in range(24)]
+        return float(np.mean([r["bbox_x1"] - r["bbox_x0"] for r in rows]))
+
+    assert width(1.6) > 1.3 * width(1.0)

@@ -42,6 +42,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     rep.set_defaults(func=_reproduce)
 
+    sw = sub.add_parser(
+        "sweep",
+        help="worst-group and overall accuracy against the number of training images",
+        description="Run a reproduction config at several training-set sizes and plot accuracy "
+        "against size per method. Example: lga sweep demo --sizes 1000 500 200 100 --out sweep",
+    )
+    sw.add_argument("config", help="shipped reproduction config name or YAML file")
+    sw.add_argument("--out", type=Path, required=True)
+    sw.add_argument("--sizes", type=int, nargs="+", default=[2000, 1000, 500, 200, 100])
+    sw.add_argument("--data", type=Path, default=None, help="dataset folder (overrides the config)")
+    sw.add_argument("--quick", action="store_true", help="apply the config's `quick` changes")
+    sw.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    sw.set_defaults(func=_sweep)
+
 
 def _run(config: str, out: Path, *, data: Path | None, quick: bool, overrides: list[str]) -> int:
     from lga.report.build import build_report
@@ -50,8 +64,8 @@ def _run(config: str, out: Path, *, data: Path | None, quick: bool, overrides: l
     cfg = load_reproduce_config(config, quick=quick, overrides=overrides)
     start = time.monotonic()
     runs = reproduce(cfg, out, data_root=data)
-    report = build_report(runs, out / "report")
-    print(report.table.to_markdown() if hasattr(report.table, "to_markdown") else report.table)
+    build_report(runs, out / "report")
+    print((out / "report" / "results.md").read_text())
     print(
         f"\n{len(runs)} runs in {out / 'runs'}; report: {out / 'report' / 'report.html'} "
         f"({time.monotonic() - start:.0f} s)"
@@ -65,3 +79,20 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _reproduce(args: argparse.Namespace) -> int:
     return _run(args.config, args.out, data=args.data, quick=args.quick, overrides=args.overrides)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from lga.reproduce import load_reproduce_config
+    from lga.sweep import sweep, sweep_plot
+
+    cfg = load_reproduce_config(args.config, quick=args.quick, overrides=args.overrides)
+    results = sweep(cfg, args.sizes, args.out, data_root=args.data)
+    plot = sweep_plot(results, args.out / "sweep.png")
+    for method, by_size in results.items():
+        row = "  ".join(
+            f"n={n}: {100 * sum(v['worst']) / len(v['worst']):5.1f}%"
+            for n, v in sorted(by_size.items())
+        )
+        print(f"{method:15s} worst group  {row}")
+    print(f"wrote {args.out / 'sweep.json'} and {plot}")
+    return 0

@@ -94,6 +94,7 @@ SYNTH_SPEC = DatasetSpec(
         "land": ["a photo of land.", "a photo of a forest.", "a photo of a grass field."],
         "water": ["a photo of water.", "a photo of a lake.", "a photo of the ocean."],
     },
+    prompt_set="waterbirds",  # the seed's four prompts, verbatim, as for real Waterbirds
 )
 
 RGB = tuple[int, int, int]
@@ -123,6 +124,7 @@ class SynthConfig(BaseModel):
     correlation: float = Field(0.95, ge=0.5, le=1.0)
     size: int = Field(64, ge=32, le=1024)
     # 1113 of the 4795 training images of Waterbirds are waterbirds.
+    bird_scale: float = Field(1.0, gt=0.2, le=2.5)
     train_waterbird_fraction: float = Field(0.2321, gt=0.0, lt=1.0)
 
     @property
@@ -896,7 +898,7 @@ def _finish(rng, img: Image.Image, k: int) -> Image.Image:
 
 
 def render_example(
-    seed: int, img_id: int, y: int, place: int, size: int = 64
+    seed: int, img_id: int, y: int, place: int, size: int = 64, bird_scale: float = 1.0
 ) -> tuple[Image.Image, dict]:
     """Draw one image and its attribute row (``ATTRIBUTE_COLUMNS``), reproducibly.
 
@@ -906,13 +908,14 @@ def render_example(
         y: class, 0 = landbird, 1 = waterbird.
         place: background, 0 = land, 1 = water.
         size: image side in pixels.
+        bird_scale: multiplies the bird's size (1: about 25-45% of the side, as drawn by default).
     """
     rng = np.random.default_rng([seed, img_id])
     attrs = sample_attributes(rng, y, place)
     k = _render_scale(size)
     side = size * k
     img, ground = _BACKGROUND_DRAWERS[attrs["background"]](rng, side)
-    sprite, body_x, waterline = _bird_sprite(rng, attrs, side)
+    sprite, body_x, waterline = _bird_sprite(rng, attrs, round(side * bird_scale))
     w, h = sprite.size
     x, top = _place(rng, attrs["pose"], w, h, side, ground)
     draw = ImageDraw.Draw(img)
@@ -992,9 +995,9 @@ def _image_name(img_id: int) -> str:
     return f"{img_id:06d}.png"
 
 
-def _render_to_file(args: tuple[int, int, int, int, int, str]) -> dict:
-    seed, img_id, y, place, size, folder = args
-    img, row = render_example(seed, img_id, y, place, size)
+def _render_to_file(args: tuple[int, int, int, int, int, float, str]) -> dict:
+    seed, img_id, y, place, size, bird_scale, folder = args
+    img, row = render_example(seed, img_id, y, place, size, bird_scale)
     # zlib level 3: a third faster than the default 6, files about 10% larger.
     img.save(os.path.join(folder, _image_name(img_id)), format="PNG", compress_level=3)
     return row
@@ -1038,7 +1041,7 @@ def _write_atomic(path: Path, frame: pd.DataFrame) -> None:
 
 def _render_all(cfg: SynthConfig, todo: pd.DataFrame, folder: Path, workers: int) -> Iterator[dict]:
     jobs = [
-        (cfg.seed, int(i), int(y), int(p), cfg.size, str(folder))
+        (cfg.seed, int(i), int(y), int(p), cfg.size, cfg.bird_scale, str(folder))
         for i, y, p in todo[["img_id", "y", "place"]].itertuples(index=False)
     ]
     if workers <= 1:

@@ -1,0 +1,94 @@
+"""``lga sweep``: accuracy against the number of training images, per method (the seed's next step).
+
+Each size is one reproduction (every method over the config's seeds) into ``OUT/n<size>``, so a
+sweep resumes like a reproduction; the figure plots worst-group and overall accuracy (mean ± std
+over seeds) against the training-set size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lga.config import deep_merge
+from lga.report.runs import load_runs
+from lga.reproduce import ReproduceConfig, reproduce
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIZES = (2000, 1000, 500, 200, 100)
+
+
+def sweep(
+    cfg: ReproduceConfig,
+    sizes: Sequence[int],
+    out: str | Path,
+    *,
+    data_root: Path | None = None,
+    progress: bool = True,
+) -> dict[str, dict[int, dict[str, list[float]]]]:
+    """Run the reproduction at every size; return ``{method: {size: {metric: [per seed]}}}``."""
+    out = Path(out)
+    results: dict[str, dict[int, dict[str, list[float]]]] = {}
+    for n in sizes:
+        teacher = cfg.teacher
+        if teacher.spec and teacher.store is None:  # one store: each size reuses finished answers
+            teacher = teacher.model_copy(update={"store": out / "descriptions.sqlite"})
+        sized = cfg.model_copy(
+            update={"fit": deep_merge(cfg.fit, {"sample": {"n_train": int(n)}}), "teacher": teacher}
+        )
+        if cfg.data.synth is not None and data_root is None:  # one world for every size
+            data_root = Path(reproduce_data(sized, out, progress))
+        for run in load_runs(
+            reproduce(sized, out / f"n{n}", data_root=data_root, progress=progress)
+        ):
+            per = results.setdefault(run.method, {}).setdefault(
+                int(n), {"worst": [], "overall": []}
+            )
+            per["worst"].append(run.metrics["worst_group_accuracy"])
+            per["overall"].append(run.metrics["accuracy"])
+    (out / "sweep.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def reproduce_data(cfg: ReproduceConfig, out: Path, progress: bool) -> Path:
+    from lga.reproduce import prepare_data
+
+    return prepare_data(cfg, out, None, progress)
+
+
+def sweep_plot(results: dict, path: str | Path, *, dpi: int = 130) -> Path:
+    """Worst-group and overall accuracy (%) against training images, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lga.report.plots import method_colors
+
+    colors = method_colors(list(results))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, metric, title in zip(
+        axes, ("worst", "overall"), ("worst-group accuracy", "overall accuracy"), strict=True
+    ):
+        for method, by_size in results.items():
+            sizes = sorted(by_size)
+            mean = np.array([100 * np.mean(by_size[n][metric]) for n in sizes])
+            std = np.array([100 * np.std(by_size[n][metric]) for n in sizes])
+            ax.errorbar(
+                sizes, mean, yerr=std, marker="o", capsize=3, label=method, color=colors[method]
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("training images")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,38 @@
+"""`lga pretrain-toy` still produces a checkpoint of the shipped toy CLIP's shape."""
+
+import json
+
+import pytest
+from safetensors import safe_open
+
+from lga.toy import ToyConfig, pretrain_toy, toy_checkpoint
+
+
+def _shapes(path) -> dict[str, tuple]:
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+@pytest.mark.slow
+def test_pretrain_toy_matches_shipped_shape(tmp_path):
+    shipped = toy_checkpoint()
+    out = pretrain_toy(
+        tmp_path / "toy", ToyConfig(n_images=24, epochs=1, batch_size=12), progress=False
+    )
+    assert _shapes(out) == _shapes(shipped)
+    mine = json.loads((out / "config.json").read_text())
+    ref = json.loads((shipped / "config.json").read_text())
+    for tower in ("text_config", "vision_config"):
+        for key in ("hidden_size", "num_hidden_layers", "vocab_size", "image_size", "patch_size"):
+            assert mine[tower].get(key) == ref[tower].get(key), (tower, key)
+    assert (out / "tokenizer.json").read_text() == (shipped / "tokenizer.json").read_text()
+
+
+def test_shipped_toy_clip_loads_and_knows_the_vocabulary():
+    from lga.student import load_student
+
+    student = load_student(str(toy_checkpoint()))
+    tokens = student.tokenize(["a photo of a waterbird with webbed feet on a lake."])
+    unk = student.tokenizer.convert_tokens_to_ids("<|unk|>")
+    assert unk not in tokens["input_ids"][0].tolist()
+    assert student.encode_texts(["a photo of a landbird."]).shape[0] == 1
