@@ -6,6 +6,7 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
+from lga.commands import intermixed
 from lga.commands.eval import add_data_args, add_student_args, default_run_name
 from lga.config import deep_merge, read_yaml, resolve_config
 from lga.errors import ConfigError
@@ -26,31 +27,8 @@ def _n_train(value: str) -> int | None:
     return n
 
 
-class _IntermixedParser(argparse.ArgumentParser):
-    """Lets KEY=VALUE overrides sit anywhere among the flags (``... train.lr=1e-5 --resume``).
-
-    Plain argparse fills a ``nargs="*"`` positional from its first run of positional strings
-    only and rejects later ones; intermixed parsing collects them all.
-    """
-
-    _inside = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._inside:  # parse_known_intermixed_args calls back into parse_known_args
-            return super().parse_known_args(args, namespace)
-        self._inside = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inside = False
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    default_class, sub._parser_class = sub._parser_class, _IntermixedParser
-    try:
-        p = _add_parser(sub)
-    finally:
-        sub._parser_class = default_class
+    p = intermixed(sub, _add_parser)
     add_data_args(p)
     _add_arguments(p)
     p.set_defaults(func=_run)

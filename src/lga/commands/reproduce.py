@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from lga.commands import intermixed
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser(
@@ -20,13 +22,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--quick", action="store_true", help="smaller sets, for a smoke test / CI")
     demo.set_defaults(func=_demo)
 
-    rep = sub.add_parser(
-        "reproduce",
-        help="run every method of a config over its seeds, then the report",
-        description="CONFIG is a shipped name (demo, waterbirds-vitb32, waterbirds-vitl14) or a "
-        "YAML file. Finished descriptions and runs are never redone, so a killed reproduction "
-        "resumes. Example: lga reproduce waterbirds-vitl14 --data "
-        "~/data/waterbird_complete95_forest2water2 --out repro-l14",
+    rep = intermixed(
+        sub,
+        lambda s: s.add_parser(
+            "reproduce",
+            help="run every method of a config over its seeds, then the report",
+            description="CONFIG is a shipped name (demo, waterbirds-vitb32, waterbirds-vitl14) "
+            "or a "
+            "YAML file. Finished descriptions and runs are never redone, so a killed reproduction "
+            "resumes. Example: lga reproduce waterbirds-vitl14 --data "
+            "~/data/waterbird_complete95_forest2water2 --out repro-l14",
+        ),
     )
     rep.add_argument("config", help="shipped config name or YAML file")
     rep.add_argument("--out", type=Path, required=True, help="output folder")
@@ -42,15 +48,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     rep.set_defaults(func=_reproduce)
 
-    sw = sub.add_parser(
-        "sweep",
-        help="worst-group and overall accuracy against the number of training images",
-        description="Run a reproduction config at several training-set sizes and plot accuracy "
-        "against size per method. Example: lga sweep demo --sizes 1000 500 200 100 --out sweep",
+    sw = intermixed(
+        sub,
+        lambda s: s.add_parser(
+            "sweep",
+            help="worst-group and overall accuracy against the number of training images",
+            description="Run a reproduction config at several training-set sizes and plot accuracy "
+            "against size per method. Example: lga sweep demo --sizes 1000,500,200,100 --out sweep",
+        ),
     )
     sw.add_argument("config", help="shipped reproduction config name or YAML file")
     sw.add_argument("--out", type=Path, required=True)
-    sw.add_argument("--sizes", type=int, nargs="+", default=[2000, 1000, 500, 200, 100])
+    sw.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=[2000, 1000, 500, 200, 100],
+        help="training-set sizes, comma-separated (default 2000,1000,500,200,100)",
+    )
     sw.add_argument("--data", type=Path, default=None, help="dataset folder (overrides the config)")
     sw.add_argument("--quick", action="store_true", help="apply the config's `quick` changes")
     sw.add_argument("overrides", nargs="*", metavar="key.sub=value")
@@ -79,6 +93,18 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _reproduce(args: argparse.Namespace) -> int:
     return _run(args.config, args.out, data=args.data, quick=args.quick, overrides=args.overrides)
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected sizes like 1000,500,100, got {text!r}"
+        ) from None
+    if not sizes or min(sizes) <= 0:
+        raise argparse.ArgumentTypeError(f"sizes must be positive integers, got {text!r}")
+    return sizes
 
 
 def _sweep(args: argparse.Namespace) -> int:
