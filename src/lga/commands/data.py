@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="P(background matches class) in the training split (val/test are balanced)",
     )
     synth.add_argument("--size", type=int, default=64, help="image side in pixels")
+    synth.add_argument("--bird-scale", type=float, default=1.0,
+                       help="bird size multiplier (1: 25-45%% of the side; the demo uses 1.6)")
     synth.set_defaults(func=_synth)
 
 
@@ -80,6 +82,7 @@ def _synth(args: argparse.Namespace) -> int:
         n_test=args.n_test,
         correlation=args.correlation,
         size=args.size,
+        bird_scale=args.bird_scale,
     )
     out = generate(args.out, cfg, progress=True)
     print(f"wrote {cfg.n_train + cfg.n_val + cfg.n_test} images to {out}")
