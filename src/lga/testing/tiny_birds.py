@@ -12,26 +12,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-ATTRIBUTE_COLUMNS = (
-    "img_id",
-    "y",
-    "place",
-    "class_name",
-    "species",
-    "size",
-    "neck",
-    "legs",
-    "feet",
-    "bill",
-    "plumage",
-    "wing",
-    "pose",
-    "background",
-    "bbox_x0",
-    "bbox_y0",
-    "bbox_x1",
-    "bbox_y1",
-)
+from lga.data.synth import ATTRIBUTE_COLUMNS
+
 _WATER = {
     "species": "gull",
     "size": "medium",
