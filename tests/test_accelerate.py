@@ -13,28 +13,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fit_support import fill_store, make_fit_dataset
+from fit_support import (
+    build_fit_env,
+    one_thread,  # noqa: F401  (autouse fixture)
+)
 from lga.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tiny_clip_dir):
-    root = tmp_path_factory.mktemp("accelerate")
-    data = make_fit_dataset(root / "data")
-    return {
-        "root": root,
-        "data": data,
-        "store": fill_store(root / "s.sqlite", data),
-        "clip": tiny_clip_dir,
-    }
+    return build_fit_env(tmp_path_factory.mktemp("accelerate"), tiny_clip_dir)
 
 
 def argv(env: dict, out: Path, method: str, *extra: str) -> list[str]:

@@ -12,7 +12,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from fit_support import PROMPTS, TEACHER, fill_store, make_fit_dataset
+from fit_support import (
+    PROMPTS,
+    TEACHER,
+    build_fit_env,
+    fill_store,
+    one_thread,  # noqa: F401  (autouse fixture)
+)
 from lga.cli import build_parser, main
 from lga.commands.fit import resolve_fit_config, shipped_run_configs
 from lga.config import resolve_config
@@ -25,21 +31,9 @@ METRIC_KEYS = {"method", "student", "split", "n", "accuracy", "weighted_accuracy
                "group_count"}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids oversubscription (20x faster).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def fit_env(tmp_path_factory, tiny_clip_dir):
-    root = tmp_path_factory.mktemp("fit")
-    data = make_fit_dataset(root / "data")
-    store = fill_store(root / "store.sqlite", data)
-    return {"root": root, "data": data, "store": store, "clip": tiny_clip_dir}
+    return build_fit_env(tmp_path_factory.mktemp("fit"), tiny_clip_dir)
 
 
 def make_cfg(env: dict, method: str, *overrides: str, store: bool = True) -> FitConfig:
