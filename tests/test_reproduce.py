@@ -72,7 +72,7 @@ def test_teacher_describes_only_the_union_of_samples(config_file, tmp_path):
 
     cfg = load_reproduce_config(config_file)
     root = generate(tmp_path / "data", SynthConfig(**cfg.data.synth))
-    ds = training_images(cfg, root)
+    ds = training_images(cfg, root, tmp_path / "d.sqlite")
     assert 24 <= len(ds) <= 48 and set(ds.table["split"]) == {0}
 
 

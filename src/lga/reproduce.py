@@ -123,14 +123,15 @@ def prepare_data(cfg: ReproduceConfig, out: Path, data_root: Path | None, progre
     return generate(out / "data", SynthConfig(**cfg.data.synth), progress=progress)
 
 
-def training_images(cfg: ReproduceConfig, root: Path) -> GroupDataset:
+def training_images(cfg: ReproduceConfig, root: Path, store: Path) -> GroupDataset:
     """The union of every seed's training sample: the only images the teacher must describe."""
     full = load_dataset(root, cfg.data.dataset_config, splits=[], check_images=False)
     train = full.split("train")
-    n = cfg.fit.get("sample", {}).get("n_train", FitConfig.model_fields["sample"].default.n_train)
     ids = set()
     for seed in cfg.seeds:
-        ids |= set(subsample(train, n, seed=seed).img_ids.tolist())
+        for method in cfg.methods:  # the sample each run draws, with fit_base and overrides
+            sample = fit_config(cfg, method, seed, root, store).sample
+            ids |= set(subsample(train, sample.n_train, seed=sample.seed).img_ids.tolist())
     return train.select(train.table["img_id"].isin(ids).to_numpy())
 
 
@@ -146,7 +147,7 @@ def describe_samples(cfg: ReproduceConfig, root: Path, store: Path, progress: bo
         resolve_prompts,
     )
 
-    ds = training_images(cfg, root)
+    ds = training_images(cfg, root, store)
     prompts = resolve_prompts(load_dataset_spec(cfg.data.dataset_config, root), None)
     options = TeacherOptions(
         max_new_tokens=cfg.teacher.max_new_tokens,

@@ -16,7 +16,7 @@ import numpy as np
 
 from lga.config import deep_merge
 from lga.report.runs import load_runs
-from lga.reproduce import ReproduceConfig, reproduce
+from lga.reproduce import ReproduceConfig, prepare_data, reproduce
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def sweep(
             update={"fit": deep_merge(cfg.fit, {"sample": {"n_train": int(n)}}), "teacher": teacher}
         )
         if cfg.data.synth is not None and data_root is None:  # one world for every size
-            data_root = Path(reproduce_data(sized, out, progress))
+            data_root = prepare_data(sized, out, None, progress)
         for run in load_runs(
             reproduce(sized, out / f"n{n}", data_root=data_root, progress=progress)
         ):
@@ -53,12 +53,6 @@ def sweep(
             per["overall"].append(run.metrics["accuracy"])
     (out / "sweep.json").write_text(json.dumps(results, indent=1))
     return results
-
-
-def reproduce_data(cfg: ReproduceConfig, out: Path, progress: bool) -> Path:
-    from lga.reproduce import prepare_data
-
-    return prepare_data(cfg, out, None, progress)
 
 
 def sweep_plot(results: dict, path: str | Path, *, dpi: int = 130) -> Path:
