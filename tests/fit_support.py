@@ -130,5 +130,9 @@ def one_thread():
 def build_fit_env(root: Path, clip: Path) -> dict:
     """A tiny dataset, a filled store and the tiny CLIP, under ``root``."""
     data = make_fit_dataset(root / "data")
-    return {"root": root, "data": data, "store": fill_store(root / "store.sqlite", data),
-            "clip": clip}
+    return {
+        "root": root,
+        "data": data,
+        "store": fill_store(root / "store.sqlite", data),
+        "clip": clip,
+    }

@@ -20,11 +20,12 @@ from fit_support import (
     one_thread,  # noqa: F401  (autouse fixture)
 )
 from lga.cli import build_parser, main
-from lga.commands.fit import resolve_fit_config, shipped_run_configs
+from lga.commands.fit import resolve_fit_config
 from lga.config import resolve_config
 from lga.errors import ConfigError, LgaError
 from lga.evaluate import metrics_from_predictions, train_group_counts
 from lga.train import FitConfig, fit
+from lga.train.config import shipped_run_configs
 
 METRIC_KEYS = {"method", "student", "split", "n", "accuracy", "weighted_accuracy",
                "worst_group_accuracy", "worst_group", "class_accuracy", "group_accuracy",

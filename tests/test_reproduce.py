@@ -79,8 +79,16 @@ def test_teacher_describes_only_the_union_of_samples(config_file, tmp_path):
 @pytest.mark.slow
 def test_sweep_over_sizes(config_file, tmp_path, capsys):
     out = tmp_path / "sweep"
-    args = ["sweep", str(config_file), "--out", str(out), "--sizes", "24,12",
-            "seeds=[0]", "methods=[zero-shot,lga]"]  # overrides may follow the flags
+    args = [
+        "sweep",
+        str(config_file),
+        "--out",
+        str(out),
+        "--sizes",
+        "24,12",
+        "seeds=[0]",
+        "methods=[zero-shot,lga]",
+    ]  # overrides may follow the flags
     assert main(args) == 0
     results = json.loads((out / "sweep.json").read_text())
     assert set(results) == {"zero-shot", "lga"}

@@ -18,7 +18,7 @@ from pydantic import Field
 from lga.config import Strict, deep_merge, read_yaml, resolve_config
 from lga.data.dataset import GroupDataset, load_dataset, subsample
 from lga.errors import ConfigError
-from lga.train.config import FitConfig, Method
+from lga.train.config import FitConfig, Method, resolve_run_file
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,6 @@ def fit_config(
     """The FitConfig of one (method, seed): shared settings, method changes, seed, data."""
     base = {}
     if cfg.fit_base:
-        from lga.commands.fit import resolve_run_file
-
         base = {k: v for k, v in read_yaml(resolve_run_file(cfg.fit_base)).items() if k != "method"}
     base = deep_merge(deep_merge(base, cfg.fit), cfg.method_overrides.get(method, {}))
     base = deep_merge(

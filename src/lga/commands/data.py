@@ -48,8 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="P(background matches class) in the training split (val/test are balanced)",
     )
     synth.add_argument("--size", type=int, default=64, help="image side in pixels")
-    synth.add_argument("--bird-scale", type=float, default=1.0,
-                       help="bird size multiplier (1: 25-45%% of the side; the demo uses 1.6)")
+    synth.add_argument(
+        "--bird-scale",
+        type=float,
+        default=1.0,
+        help="bird size multiplier (1: 25-45%% of the side; the demo uses 1.6)",
+    )
     synth.set_defaults(func=_synth)
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from importlib import resources
 from pathlib import Path
 
 from lga.commands import intermixed
 from lga.commands.eval import add_data_args, add_student_args, default_run_name
 from lga.config import deep_merge, read_yaml, resolve_config
-from lga.errors import ConfigError
 from lga.metrics import format_metrics
+from lga.train.config import resolve_run_file
 
 METHODS = ("zero-shot", "linear-probe", "erm", "spurious-aware", "lga")
 
@@ -98,25 +97,6 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="dotted overrides, applied last (train.lr=5e-6 lga.supcon=in)",
     )
-
-
-def shipped_run_configs() -> list[str]:
-    root = resources.files("lga") / "configs" / "runs"
-    return sorted(f.name.removesuffix(".yaml") for f in root.iterdir() if f.name.endswith(".yaml"))
-
-
-def resolve_run_file(name: str) -> Path:
-    """A YAML path, or the name of a shipped run config."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    if path.suffix in (".yaml", ".yml") or "/" in name:
-        raise ConfigError(f"run config not found: {name}")
-    if name not in shipped_run_configs():
-        raise ConfigError(
-            f"unknown run config {name!r}; shipped: {shipped_run_configs()}, or give a YAML file"
-        )
-    return Path(str(resources.files("lga") / "configs" / "runs" / f"{name}.yaml"))
 
 
 def _put(d: dict, dotted: str, value) -> None:
