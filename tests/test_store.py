@@ -198,3 +198,31 @@ def test_store_cli(tmp_path, capsys):
     assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 3
     assert main(["store", "stats", str(tmp_path / "none.sqlite")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_read_only_store_reads_and_refuses_writes(tmp_path):
+    path = tmp_path / "d.sqlite"
+    with DescriptionStore(path) as s:
+        s.put([row(1), row(2)])
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name == "d.sqlite"}
+    with DescriptionStore(path, read_only=True) as s:
+        assert s.stats().rows == 2
+        texts = s.texts("object_description", [1, 2], dataset=KEY["dataset"])
+        assert texts == {1: "text 1", 2: "text 2"}
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            s.put([row(3)])
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name == "d.sqlite"} == before
+    with pytest.raises(LgaError, match="not found"):
+        DescriptionStore(tmp_path / "nope.sqlite", read_only=True)
+    assert not (tmp_path / "nope.sqlite").exists()
+
+
+def test_read_only_store_checks_schema_version(tmp_path):
+    path = tmp_path / "d.sqlite"
+    DescriptionStore(path).close()
+    con = sqlite3.connect(path)
+    con.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(LgaError, match="schema version 99"):
+        DescriptionStore(path, read_only=True)

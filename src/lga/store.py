@@ -170,8 +170,13 @@ def parse_keywords(text: str | None) -> list[str]:
 # The store
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
     # isolation_level=None: we open and close every transaction ourselves (short, explicit).
+    if read_only:  # readers never change the file (nor its journal mode), even by accident
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        con = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+        con.execute("PRAGMA busy_timeout=30000")
+        return con
     con = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode: a committed transaction survives a killed process (not a power cut).
@@ -186,23 +191,29 @@ class DescriptionStore:
     Args:
         path: the store file.
         create: create the file when missing (otherwise a missing file is an error).
+        read_only: open for reading only (the file must exist; writing raises). Readers such as
+            ``lga store stats``, export and ``lga fit`` use it.
 
     Raises:
         LgaError: the file is missing (``create=False``), not SQLite, or not a description store.
     """
 
-    def __init__(self, path: str | Path, *, create: bool = True):
+    def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False):
         self.path = Path(path)
+        create = create and not read_only
         if not create and not self.path.is_file():
             raise LgaError(f"description store not found: {self.path}")
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._con = _connect(self.path)
+            self._con = _connect(self.path, read_only)
             if not create and not self._has_table("descriptions"):
                 self._con.close()
                 raise LgaError(f"{self.path} is an SQLite file but not a description store")
-            self._init_schema()
+            if read_only:
+                self._check_version()
+            else:
+                self._init_schema()
         except sqlite3.DatabaseError as e:
             raise LgaError(f"{self.path} is not a usable description store: {e}") from e
 
@@ -217,11 +228,16 @@ class DescriptionStore:
             row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-            elif row[0] != SCHEMA_VERSION:
-                raise LgaError(
-                    f"{self.path}: store schema version {row[0]}, this lga reads "
-                    f"version {SCHEMA_VERSION}"
-                )
+        self._check_version()
+
+    def _check_version(self) -> None:
+        row = self._con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None or row[0] != SCHEMA_VERSION:
+            self._con.close()
+            raise LgaError(
+                f"{self.path}: store schema version {row[0] if row else 'missing'}, this lga "
+                f"reads version {SCHEMA_VERSION}"
+            )
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -497,7 +513,7 @@ def export_store(path: str | Path, out: str | Path) -> int:
     out = Path(out)
     if out.suffix not in EXPORT_FORMATS:
         raise LgaError(f"cannot export to {out}: the name must end with one of {EXPORT_FORMATS}")
-    with DescriptionStore(path, create=False) as store:
+    with DescriptionStore(path, read_only=True) as store:
         df = store.frame()
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".jsonl":
@@ -532,7 +548,7 @@ def merge_stores(out: str | Path, inputs: Sequence[str | Path]) -> dict[str, int
     read = 0
     with DescriptionStore(out) as store:
         for src in sources:
-            DescriptionStore(src, create=False).close()  # validates file and schema version
+            DescriptionStore(src, read_only=True).close()  # validates file and schema version
             read += _merge_one(store, src)
         total = int(store._query("SELECT COUNT(*) FROM descriptions")[0][0])
     log.info("merged %d row(s) from %d store(s) into %s: %d row(s)", read, len(sources), out, total)

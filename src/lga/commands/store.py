@@ -43,7 +43,7 @@ def _stats(args: argparse.Namespace) -> int:
 
     from lga.store import DescriptionStore
 
-    with DescriptionStore(args.file, create=False) as store:
+    with DescriptionStore(args.file, read_only=True) as store:
         s = store.stats()
         variants = store.variants()
     print(f"{s.path}: {s.rows} row(s)")

@@ -77,7 +77,7 @@ def read_descriptions(
     from lga.store import DescriptionStore, dataset_key
 
     ids = ds.img_ids.tolist()
-    with DescriptionStore(store_path, create=False) as store:
+    with DescriptionStore(store_path, read_only=True) as store:
         key = dataset_key(ds)
         return {
             target: store.texts(prompt, ids, dataset=key, teacher=teacher)

@@ -76,7 +76,7 @@ def read_descriptions(
     ids = sample.img_ids.tolist()
     filters = dict(dataset=key, teacher=cfg.teacher, settings_hash=cfg.settings_hash)
     out = {}
-    with DescriptionStore(cfg.store, create=False) as store:
+    with DescriptionStore(cfg.store, read_only=True) as store:
         for prompt in prompts:
             try:
                 texts = store.texts(prompt, ids, **filters)
@@ -98,7 +98,7 @@ def read_keywords(
     read_descriptions(cfg, full, sample, [prompt])  # the coverage check and its error
     from lga.store import DescriptionStore, dataset_key
 
-    with DescriptionStore(cfg.store, create=False) as store:
+    with DescriptionStore(cfg.store, read_only=True) as store:
         return store.keywords(
             prompt,
             sample.img_ids.tolist(),
