@@ -638,7 +638,7 @@ def train_pipeline_efficiency(
     try:
         data = load_run_data(cfg, check_images=False, progress=False)
         tuner = build_fine_tuner(cfg, data, out, acc, progress=False)
-        batches = tuner._batches()  # the trainer's own batch stream, epoch after epoch
+        batches = tuner.batches()  # the trainer's own batch stream, epoch after epoch
         bare = _bare_step(tuner, *next(batches), acc)
         tuner.model.train()
         bare()  # warm-up: allocator, first-call costs, optimizer state

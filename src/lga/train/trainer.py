@@ -430,7 +430,7 @@ class FineTuner:
         self.log.write(record)
         self._track({f"train/{k}": v for k, v in record.items() if k != "step"}, step)
 
-    def _batches(self):
+    def batches(self):
         """Micro-batches from the current step on, epoch after epoch (each seeded)."""
         spe = self.sampler.steps_per_epoch
         epoch, start = divmod(self.state.step, spe)
@@ -455,7 +455,7 @@ class FineTuner:
         stop_at = self.total_steps
         if tc.stop_after_steps is not None:
             stop_at = min(stop_at, self.state.step + tc.stop_after_steps)
-        batches = self._batches()
+        batches = self.batches()
         bar = tqdm(
             total=self.total_steps,
             initial=self.state.step,
