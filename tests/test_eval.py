@@ -2,9 +2,11 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from lga.cli import main
 from lga.config import ConfigError, EvalRunConfig, resolve_config
+from lga.errors import DataError
 
 
 def test_eval_writes_run_directory(small_dataset, tiny_clip_dir, tmp_path, capsys):
@@ -142,3 +144,46 @@ def test_cli_help(capsys):
     assert e.value.code == 0
     assert "eval" in capsys.readouterr().out
     assert main([]) == 2
+
+
+def test_pixel_memo_decodes_once_per_process(small_dataset, tiny_clip_dir, monkeypatch):
+    """Evaluating two models on the same split decodes its images once; a budget bounds it."""
+    from lga import features
+    from lga.data.dataset import load_dataset
+    from lga.student import load_student
+
+    decoded = []
+    real = features.PixelDataset.__getitem__
+    monkeypatch.setattr(
+        features.PixelDataset, "__getitem__", lambda self, k: decoded.append(k) or real(self, k)
+    )
+    features.clear_pixel_memo()
+    student = load_student(str(tiny_clip_dir))
+    test = load_dataset(small_dataset).split("test")
+    val = load_dataset(small_dataset).split("val")
+    kw = dict(batch_size=5, num_workers=0, progress=False)
+    a = features.image_features(student, test, **kw)
+    assert len(decoded) == len(test) == 12
+    b = features.image_features(student, test, **kw)  # e.g. another fine-tuned model
+    assert len(decoded) == 12
+    torch.testing.assert_close(a, b)
+    features.image_features(student, val, **kw)  # other rows: decoded
+    assert len(decoded) == 24
+    # a budget below one split keeps nothing: every call decodes
+    features.clear_pixel_memo()
+    monkeypatch.setenv(features.PIXEL_MEMO_ENV, "0.01")  # MiB; 12 images of 32x32 take 0.14
+    features.image_features(student, test, **kw)
+    features.image_features(student, test, **kw)
+    assert len(decoded) == 48
+    # room for one split: the least recently used one goes
+    monkeypatch.setenv(features.PIXEL_MEMO_ENV, "0.2")
+    for split in (test, val, test):
+        features.image_features(student, split, **kw)
+    assert len(decoded) == 48 + 36
+    features.image_features(student, test, **kw)
+    assert len(decoded) == 48 + 36
+    features.clear_pixel_memo()
+    monkeypatch.setenv(features.PIXEL_MEMO_ENV, "lots")
+    with pytest.raises(DataError, match="LGA_PIXEL_MEMO_MB"):
+        features.image_features(student, test, **kw)
+    features.clear_pixel_memo()

@@ -1,9 +1,19 @@
-"""Batched image encoding through a DataLoader, with the on-disk feature cache."""
+"""Batched image encoding through a DataLoader, with the on-disk feature cache.
+
+Preprocessed pixels are also kept in memory for the life of the process (:func:`memo_pixels`),
+within a byte budget: ``lga reproduce`` and ``lga demo`` evaluate many models on the same test and
+validation images and train them on the same samples, and decoding those images again for every
+run was a third of the demo's time.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
+from collections import OrderedDict
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -61,6 +71,55 @@ def pixel_loader(
     )
 
 
+PIXEL_MEMO_ENV = "LGA_PIXEL_MEMO_MB"  # the memo's budget in MiB (0 switches it off)
+DEFAULT_PIXEL_MEMO_MB = 1024
+_PIXEL_MEMO: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+
+def pixel_memo_budget() -> int:
+    """The memo's byte budget, from ``$LGA_PIXEL_MEMO_MB`` (default 1024 MiB)."""
+    raw = os.environ.get(PIXEL_MEMO_ENV, str(DEFAULT_PIXEL_MEMO_MB))
+    try:
+        return max(0, int(float(raw) * 2**20))
+    except ValueError:
+        raise DataError(f"${PIXEL_MEMO_ENV} must be a number of MiB, got {raw!r}") from None
+
+
+def clear_pixel_memo() -> None:
+    _PIXEL_MEMO.clear()
+
+
+def _memo_key(ds: GroupDataset, image_processor) -> str:
+    ids = hashlib.sha256(ds.img_ids.astype("int64").tobytes()).hexdigest()[:16]
+    processor = json.dumps(json.loads(image_processor.to_json_string()), sort_keys=True)
+    return f"{ds.fingerprint()}|{ids}|{hashlib.sha256(processor.encode()).hexdigest()[:16]}"
+
+
+def memo_pixels(
+    ds: GroupDataset, image_processor, *, batch_size: int, num_workers: int, progress: bool = False
+) -> torch.Tensor:
+    """``(N, 3, H, W)`` float32 pixels of every row of ``ds``, decoded once per process.
+
+    Keyed by the dataset (folder and metadata content), its rows and the processor's settings.
+    The least recently used entries are dropped beyond the budget; a set larger than the budget
+    is decoded and returned without being kept. Callers must not modify the tensor.
+    """
+    key = _memo_key(ds, image_processor)
+    if key in _PIXEL_MEMO:
+        _PIXEL_MEMO.move_to_end(key)
+        return _PIXEL_MEMO[key]
+    loader = pixel_loader(ds, image_processor, batch_size=batch_size, num_workers=num_workers)
+    pixels = torch.cat(
+        [p for p, _ in tqdm(loader, desc="decoding images", unit="batch", disable=not progress)]
+    )
+    size, budget = pixels.numel() * pixels.element_size(), pixel_memo_budget()
+    if size <= budget:
+        _PIXEL_MEMO[key] = pixels
+        while sum(t.numel() * t.element_size() for t in _PIXEL_MEMO.values()) > budget:
+            _PIXEL_MEMO.popitem(last=False)
+    return pixels
+
+
 def cache_key(student: Student, ds: GroupDataset) -> dict:
     return {
         "checkpoint": student.spec,
@@ -94,9 +153,20 @@ def image_features(
         log.info("feature cache: %d of %d images cached", len(ds) - len(todo), len(ds))
     computed: dict[int, torch.Tensor] = {}
     if todo:
-        loader = pixel_loader(
-            ds, student.image_processor, batch_size=batch_size, num_workers=num_workers, rows=todo
-        )
+        if len(todo) == len(ds):  # every row: through the in-process pixel memo
+            pixels = memo_pixels(
+                ds, student.image_processor, batch_size=batch_size, num_workers=num_workers
+            )
+            rows = torch.arange(len(ds)).split(batch_size)
+            loader = [(pixels[r[0] : r[-1] + 1], r) for r in rows]
+        else:
+            loader = pixel_loader(
+                ds,
+                student.image_processor,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                rows=todo,
+            )
         last = time.monotonic()
         try:
             for pixels, rows in tqdm(

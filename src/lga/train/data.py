@@ -24,7 +24,7 @@ from torch.utils.data import Sampler
 
 from lga.data.dataset import GroupDataset
 from lga.errors import ConfigError, LgaError
-from lga.features import pixel_loader
+from lga.features import memo_pixels
 from lga.train.config import DescriptionsConfig
 
 log = logging.getLogger(__name__)
@@ -276,9 +276,11 @@ class CachedPixels:
     def build(
         cls, ds: GroupDataset, image_processor, *, batch_size: int, num_workers: int
     ) -> CachedPixels:
-        """Decode and preprocess ``ds`` in a DataLoader (workers in parallel), in row order."""
-        loader = pixel_loader(ds, image_processor, batch_size=batch_size, num_workers=num_workers)
-        pixels = torch.cat([p for p, _ in loader])  # (N, 3, H, W)
+        """Decode and preprocess ``ds`` in a DataLoader (workers in parallel), in row order.
+
+        Through the in-process pixel memo: the next run on the same images decodes nothing.
+        """
+        pixels = memo_pixels(ds, image_processor, batch_size=batch_size, num_workers=num_workers)
         log.info(
             "cached %d preprocessed images (%.0f MB)",
             len(pixels),
