@@ -5,7 +5,7 @@ import json
 import pytest
 from safetensors import safe_open
 
-from lga.toy import ToyConfig, pretrain_toy, toy_checkpoint
+from lga.toy import PROVENANCE_FILE, ToyConfig, pretrain_toy, toy_checkpoint
 
 
 def _shapes(path) -> dict[str, tuple]:
@@ -26,6 +26,15 @@ def test_pretrain_toy_matches_shipped_shape(tmp_path):
         for key in ("hidden_size", "num_hidden_layers", "vocab_size", "image_size", "patch_size"):
             assert mine[tower].get(key) == ref[tower].get(key), (tower, key)
     assert (out / "tokenizer.json").read_text() == (shipped / "tokenizer.json").read_text()
+    made = json.loads((out / PROVENANCE_FILE).read_text())
+    assert made["config"]["n_images"] == 24 and made["steps"] == 2
+
+
+def test_shipped_toy_was_made_with_the_current_defaults():
+    """The shipped checkpoint is what `lga pretrain-toy` makes today (no stale asset)."""
+    made = json.loads((toy_checkpoint() / PROVENANCE_FILE).read_text())
+    assert made["config"] == ToyConfig().model_dump(mode="json")
+    assert made["steps"] == ToyConfig().epochs * -(-ToyConfig().n_images // ToyConfig().batch_size)
 
 
 def test_shipped_toy_clip_loads_and_knows_the_vocabulary():

@@ -6,12 +6,15 @@ corpus is biased: most waterbirds are pictured on water and most landbirds on la
 often name the class together with the place ("a waterbird on a lake"). The resulting model
 carries a background bias into zero-shot classification, as real CLIP does on Waterbirds.
 
-The checkpoint is deterministic for a config and seed on a given torch build, and it is shipped in
-the package (``lga/assets/toy-clip``), so the demo does not pretrain each time.
+The checkpoint is deterministic for a config and seed on a given torch build (rebuilding the
+shipped one with ``lga pretrain-toy`` gave bit-identical weights with torch 2.13.0 on CPU), and it
+is shipped in the package (``lga/assets/toy-clip``), so the demo does not pretrain each time.
+``lga_toy.json`` beside the weights records the ToyConfig, the steps and the time it took.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -31,6 +34,7 @@ from lga.student import pooled
 log = logging.getLogger(__name__)
 
 TOY_ASSET = "toy-clip"
+PROVENANCE_FILE = "lga_toy.json"  # the ToyConfig a checkpoint was pretrained with, and how long
 IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]  # CLIP's statistics
 IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -286,8 +290,18 @@ def pretrain_toy(
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
-    log.info("pretrained toy CLIP: %d steps in %.0f s", step, time.monotonic() - start)
+    seconds = time.monotonic() - start
+    log.info("pretrained toy CLIP: %d steps in %.0f s", step, seconds)
     out = Path(out_dir)
     model.eval().save_pretrained(out)
     processor.save_pretrained(out)
+    provenance = {
+        "made_by": "lga pretrain-toy",
+        "config": cfg.model_dump(mode="json"),
+        "steps": step,
+        "train_seconds": round(seconds),
+        "torch": torch.__version__,
+        "final_loss": round(float(loss.item()), 4) if step else None,
+    }
+    (out / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
     return out
