@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate Waterbirds in miniature, describe it with the oracle teacher, fit "
         "zero-shot, linear probe, ERM, spurious-aware and lga from the shipped toy CLIP over 3 "
         "seeds, print the results table and write the report. About 4-5 minutes on 2 CPU cores "
-        "(--quick: about 75 seconds). Example: lga demo --out lga-demo",
+        "(--quick: 75-90 seconds). Example: lga demo --out lga-demo",
     )
     demo.add_argument("--out", type=Path, default=Path("lga-demo"), help="output folder")
     demo.add_argument("--quick", action="store_true", help="smaller sets, for a smoke test / CI")
