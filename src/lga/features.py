@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -95,6 +96,22 @@ def _memo_key(ds: GroupDataset, image_processor) -> str:
     return f"{ds.fingerprint()}|{ids}|{hashlib.sha256(processor.encode()).hexdigest()[:16]}"
 
 
+def _memo_get(key: str) -> torch.Tensor | None:
+    if key in _PIXEL_MEMO:
+        _PIXEL_MEMO.move_to_end(key)
+    return _PIXEL_MEMO.get(key)
+
+
+def _memo_put(key: str, pixels: torch.Tensor) -> None:
+    """Keep ``pixels`` if they fit the budget, dropping the least recently used entries."""
+    budget = pixel_memo_budget()
+    if pixels.numel() * pixels.element_size() > budget:
+        return
+    _PIXEL_MEMO[key] = pixels
+    while sum(t.numel() * t.element_size() for t in _PIXEL_MEMO.values()) > budget:
+        _PIXEL_MEMO.popitem(last=False)
+
+
 def memo_pixels(
     ds: GroupDataset, image_processor, *, batch_size: int, num_workers: int, progress: bool = False
 ) -> torch.Tensor:
@@ -105,19 +122,41 @@ def memo_pixels(
     is decoded and returned without being kept. Callers must not modify the tensor.
     """
     key = _memo_key(ds, image_processor)
-    if key in _PIXEL_MEMO:
-        _PIXEL_MEMO.move_to_end(key)
-        return _PIXEL_MEMO[key]
-    loader = pixel_loader(ds, image_processor, batch_size=batch_size, num_workers=num_workers)
-    pixels = torch.cat(
-        [p for p, _ in tqdm(loader, desc="decoding images", unit="batch", disable=not progress)]
-    )
-    size, budget = pixels.numel() * pixels.element_size(), pixel_memo_budget()
-    if size <= budget:
-        _PIXEL_MEMO[key] = pixels
-        while sum(t.numel() * t.element_size() for t in _PIXEL_MEMO.values()) > budget:
-            _PIXEL_MEMO.popitem(last=False)
+    pixels = _memo_get(key)
+    if pixels is None:
+        loader = pixel_loader(ds, image_processor, batch_size=batch_size, num_workers=num_workers)
+        bar = tqdm(loader, desc="decoding images", unit="batch", disable=not progress)
+        pixels = torch.cat([p for p, _ in bar])
+        _memo_put(key, pixels)
     return pixels
+
+
+def _memo_batches(
+    ds: GroupDataset, image_processor, *, batch_size: int, num_workers: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(pixels, rows)`` batches of every row of ``ds``: from the memo, or streamed from a
+    DataLoader and kept afterwards while they fit the budget (a set larger than the budget is
+    never held in memory whole)."""
+    key = _memo_key(ds, image_processor)
+    pixels = _memo_get(key)
+    if pixels is not None:
+        for rows in torch.arange(len(ds)).split(batch_size):
+            yield pixels[rows[0] : rows[-1] + 1], rows
+        return
+    budget, size = pixel_memo_budget(), 0
+    kept: list[torch.Tensor] | None = []  # None once the set outgrows the budget
+    for batch, rows in pixel_loader(
+        ds, image_processor, batch_size=batch_size, num_workers=num_workers
+    ):
+        yield batch, rows
+        if kept is not None:
+            size += batch.numel() * batch.element_size()
+            if size > budget:
+                kept = None
+            else:
+                kept.append(batch)
+    if kept:
+        _memo_put(key, torch.cat(kept))
 
 
 def cache_key(student: Student, ds: GroupDataset) -> dict:
@@ -154,11 +193,9 @@ def image_features(
     computed: dict[int, torch.Tensor] = {}
     if todo:
         if len(todo) == len(ds):  # every row: through the in-process pixel memo
-            pixels = memo_pixels(
+            loader = _memo_batches(
                 ds, student.image_processor, batch_size=batch_size, num_workers=num_workers
             )
-            rows = torch.arange(len(ds)).split(batch_size)
-            loader = [(pixels[r[0] : r[-1] + 1], r) for r in rows]
         else:
             loader = pixel_loader(
                 ds,
