@@ -20,8 +20,6 @@ from lga.reproduce import ReproduceConfig, prepare_data, reproduce
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIZES = (2000, 1000, 500, 200, 100)
-
 
 def sweep(
     cfg: ReproduceConfig,

@@ -28,24 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "reproduce",
             help="run every method of a config over its seeds, then the report",
             description="CONFIG is a shipped name (demo, waterbirds-vitb32, waterbirds-vitl14) "
-            "or a "
-            "YAML file. Finished descriptions and runs are never redone, so a killed reproduction "
-            "resumes. Example: lga reproduce waterbirds-vitl14 --data "
+            "or a YAML file. Finished descriptions and runs are never redone, so a killed "
+            "reproduction resumes. Example: lga reproduce waterbirds-vitl14 --data "
             "~/data/waterbird_complete95_forest2water2 --out repro-l14",
         ),
     )
-    rep.add_argument("config", help="shipped config name or YAML file")
-    rep.add_argument("--out", type=Path, required=True, help="output folder")
-    rep.add_argument(
-        "--data", type=Path, default=None, help="dataset folder (overrides the config)"
-    )
-    rep.add_argument("--quick", action="store_true", help="apply the config's `quick` changes")
-    rep.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key.sub=value",
-        help="changes to the config, e.g. seeds=[0] fit.train.lr=2e-5",
-    )
+    _config_args(rep)
     rep.set_defaults(func=_reproduce)
 
     sw = intermixed(
@@ -57,18 +45,28 @@ def register(sub: argparse._SubParsersAction) -> None:
             "against size per method. Example: lga sweep demo --sizes 1000,500,200,100 --out sweep",
         ),
     )
-    sw.add_argument("config", help="shipped reproduction config name or YAML file")
-    sw.add_argument("--out", type=Path, required=True)
+    _config_args(sw)
     sw.add_argument(
         "--sizes",
         type=_sizes,
         default=[2000, 1000, 500, 200, 100],
         help="training-set sizes, comma-separated (default 2000,1000,500,200,100)",
     )
-    sw.add_argument("--data", type=Path, default=None, help="dataset folder (overrides the config)")
-    sw.add_argument("--quick", action="store_true", help="apply the config's `quick` changes")
-    sw.add_argument("overrides", nargs="*", metavar="key.sub=value")
     sw.set_defaults(func=_sweep)
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    """The arguments shared by reproduce and sweep: a reproduction config and where it runs."""
+    p.add_argument("config", help="shipped reproduction config name or YAML file")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--data", type=Path, default=None, help="dataset folder (overrides the config)")
+    p.add_argument("--quick", action="store_true", help="apply the config's `quick` changes")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key.sub=value",
+        help="changes to the config, e.g. seeds=[0] fit.train.lr=2e-5",
+    )
 
 
 def _run(config: str, out: Path, *, data: Path | None, quick: bool, overrides: list[str]) -> int:
