@@ -34,7 +34,12 @@ TEMPERATURES = [0.05, 0.1, 0.5, 1.0, 5.0]
 
 
 def ref_supcon(
-    features: Tensor, labels: Tensor, temperature: float, reduction: str, variant: str
+    features: Tensor,
+    labels: Tensor,
+    temperature: float,
+    reduction: str,
+    variant: str,
+    views: Tensor | None = None,
 ) -> Tensor:
     """L_out / L_in of Khosla et al. 2020, one anchor, positive and negative at a time.
 
@@ -46,6 +51,8 @@ def ref_supcon(
     for i in range(n):
         others = [a for a in range(n) if a != i]  # A(i)
         positives = [p for p in others if labels[p] == labels[i]]  # P(i)
+        if views is not None:  # cross-view positives only
+            positives = [p for p in positives if views[p] != views[i]]
         if not positives:
             continue
         s = {a: torch.dot(features[i], features[a]) / temperature for a in others}
@@ -156,6 +163,25 @@ EDGE_CASES = {
 def test_supcon_edge_cases(loss_fn: SupCon, variant: str, reduction: str, labels: list) -> None:
     features = unit_features(len(labels), 4, seed=0)
     assert_matches_reference(loss_fn, variant, features, torch.tensor(labels), 0.1, reduction)
+
+
+@SUPCON
+@REDUCTION
+def test_supcon_cross_view_positives_match_reference(
+    loss_fn: SupCon, variant: str, reduction: str
+) -> None:
+    """lga.positives=cross: images (view 0) and descriptions (view 1), positives across views."""
+    labels = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1, 1])
+    views = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 0])
+    features = unit_features(len(labels), 6, seed=3).requires_grad_(True)
+    got = loss_fn(features, labels, temperature=0.2, reduction=reduction, views=views)
+    want = ref_supcon(features, labels, 0.2, reduction, variant, views)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    (g1,) = torch.autograd.grad(got, features)
+    (g2,) = torch.autograd.grad(want, features)
+    torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-7)
+    everyone = loss_fn(features, labels, temperature=0.2, reduction=reduction)
+    assert not torch.allclose(got, everyone)  # the views change P(i)
 
 
 @SUPCON

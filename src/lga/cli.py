@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "describe",
     "store",
     "eval",
+    "probe",
     "fit",
     "report",
     "explain",

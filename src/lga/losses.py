@@ -97,9 +97,12 @@ def _masked_logsumexp(logits: Tensor, mask: Tensor, rows: Tensor) -> Tensor:
 
 
 def _supcon_terms(
-    features: Tensor, labels: Tensor, temperature: float
+    features: Tensor, labels: Tensor, temperature: float, views: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Logits and anchor sets shared by both supervised contrastive losses.
+
+    With ``views`` (``(N,)``, e.g. 0 for images and 1 for texts), P(i) keeps only the anchors
+    of i's class in *another* view; A(i) is unchanged.
 
     Returns:
         ``(logits, positives, has_positive, log_denominator)``: logits z_i·z_j/τ ``(N, N)``;
@@ -113,6 +116,9 @@ def _supcon_terms(
     n = z.shape[0]
     not_self = ~torch.eye(n, dtype=torch.bool, device=z.device)  # (N, N): A(i)
     positives = (labels.unsqueeze(0) == labels.unsqueeze(1)) & not_self  # (N, N): P(i)
+    if views is not None:
+        _check_labels(views, n)
+        positives = positives & (views.unsqueeze(0) != views.unsqueeze(1))
     has_positive = positives.any(dim=1)  # (N,)
     log_denominator = _masked_logsumexp(logits, not_self, has_positive)  # (N,)
     return logits, positives, has_positive, log_denominator
@@ -133,6 +139,7 @@ def supcon_out(
     *,
     temperature: float = 0.1,
     reduction: str = "mean",
+    views: Tensor | None = None,
 ) -> Tensor:
     """Supervised contrastive loss with the average over positives outside the log.
 
@@ -149,6 +156,8 @@ def supcon_out(
         temperature: τ > 0.
         reduction: ``"sum"`` for the formula as written; ``"mean"`` to divide it by the number
             of anchors that have a positive.
+        views: optional ``(N,)`` integer view of each anchor (image, text...): positives are
+            then only the anchors of the same class in another view (cross-modal supervision).
 
     Returns:
         Scalar loss, in ``features``' dtype promoted to at least float32. 0 (still attached to
@@ -158,7 +167,7 @@ def supcon_out(
         ValueError: on wrong ranks or sizes, non-integer labels, τ <= 0 or an unknown reduction.
     """
     _check_supcon_args(features, labels, temperature, reduction)
-    logits, positives, has_positive, log_den = _supcon_terms(features, labels, temperature)
+    logits, positives, has_positive, log_den = _supcon_terms(features, labels, temperature, views)
     log_prob = logits - log_den.unsqueeze(1)  # (N, N): finite everywhere
     n_pos = positives.sum(dim=1).clamp(min=1)  # (N,)
     mean_log_prob_pos = (log_prob * positives).sum(dim=1) / n_pos  # (N,): 0 without positives
@@ -171,6 +180,7 @@ def supcon_in(
     *,
     temperature: float = 0.1,
     reduction: str = "mean",
+    views: Tensor | None = None,
 ) -> Tensor:
     """Supervised contrastive loss with the average over positives inside the log.
 
@@ -187,6 +197,8 @@ def supcon_in(
         temperature: τ > 0.
         reduction: ``"sum"`` for the formula as written; ``"mean"`` to divide it by the number
             of anchors that have a positive.
+        views: optional ``(N,)`` integer view of each anchor (image, text...): positives are
+            then only the anchors of the same class in another view (cross-modal supervision).
 
     Returns:
         Scalar loss; 0 (still attached to the graph) when no anchor has a positive.
@@ -195,7 +207,7 @@ def supcon_in(
         ValueError: on wrong ranks or sizes, non-integer labels, τ <= 0 or an unknown reduction.
     """
     _check_supcon_args(features, labels, temperature, reduction)
-    logits, positives, has_positive, log_den = _supcon_terms(features, labels, temperature)
+    logits, positives, has_positive, log_den = _supcon_terms(features, labels, temperature, views)
     log_num = _masked_logsumexp(logits, positives, has_positive)  # (N,)
     log_n_pos = positives.sum(dim=1).clamp(min=1).to(logits.dtype).log()  # (N,)
     per_anchor = -(log_num - log_n_pos - log_den)  # (N,): 0 - 0 - 0 without positives

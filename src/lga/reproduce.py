@@ -22,8 +22,6 @@ from lga.train.config import FitConfig, Method, resolve_run_file
 
 log = logging.getLogger(__name__)
 
-TOY_STUDENT = "toy"  # the shipped toy CLIP (lga/assets/toy-clip)
-
 
 class ReproduceData(Strict):
     root: Path | None = None  # a Waterbirds-layout folder (or given with --data)
@@ -79,18 +77,12 @@ def load_reproduce_config(
     return resolve_config(ReproduceConfig, base=raw, overrides=list(overrides))
 
 
-def _student_spec(spec: str) -> str:
-    if spec == TOY_STUDENT:
-        from lga.toy import toy_checkpoint
-
-        return str(toy_checkpoint())
-    return spec
-
-
 def fit_config(
     cfg: ReproduceConfig, method: Method, seed: int, root: Path, store: Path | None
 ) -> FitConfig:
     """The FitConfig of one (method, seed): shared settings, method changes, seed, data."""
+    from lga.toy import resolve_student
+
     base = {}
     if cfg.fit_base:
         base = {k: v for k, v in read_yaml(resolve_run_file(cfg.fit_base)).items() if k != "method"}
@@ -100,7 +92,7 @@ def fit_config(
         {
             "method": method.value,
             "data": {"root": str(root), "dataset_config": cfg.data.dataset_config},
-            "student": {**cfg.student, "spec": _student_spec(cfg.student["spec"])},
+            "student": {**cfg.student, "spec": resolve_student(cfg.student["spec"])},
             "sample": {"seed": seed},
             "train": {"seed": seed},
         },

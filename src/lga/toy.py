@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from lga.student import pooled
 log = logging.getLogger(__name__)
 
 TOY_ASSET = "toy-clip"
+TOY_STUDENT = "toy"  # the student spec that names the shipped toy CLIP
 PROVENANCE_FILE = "lga_toy.json"  # the ToyConfig a checkpoint was pretrained with, and how long
 IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]  # CLIP's statistics
 IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -45,11 +47,21 @@ class ToyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = 1234  # the corpus seed; the demo's datasets use other seeds
-    n_images: int = Field(6000, gt=0)
-    corpus_correlation: float = Field(0.75, ge=0.5, le=1.0)  # P(place matches class) on the "web"
-    class_caption_rate: float = Field(0.3, ge=0.0, le=1.0)  # captions that name the class
+    n_images: int = Field(12000, gt=0)
+    corpus_correlation: float = Field(0.95, ge=0.5, le=1.0)  # P(place matches class) on the "web"
+    class_caption_rate: float = Field(0.1, ge=0.0, le=1.0)  # captions that name the class
+    # Share of bird descriptions in captions (and field guides) that keep the class word ("a
+    # heron, a waterbird"); the others say "a bird". Below 1, the class words are learned mostly
+    # from the class captions, which name the place too: a more background-biased zero-shot rule.
+    description_class_rate: float = Field(0.0, ge=0.0, le=1.0)
+    # Share of the corpus that are habitat photos without a bird, captioned with the class word
+    # and the place ("a waterbird habitat, a calm lake"): where the web teaches what the class
+    # words mean from where the birds live, not from how they look.
+    habitat_rate: float = Field(0.35, ge=0.0, le=1.0)
+    # Whether class captions may pair the species with the class ("a heron, a waterbird.").
+    species_class_captions: bool = True
     bird_scale: float = 1.6  # birds drawn larger than synth's default: the toy ViT must see them
-    guide_rate: float = Field(0.35, ge=0.0, le=1.0)  # field-guide plates: the bird on plain paper
+    guide_rate: float = Field(0.15, ge=0.0, le=1.0)  # field-guide plates: the bird on plain paper
     image_size: int = 64
     patch_size: int = 8
     vision_hidden: int = 96
@@ -58,10 +70,24 @@ class ToyConfig(BaseModel):
     text_layers: int = 2
     projection_dim: int = 128
     max_length: int = 48
-    epochs: int = 5
+    epochs: int = 12
     batch_size: int = 128
     lr: float = 5e-4
     weight_decay: float = 0.1
+    # Species knowledge given directly (an auxiliary objective, stated as such in the docs): a
+    # second corpus of background-balanced scenes (place independent of class), on which a linear
+    # head over the image embedding learns the species and every visible trait by cross-entropy.
+    # The head is discarded; what stays is an image encoder that sees the bird, while the
+    # contrastive captions above keep the class words tied to the places they co-occur with.
+    balanced_images: int = Field(12000, ge=0)
+    species_weight: float = Field(2.0, ge=0.0)
+    trait_weight: float = Field(1.0, ge=0.0)  # per-trait cross-entropy (neck, feet, bill, ...)
+    aux_batch_size: int = Field(128, gt=1)
+
+
+def resolve_student(spec: str) -> str:
+    """``toy`` -> the shipped toy CLIP's directory; any other spec unchanged."""
+    return str(toy_checkpoint()) if spec == TOY_STUDENT else spec
 
 
 def toy_checkpoint() -> Path:
@@ -80,14 +106,33 @@ _CLASS_CAPTIONS = ("a photo of a {cls} {where}.", "a {cls} {where}.", "a photo o
                    "a {species}, a {cls}.")  # fmt: skip
 
 
-def _caption(attrs: dict, img_id: int, rng: np.random.Generator, class_rate: float) -> str:
+def _text_attrs(cfg: ToyConfig, attrs: dict, img_id: int) -> dict:
+    """The attributes a description caption is written from: the class word replaced by "bird"
+    for a ``1 - description_class_rate`` share (its own generator: the rest of the corpus is the
+    same draw for every rate)."""
+    if cfg.description_class_rate >= 1.0:
+        return attrs
+    if np.random.default_rng([cfg.seed, img_id, 11]).random() < cfg.description_class_rate:
+        return attrs
+    return {**attrs, "class_name": "bird"}
+
+
+def _caption(
+    attrs: dict,
+    img_id: int,
+    rng: np.random.Generator,
+    class_rate: float,
+    true_attrs: dict,
+    n_templates: int = len(_CLASS_CAPTIONS),
+) -> str:
     """A web-like caption: class and place, or object and background descriptions."""
     from lga.teacher.oracle import background_text, object_keywords, object_text
 
     if rng.random() < class_rate:
         where = _PLACE_PHRASES.get(attrs["background"], f"at the {attrs['background']}")
-        template = _CLASS_CAPTIONS[int(rng.integers(len(_CLASS_CAPTIONS)))]
-        return template.format(cls=attrs["class_name"], where=where, species=attrs["species"])
+        template = _CLASS_CAPTIONS[int(rng.integers(n_templates))]  # the last names the species
+        cls = true_attrs["class_name"]  # class captions always name the class
+        return template.format(cls=cls, where=where, species=attrs["species"])
     prompt = str(rng.choice(["caption", "web", "alt"]))
     describe = object_text if rng.random() < 0.7 else object_keywords
     parts = [describe(attrs, img_id, prompt)]
@@ -134,6 +179,29 @@ def _guide_caption(attrs: dict, img_id: int, rng: np.random.Generator) -> str:
     return describe(attrs, img_id, str(rng.choice(["caption", "web", "alt"])))
 
 
+_HABITAT_CAPTIONS = ("a {cls} habitat, {where}.", "where {cls}s live: {where}.",
+                     "{where}, home of the {cls}.")  # fmt: skip
+
+
+def habitat_photo(rng: np.random.Generator, y: int, size: int):
+    """A place where birds of class ``y`` live (land for landbirds), with no bird in it."""
+    from lga.data import synth
+
+    background = synth.BACKGROUNDS[y][int(rng.integers(2))]
+    k = synth._render_scale(size)
+    img, _ = synth._BACKGROUND_DRAWERS[background](rng, size * k)
+    attrs = {"class_name": synth.CLASSES[y], "species": None, "background": background}
+    return synth._finish(rng, img, k), attrs
+
+
+def habitat_caption(rng: np.random.Generator, attrs: dict) -> str:
+    from lga.teacher.oracle import BACKGROUND
+
+    where = BACKGROUND[attrs["background"]][int(rng.integers(2))]
+    template = _HABITAT_CAPTIONS[int(rng.integers(len(_HABITAT_CAPTIONS)))]
+    return template.format(cls=attrs["class_name"], where=where)
+
+
 def toy_corpus(
     cfg: ToyConfig, *, progress: bool = False
 ) -> tuple[np.ndarray, list[str], list[dict]]:
@@ -145,12 +213,21 @@ def toy_corpus(
     for i in tqdm(range(cfg.n_images), desc="rendering corpus", unit="img", disable=not progress):
         y = int(rng.random() < 0.5)
         place = y if rng.random() < cfg.corpus_correlation else 1 - y
-        if rng.random() < cfg.guide_rate:
+        own = np.random.default_rng([cfg.seed, i + 1, 13])  # only habitats draw from it
+        if cfg.habitat_rate > 0 and own.random() < cfg.habitat_rate:
+            rng.random()  # the guide-plate draw, kept so the other images stay the same
+            img, attrs = habitat_photo(own, y, cfg.image_size)
+            captions.append(habitat_caption(own, attrs))
+        elif rng.random() < cfg.guide_rate:
             img, attrs = field_guide_plate(cfg.seed, i + 1, y, cfg.image_size)
-            captions.append(_guide_caption(attrs, i + 1, rng))
+            captions.append(_guide_caption(_text_attrs(cfg, attrs, i + 1), i + 1, rng))
         else:
             img, attrs = render_example(cfg.seed, i + 1, y, place, cfg.image_size, cfg.bird_scale)
-            captions.append(_caption(attrs, i + 1, rng, cfg.class_caption_rate))
+            text_attrs = _text_attrs(cfg, attrs, i + 1)
+            n_templates = len(_CLASS_CAPTIONS) - (not cfg.species_class_captions)
+            captions.append(
+                _caption(text_attrs, i + 1, rng, cfg.class_caption_rate, attrs, n_templates)
+            )
         images.append(np.asarray(img, dtype=np.uint8))
         attrs_all.append(attrs)
     return np.stack(images), captions, attrs_all
@@ -186,6 +263,16 @@ def vocabulary_texts(n_draws: int = 2000) -> list[str]:
             t.format(cls=attrs["class_name"], where=where, species=attrs["species"])
             for t in _CLASS_CAPTIONS
         ]
+    from lga.data.synth import CLASSES
+    from lga.teacher.oracle import BACKGROUND
+
+    texts += [
+        t.format(cls=c, where=w)
+        for t in _HABITAT_CAPTIONS
+        for c in CLASSES
+        for ws in BACKGROUND.values()
+        for w in ws
+    ]
     templates = [
         "a photo of a {}.",
         "a photo of the {}.",
@@ -239,31 +326,90 @@ def _normalise(images: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def _aux_targets(attrs: list[dict]) -> dict[str, torch.Tensor]:
+    """Class indices of the species and of every visible trait, one tensor per head."""
+    from lga.data.synth import ATTRIBUTE_VALUES, SPECIES, TRAITS
+
+    heads = {"species": tuple(sorted(SPECIES)), **{t: ATTRIBUTE_VALUES[t] for t in TRAITS}}
+    return {h: torch.tensor([values.index(a[h]) for a in attrs]) for h, values in heads.items()}
+
+
+def balanced_corpus(cfg: ToyConfig, *, progress: bool = False):
+    """The auxiliary corpus: scenes whose place is independent of the class (no plates, no
+    habitats)."""
+    bal = cfg.model_copy(
+        update={
+            "seed": cfg.seed + 1,
+            "n_images": cfg.balanced_images,
+            "corpus_correlation": 0.5,
+            "guide_rate": 0.0,
+            "habitat_rate": 0.0,
+        }
+    )
+    images, _, attrs = toy_corpus(bal, progress=progress)
+    return images, _aux_targets(attrs)
+
+
 def pretrain_toy(
-    out_dir: str | Path, cfg: ToyConfig | None = None, *, progress: bool = True
+    out_dir: str | Path,
+    cfg: ToyConfig | None = None,
+    *,
+    progress: bool = True,
+    on_epoch: Callable[[torch.nn.Module, object, int], dict] | None = None,
+    probe: bool = True,
 ) -> Path:
-    """Render the corpus, pretrain the toy CLIP contrastively and ``save_pretrained`` it."""
+    """Render the corpus, pretrain the toy CLIP and ``save_pretrained`` it.
+
+    The objective is CLIP's contrastive loss on the captioned corpus, plus (when
+    ``cfg.balanced_images`` and a weight are set) the auxiliary species and trait cross-entropy
+    on background-balanced scenes. ``on_epoch(model, processor, epoch)`` is called after every
+    epoch (the model in eval mode, no gradients); what it returns is recorded as the
+    provenance's ``curve``.
+
+    With ``probe``, the finished model is probed on the demo world's scenes (:func:`probe_model`)
+    and ``lga_toy.json`` records ``probe_accuracy`` and ``zero_shot_worst_group`` (fractions)
+    with the rest of the diagnostics under ``probe``.
+    """
     cfg = cfg or ToyConfig()
     torch.manual_seed(cfg.seed)
     images, captions, _ = toy_corpus(cfg, progress=progress)
+    use_aux = cfg.balanced_images > 0 and (cfg.species_weight > 0 or cfg.trait_weight > 0)
+    if use_aux:
+        aux_images, aux_targets = balanced_corpus(cfg, progress=progress)
+        aux_pixels = torch.from_numpy(aux_images)
     model, processor = build_toy_model(cfg, vocabulary_texts())
+    heads = torch.nn.ModuleDict()
+    if use_aux:
+        gen_heads = torch.Generator().manual_seed(cfg.seed + 2)
+        for name, target in aux_targets.items():
+            head = torch.nn.Linear(cfg.projection_dim, int(target.max()) + 1)
+            with torch.no_grad():
+                head.weight.copy_(torch.randn(head.weight.shape, generator=gen_heads) * 0.02)
+                head.bias.zero_()
+            heads[name] = head
     tokens = processor.tokenizer(
         captions, padding="longest", truncation=True, max_length=cfg.max_length, return_tensors="pt"
     )
     pixels = torch.from_numpy(images)  # (N, H, W, 3) uint8
     steps_per_epoch = math.ceil(len(captions) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = list(model.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / total))
     )
     gen = torch.Generator().manual_seed(cfg.seed)
-    model.train()
-    start, step = time.monotonic(), 0
+    start, step, curve = time.monotonic(), 0, []
     bar = tqdm(total=total, desc="pretraining toy CLIP", unit="step", disable=not progress)
-    for _epoch in range(cfg.epochs):
-        for idx in torch.randperm(len(captions), generator=gen).split(cfg.batch_size):
+    for epoch in range(cfg.epochs):
+        model.train()
+        aux_batches = (
+            torch.randperm(len(aux_pixels), generator=gen).split(cfg.aux_batch_size)
+            if use_aux
+            else []
+        )
+        for k, idx in enumerate(torch.randperm(len(captions), generator=gen).split(cfg.batch_size)):
             if len(idx) < 2:
                 continue
             x = _normalise(pixels[idx])
@@ -281,14 +427,33 @@ def pretrain_toy(
                 dim=-1,
             )
             loss = clip_loss(img, txt, logit_scale=model.logit_scale.exp().clamp(max=100))
+            if use_aux:
+                aux = aux_batches[k % len(aux_batches)]
+                ax = _normalise(aux_pixels[aux])
+                aflip = torch.rand(len(aux), generator=gen) < 0.5
+                ax[aflip] = ax[aflip].flip(-1)
+                emb = F.normalize(pooled(model.get_image_features(pixel_values=ax)), dim=-1)
+                for name, head in heads.items():
+                    weight = cfg.species_weight if name == "species" else cfg.trait_weight
+                    if weight > 0:
+                        ce = F.cross_entropy(head(emb * 10.0), aux_targets[name][aux])
+                        loss = loss + weight * ce
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        if on_epoch is not None:
+            model.eval()
+            with torch.no_grad():
+                point = {"epoch": epoch + 1, "step": step,
+                         "seconds": round(time.monotonic() - start),
+                         **on_epoch(model, processor, epoch + 1)}  # fmt: skip
+            curve.append(point)
+            log.info("toy pretraining: %s", point)
     bar.close()
     seconds = time.monotonic() - start
     log.info("pretrained toy CLIP: %d steps in %.0f s", step, seconds)
@@ -301,7 +466,75 @@ def pretrain_toy(
         "steps": step,
         "train_seconds": round(seconds),
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
         "final_loss": round(float(loss.item()), 4) if step else None,
     }
+    if probe:
+        result = probe_model(model, processor, probe_world())
+        provenance["probe_accuracy"] = result["probe_accuracy"]
+        provenance["zero_shot_worst_group"] = result["zero_shot_worst_group"]
+        provenance["probe"] = {"world": PROBE_WORLD, **result}
+        log.info("probe on the demo world: %s", result)
+    if curve:
+        provenance["curve"] = curve
     (out / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
     return out
+
+
+# The demo world (configs/reproduce/demo.yaml): the toy is probed on its scenes.
+PROBE_WORLD = {"seed": 2024, "n_train": 2000, "n_val": 400, "n_test": 4000, "correlation": 0.95,
+               "bird_scale": 1.6}  # fmt: skip
+
+
+def probe_world(
+    world: dict | None = None, *, n_score: int = 800, n_biased: int = 1000
+) -> dict[str, tuple[torch.Tensor, np.ndarray, np.ndarray]]:
+    """Scenes of a synth world rendered in memory, as ``lga data synth`` would write them:
+    ``fit`` (the validation split), ``score`` (the first ``n_score`` test images) and
+    ``biased`` (the first ``n_biased`` training images), each ``(uint8 pixels, y, group)``."""
+    from lga.data.synth import SynthConfig, plan, render_example
+
+    cfg = SynthConfig(**(world or PROBE_WORLD))
+    rows = plan(cfg)
+    out = {}
+    for name, split, n in (("fit", 1, None), ("score", 2, n_score), ("biased", 0, n_biased)):
+        part = rows[rows.split == split].head(n)
+        imgs = [
+            np.asarray(render_example(cfg.seed, int(r.img_id), int(r.y), int(r.place), cfg.size,
+                                      cfg.bird_scale)[0], dtype=np.uint8)
+            for r in part.itertuples()
+        ]  # fmt: skip
+        y, place = part.y.to_numpy(), part.place.to_numpy()
+        out[name] = (torch.from_numpy(np.stack(imgs)), y, y * 2 + place)
+    return out
+
+
+@torch.no_grad()
+def probe_model(model, processor, world: dict) -> dict:
+    """:func:`lga.probe.probe_features` of an in-memory toy on a :func:`probe_world`."""
+    from lga.data.synth import SYNTH_SPEC
+    from lga.probe import probe_features
+    from lga.student import Student, class_text_features
+
+    model.eval()
+
+    def feats(pixels: torch.Tensor) -> torch.Tensor:
+        parts = [
+            F.normalize(pooled(model.get_image_features(pixel_values=_normalise(b))), dim=-1)
+            for b in pixels.split(256)
+        ]
+        return torch.cat(parts)
+
+    student = Student(model, processor, "in-memory toy", "")
+    class_feats = class_text_features(student, SYNTH_SPEC.classes, SYNTH_SPEC.class_templates)
+    fx, fy, fg = world["fit"]
+    sx, sy, sg = world["score"]
+    bx, by, _ = world["biased"]
+    result = probe_features(
+        fit=(feats(fx), fy, fg),
+        score=(feats(sx), sy, sg),
+        class_feats=class_feats,
+        biased_fit=(feats(bx), by),
+        group_names=SYNTH_SPEC.group_names(),
+    )
+    return result.as_dict()

@@ -46,6 +46,13 @@ class SampleConfig(Strict):
     n_train: int | None = Field(default=2000, gt=0)  # None: the whole training split
     seed: int = 0  # data seed: the sample (and the validation subsample) depend only on it
     val_n: int | None = Field(default=None, gt=0)  # subsample validation (None: all of it)
+    # Batches balanced by the teacher's word on the background (any fine-tuning method; needs a
+    # description store): each training image's place is read from its answer to
+    # `balance_prompt` (the dataset config's nearest spurious prompt, by the pre-trained text
+    # tower), and each epoch draws the sample with weight 1 / count(class, that place), so that
+    # within a batch the background no longer tells the classes apart. No group label is read.
+    balance: Literal["none", "background"] = "none"
+    balance_prompt: str = "background_description"
 
 
 class DescriptionsConfig(Strict):
@@ -108,6 +115,10 @@ class LgaWeights(Strict):
     instance: float = Field(default=1.0, ge=0)  # clip_loss(u_i, v_i): which image is which
     background: float = Field(default=0.0, ge=0)  # background_repulsion(u_i, w_i)
     class_ce: float = Field(default=0.0, ge=0)  # class_prompt_ce
+    # class_prompt_ce of the *descriptions* (text only): the class prompts must classify the
+    # teacher's object descriptions, so the class words are grounded in what the teacher says the
+    # object looks like, with no image (and no background) involved.
+    prompt: float = Field(default=0.0, ge=0)
 
 
 class LgaConfig(Strict):
@@ -115,6 +126,11 @@ class LgaConfig(Strict):
 
     texts: list[str] = Field(default_factory=lambda: ["object_description"], min_length=1)
     supcon: Literal["out", "in"] = "out"
+    # Positives of the supervised contrast: every other anchor of the class (the seed's), or only
+    # those of the other modality (an image's positives are its class's descriptions, and a
+    # description's are its class's images): in a background-correlated sample, images of one
+    # class mostly share their background, descriptions never mention it.
+    positives: Literal["all", "cross"] = "all"
     temperature: float = Field(default=0.1, gt=0)
     background_prompt: str = "background_description"
     background_margin: float = Field(default=0.0, ge=-1, le=1)
@@ -165,6 +181,8 @@ class FitConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> FitConfig:
+        if self.sample.balance != "none" and self.descriptions.store is None:
+            raise ValueError("sample.balance=background needs a description store (--descriptions)")
         if self.method is Method.LGA and self.descriptions.store is None:
             raise ValueError("method lga needs a description store (--descriptions STORE)")
         keywords = self.spurious_aware.spurious_from == "keywords"

@@ -215,12 +215,24 @@ class GlobalBatchSampler(Sampler[list[int]]):
         world: number of processes.
         rank: this process.
         seed: data-order seed.
+        weights: optional per-image sampling weights: each epoch then draws n images with
+            replacement, with probability proportional to them (``sample.balance``).
 
     Raises:
         ConfigError: ``global_batch`` is not divisible by ``accum * world``, or larger than ``n``.
     """
 
-    def __init__(self, n: int, *, global_batch: int, accum: int, world: int, rank: int, seed: int):
+    def __init__(
+        self,
+        n: int,
+        *,
+        global_batch: int,
+        accum: int,
+        world: int,
+        rank: int,
+        seed: int,
+        weights: np.ndarray | None = None,
+    ):
         if global_batch % (accum * world):
             raise ConfigError(
                 f"train.batch_size={global_batch} must be divisible by gradient accumulation "
@@ -231,6 +243,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
                 f"train.batch_size={global_batch} is larger than the training sample ({n} images)"
             )
         self.n, self.global_batch, self.accum = n, global_batch, accum
+        self.p = None if weights is None else np.asarray(weights, float) / np.sum(weights)
         self.rank, self.seed = rank, seed
         self.micro = global_batch // accum  # images per micro-step, all processes
         self.per_process = self.micro // world
@@ -242,7 +255,11 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.epoch, self.start_step = epoch, start_step
 
     def permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        """The epoch's order: a permutation, or with ``weights`` n draws with replacement."""
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.p is None:
+            return rng.permutation(self.n)
+        return rng.choice(self.n, size=self.n, replace=True, p=self.p)
 
     def __iter__(self) -> Iterator[list[int]]:
         perm = self.permutation(self.epoch)

@@ -15,12 +15,15 @@ run, the checkpoint chosen on validation, and the test split evaluated from the 
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 
 from lga.cache import FeatureCache, default_cache_dir
@@ -406,7 +409,49 @@ def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress:
         templates=templates,
         progress=progress,
         score_val=lambda preds: data.score(preds, cfg.eval.select_by),
+        sample_weights=_balance_weights(cfg, data, student, out),
     )
+
+
+@torch.no_grad()
+def _balance_weights(cfg: FitConfig, data: RunData, student, out: Path) -> np.ndarray | None:
+    """Sampling weights 1 / count(class, place read from the teacher's background description).
+
+    Each background description is given the place whose spurious prompts (the dataset config's,
+    template-averaged) its pre-trained text embedding is nearest to. The inferred group counts,
+    and how often the inferred place agrees with the dataset's own column (for information: it is
+    not used), go to the log and to ``RUN/balance.json``.
+    """
+    if cfg.sample.balance == "none":
+        return None
+    prompt = cfg.sample.balance_prompt
+    texts = read_descriptions(cfg.descriptions, data.full, data.sample, [prompt])[prompt]
+    ids = data.sample.img_ids.tolist()
+    spurious = data.full.spec.spurious_texts()  # place name -> prompts
+    places = list(data.full.spec.places)
+    place_feats = torch.stack(
+        [student.encode_texts(spurious[p]).mean(dim=0) for p in places]
+    )  # (P, D)
+    desc = student.encode_texts([texts[i] for i in ids])  # (N, D)
+    inferred = (desc @ F.normalize(place_feats, dim=-1).T).argmax(dim=1).numpy()  # (N,)
+    y = data.sample.y
+    groups = y * len(places) + inferred
+    counts = np.bincount(groups, minlength=len(data.full.spec.classes) * len(places))
+    weights = 1.0 / counts[groups]
+    agree = float((inferred == data.sample.place).mean())
+    summary = {
+        "prompt": prompt,
+        "inferred_group_counts": {
+            data.full.spec.group_name(g // len(places), g % len(places)): int(c)
+            for g, c in enumerate(counts)
+        },
+        "agreement_with_place_column": round(agree, 4),
+    }
+    log.info("sample.balance=background: %s", summary)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "balance.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return weights
 
 
 def _fine_tune(

@@ -14,7 +14,8 @@ tensors (class prompts, spurious prompts) are computed by every process.
   image embeddings by class, and separation of class prompts from spurious-attribute prompts.
 - ``lga``: supervised contrast over the anchors {u_i} ∪ {v_i} (images and their descriptions)
   labelled by class, instance alignment ``clip_loss(u_i, v_i)``, and optional background
-  repulsion and class-prompt cross-entropy.
+  repulsion, class-prompt cross-entropy of the images (``class_ce``) and of the descriptions
+  (``prompt``: the class prompts must classify the teacher's descriptions, text only).
 """
 
 from __future__ import annotations
@@ -141,10 +142,11 @@ class Lga(FineTuneMethod):
         self.texts = list(c.texts)
         self.supcon = losses.supcon_out if c.supcon == "out" else losses.supcon_in
         self.temperature = c.temperature
+        self.cross_modal = c.positives == "cross"
         self.background_prompt, self.margin = c.background_prompt, c.background_margin
         background = [self.background_prompt] if self.active("background") else []
         self.image_texts = self.texts + background
-        self.needs_class_prompts = self.active("class_ce")
+        self.needs_class_prompts = self.active("class_ce") or self.active("prompt")
 
     def terms(self, e: Embeddings) -> dict[str, Tensor]:
         u, y = e.image, e.labels  # (B, D), (B,)
@@ -152,7 +154,10 @@ class Lga(FineTuneMethod):
         if self.active("supcon"):
             anchors = torch.cat([u] + [e.texts[t] for t in self.texts])  # (B * (1 + P), D)
             labels = y.repeat(1 + len(self.texts))  # (B * (1 + P),)
-            out["supcon"] = self.supcon(anchors, labels, temperature=self.temperature)
+            views = None
+            if self.cross_modal:  # 0 for the images, 1 for every description
+                views = (torch.arange(len(labels), device=y.device) >= len(y)).long()
+            out["supcon"] = self.supcon(anchors, labels, temperature=self.temperature, views=views)
         if self.active("instance"):
             out["instance"] = torch.stack(
                 [losses.clip_loss(u, e.texts[t], logit_scale=e.logit_scale) for t in self.texts]
@@ -165,6 +170,15 @@ class Lga(FineTuneMethod):
             out["class_ce"] = losses.class_prompt_ce(
                 u, e.class_prompts, y, logit_scale=e.logit_scale
             )
+        if self.active("prompt"):  # the class prompts classify the descriptions
+            out["prompt"] = torch.stack(
+                [
+                    losses.class_prompt_ce(
+                        e.texts[t], e.class_prompts, y, logit_scale=e.logit_scale
+                    )
+                    for t in self.texts
+                ]
+            ).mean()
         return out
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -200,6 +201,7 @@ class FineTuner:
         out: Path,
         templates: list[str],
         progress: bool = True,
+        sample_weights: np.ndarray | None = None,
     ):
         self.cfg, self.acc, self.student, self.method = cfg, accelerator, student, method
         self.table, self.sample, self.val, self.out = table, sample, val, out
@@ -213,6 +215,7 @@ class FineTuner:
             world=accelerator.num_processes,
             rank=accelerator.process_index,
             seed=tc.seed,
+            weights=sample_weights,
         )
         self.total_steps = tc.max_steps or tc.epochs * self.sampler.steps_per_epoch
         self.eval_every = cfg.eval.every or self.sampler.steps_per_epoch
