@@ -1,9 +1,11 @@
 """Regression pin: on the quick demo world, with fixed seeds, lga beats zero-shot and ERM.
 
-This pins the demo's headline ordering (docs/toy-world.md, README "What the demo shows") so that a
-change to the toy CLIP, the synthetic world, the losses or the recipe that loses it fails CI. The
-margins are below the measured ones (quick world, seed 0: see the figures in the assertion
-messages), not a claim about real data.
+This pins the demo's headline ordering (docs/toy-world.md, README "What the demo shows"), so that
+a change to the toy CLIP, the synthetic world, the losses or the recipe that loses it fails CI.
+Measured on the quick world, seed 0: zero-shot 44.0%, ERM 44.0% (validation kept its pre-trained
+model), lga 79.5% worst group; overall 79.9 / 79.9 / 88.0%. The pin asks for 20 points on the
+worst group and any gain overall: well below what was measured, far above noise. It says nothing
+about real data.
 """
 
 from __future__ import annotations
@@ -22,14 +24,12 @@ def test_regression_pin_quick_demo_lga_above_zero_shot_and_erm(tmp_path, monkeyp
         "demo", quick=True, overrides=["seeds=[0]", "methods=[zero-shot,erm,lga]"]
     )
     runs = reproduce(cfg, tmp_path / "demo", progress=False)
-    worst = {
-        r.name.removesuffix("-seed0"): json.loads((r / "metrics.json").read_text())[
-            "worst_group_accuracy"
-        ]
-        for r in runs
-    }
+    m = {r.name.removesuffix("-seed0"): json.loads((r / "metrics.json").read_text()) for r in runs}
+    worst = {k: v["worst_group_accuracy"] for k, v in m.items()}
+    overall = {k: v["accuracy"] for k, v in m.items()}
     assert worst["lga"] >= worst["zero-shot"] + PIN_MARGIN, worst
     assert worst["lga"] >= worst["erm"] + PIN_MARGIN, worst
+    assert overall["lga"] > max(overall["zero-shot"], overall["erm"]), overall
 
 
-PIN_MARGIN = 0.05
+PIN_MARGIN = 0.20

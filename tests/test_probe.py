@@ -1,4 +1,4 @@
-"""lga.probe: the balanced probe, the zero-shot bias and the biased-sample probe, and `lga probe`."""
+"""lga.probe: the balanced probe, the zero-shot bias, the biased-sample probe; `lga probe`."""
 
 from __future__ import annotations
 

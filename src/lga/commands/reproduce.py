@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the embedded offline demo: synthetic Waterbirds, oracle teacher, toy CLIP, 5 methods",
         description="Generate Waterbirds in miniature, describe it with the oracle teacher, fit "
         "zero-shot, linear probe, ERM, spurious-aware and lga from the shipped toy CLIP over 3 "
-        "seeds, print the results table and write the report. About 4-5 minutes on 2 CPU cores "
-        "(--quick: 75-90 seconds). Example: lga demo --out lga-demo",
+        "seeds, print the results table and write the report. About 2 minutes on 2 CPU cores "
+        "(--quick: about 1 minute). Example: lga demo --out lga-demo",
     )
     demo.add_argument("--out", type=Path, default=Path("lga-demo"), help="output folder")
     demo.add_argument("--quick", action="store_true", help="smaller sets, for a smoke test / CI")
