@@ -19,12 +19,12 @@ panels = [
     ("biased_probe_worst_group", "probe fit on the biased sample:\nworst group"),
 ]
 fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-for ax, (key, title) in zip(axes, panels):
+for ax, (key, title) in zip(axes, panels, strict=True):
     for run in runs:
         pts = [
             (c["epoch"] * run["config"].get("n_images", 6000) / 1000, c[key]) for c in run["curve"]
         ]
-        ax.plot(*zip(*pts), marker="o", label=run["name"])
+        ax.plot(*zip(*pts, strict=True), marker="o", label=run["name"])
     ax.set_title(title)
     ax.set_xlabel("pretraining: thousands of captioned images seen")
     ax.set_ylim(0, 1)

@@ -68,7 +68,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     store = args.demo / "descriptions.sqlite"
     print(
-        f"{'recipe':32s} {'val wg: start':>13s} {'best':>6s} {'last':>6s} {'val acc@best':>12s}  curve (seed {seeds[0]})"
+        f"{'recipe':32s} {'val wg: start':>13s} {'best':>6s} {'last':>6s} {'val acc@best':>12s}"
+        f"  curve (seed {seeds[0]})"
     )
     for name, spec in grid.items():
         method = Method(spec["method"])
@@ -96,9 +97,13 @@ def main() -> None:
             acc = 100 * np.array([t["accuracy"] for t in tests])
             wg = 100 * np.array([t["worst_group_accuracy"] for t in tests])
             sd = lambda a: a.std(ddof=1) if len(a) > 1 else 0.0  # noqa: E731
-            trace = f"TEST overall {acc.mean():.2f} ± {sd(acc):.2f}, worst {wg.mean():.2f} ± {sd(wg):.2f}"
+            trace = (
+                f"TEST overall {acc.mean():.2f} ± {sd(acc):.2f}, "
+                f"worst {wg.mean():.2f} ± {sd(wg):.2f}"
+            )
         print(
-            f"{name:32s} {100 * m[0]:13.1f} {100 * m[1]:6.1f} {100 * m[2]:6.1f} {100 * m[3]:12.1f}  {trace}",
+            f"{name:32s} {100 * m[0]:13.1f} {100 * m[1]:6.1f} {100 * m[2]:6.1f} "
+            f"{100 * m[3]:12.1f}  {trace}",
             flush=True,
         )
 
