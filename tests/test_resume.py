@@ -53,11 +53,20 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def reference(env):
-    """Uninterrupted runs: 3 epochs (12 steps) and 6 epochs (24 steps)."""
-    out = {}
-    for epochs in (3, 6):
-        out[epochs] = env["root"] / f"ref-{epochs}"
-        assert main(argv(env, out[epochs], epochs)) == 0
+    """Uninterrupted runs: 3 epochs (12 steps) and 6 epochs (24 steps).
+
+    One thread, as the runs it is compared with: float sums depend on the thread count, and this
+    module-scoped fixture runs before the function-scoped ``one_thread`` sets it (run alone, the
+    module used to compare a two-thread reference with one-thread resumed runs).
+    """
+    out, n = {}, torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for epochs in (3, 6):
+            out[epochs] = env["root"] / f"ref-{epochs}"
+            assert main(argv(env, out[epochs], epochs)) == 0
+    finally:
+        torch.set_num_threads(n)
     return out
 
 
