@@ -26,7 +26,10 @@ def _world(n_per_group: int, seed: int, correlated: bool = False):
         axis=1,
     )
     feats = torch.nn.functional.normalize(torch.tensor(x, dtype=torch.float32), dim=1)
-    return feats, y, y * 2 + place
+    return feats, y, place
+
+
+NAMES = {"classes": ["landbird", "waterbird"], "places": ["land", "water"]}
 
 
 def test_balanced_rows_equalises_groups():
@@ -41,14 +44,17 @@ def test_probe_sees_the_object_and_zero_shot_shows_the_bias():
     # class prompts that point along the *place* axis: a fully background-biased zero-shot rule
     class_feats = torch.tensor([[0.0, -1.0, 0.0], [0.0, 1.0, 0.0]])
     r = probe_features(fit=fit, score=score, class_feats=class_feats,
-                       biased_fit=_world(10, 2, correlated=True)[:2])  # fmt: skip
+                       biased_fit=_world(10, 2, correlated=True)[:2], **NAMES)  # fmt: skip
     assert r.probe_accuracy > 0.9 and r.probe_worst_group > 0.85
     assert r.zero_shot_worst_group == 0.0 and r.zero_shot_accuracy == 0.5
     assert r.biased_probe_worst_group is not None
     assert r.biased_probe_worst_group < r.probe_worst_group  # the sample's correlation costs
     # prompts along the class axis: an unbiased rule
     unbiased = probe_features(
-        fit=fit, score=score, class_feats=torch.tensor([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+        fit=fit,
+        score=score,
+        class_feats=torch.tensor([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]),
+        **NAMES,
     )
     assert unbiased.zero_shot_worst_group > 0.85 and unbiased.biased_probe_worst_group is None
 

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from lga.metrics import group_metrics
 from lga.train.linear_probe import train_logreg
 
 log = logging.getLogger(__name__)
@@ -64,17 +65,6 @@ def balanced_rows(groups: np.ndarray, *, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate(picks))
 
 
-def group_accuracies(
-    pred: np.ndarray, y: np.ndarray, groups: np.ndarray, names: Sequence[str] | None = None
-) -> dict[str, float]:
-    """Accuracy of every group present, keyed by its name (or its code)."""
-    out = {}
-    for g in np.unique(groups):
-        key = names[int(g)] if names is not None else str(int(g))
-        out[key] = float((pred[groups == g] == y[groups == g]).mean())
-    return out
-
-
 def _probe_predict(
     fit_x: torch.Tensor, fit_y: np.ndarray, x: torch.Tensor, n_classes: int, l2: float
 ) -> np.ndarray:
@@ -89,47 +79,50 @@ def probe_features(
     fit: tuple[torch.Tensor, np.ndarray, np.ndarray],
     score: tuple[torch.Tensor, np.ndarray, np.ndarray],
     class_feats: torch.Tensor,
+    classes: Sequence[str],
+    places: Sequence[str],
     biased_fit: tuple[torch.Tensor, np.ndarray] | None = None,
-    group_names: Sequence[str] | None = None,
     l2: float = DEFAULT_L2,
     seed: int = 0,
 ) -> ProbeResult:
     """The diagnostics from features already computed.
 
     Args:
-        fit: ``(features (N, D), y (N,), group (N,))`` of the images the balanced probe is fit
-            on; sub-sampled here to equal groups.
+        fit: ``(features (N, D), y (N,), place (N,))`` of the images the balanced probe is fit
+            on; sub-sampled here to equal (class, place) groups.
         score: the same for the images it is scored on; sub-sampled to equal groups.
         class_feats: ``(C, D)`` normalised class-prompt embeddings (zero-shot rule).
+        classes, places: names of the class and place indices (group keys "<class>/<place>").
         biased_fit: ``(features, y)`` of a (spuriously correlated) training split, or None.
-        group_names: names of the group codes, for ``zero_shot_group_accuracy``.
         l2: the probe's L2 penalty on standardised features.
         seed: seed of the balanced sub-sampling.
     """
-    fx, fy, fg = fit
-    sx, sy, sg = score
-    fi, si = balanced_rows(fg, seed=seed), balanced_rows(sg, seed=seed + 1)
+    fx, fy, fp = fit
+    sx, sy, sp = score
+    fi = balanced_rows(fy * len(places) + fp, seed=seed)
+    si = balanced_rows(sy * len(places) + sp, seed=seed + 1)
     fx, fy = fx[fi], fy[fi]
-    sx, sy, sg = sx[si], sy[si], sg[si]
-    n_classes = class_feats.shape[0]
-    pred = _probe_predict(fx, fy, sx, n_classes, l2)
-    probe_groups = group_accuracies(pred, sy, sg)
-    zs = (sx.float() @ class_feats.float().T).argmax(dim=1).numpy()
-    zs_groups = group_accuracies(zs, sy, sg, group_names)
+    sx, sy, sp = sx[si], sy[si], sp[si]
+
+    def metrics(pred: np.ndarray) -> dict:
+        return group_metrics(pred, sy, sp, classes=classes, places=places)
+
+    pred = metrics(_probe_predict(fx, fy, sx, len(classes), l2))
+    zs = metrics((sx.float() @ class_feats.float().T).argmax(dim=1).numpy())
     result = ProbeResult(
-        probe_accuracy=float((pred == sy).mean()),
-        probe_worst_group=min(probe_groups.values()),
-        zero_shot_accuracy=float((zs == sy).mean()),
-        zero_shot_worst_group=min(zs_groups.values()),
-        zero_shot_group_accuracy=zs_groups,
+        probe_accuracy=pred["accuracy"],
+        probe_worst_group=pred["worst_group_accuracy"],
+        zero_shot_accuracy=zs["accuracy"],
+        zero_shot_worst_group=zs["worst_group_accuracy"],
+        zero_shot_group_accuracy=zs["group_accuracy"],
         n_fit=len(fi),
         n_score=len(si),
     )
     if biased_fit is not None:
         bx, by = biased_fit
-        bpred = _probe_predict(bx, by, sx, n_classes, l2)
-        result.biased_probe_accuracy = float((bpred == sy).mean())
-        result.biased_probe_worst_group = min(group_accuracies(bpred, sy, sg).values())
+        biased = metrics(_probe_predict(bx, by, sx, len(classes), l2))
+        result.biased_probe_accuracy = biased["accuracy"]
+        result.biased_probe_worst_group = biased["worst_group_accuracy"]
         result.n_biased_fit = len(by)
     return result
 
@@ -170,7 +163,7 @@ def probe_checkpoint(
             raise DataError(f"{data}: the {split} split has no rows")
         cache = FeatureCache(cache_root, cache_key(st, part))
         x = image_features(st, part, batch_size=batch_size, cache=cache, progress=progress)
-        return x, part.y, part.group
+        return x, part.y, part.place
 
     with torch.no_grad():
         class_feats = class_text_features(st, ds.spec.classes, templates_for(ds)).cpu()
@@ -178,13 +171,13 @@ def probe_checkpoint(
     if biased_split is not None and len(ds.split(biased_split)) > 0:
         bx, by, _ = feats(biased_split)
         biased = (bx, by)
-    names = ds.spec.group_names()
     return probe_features(
         fit=feats(fit_split),
         score=feats(score_split),
         class_feats=class_feats,
+        classes=ds.spec.classes,
+        places=ds.spec.places,
         biased_fit=biased,
-        group_names=names,
         l2=l2,
         seed=seed,
     )

@@ -213,8 +213,10 @@ def toy_corpus(
     for i in tqdm(range(cfg.n_images), desc="rendering corpus", unit="img", disable=not progress):
         y = int(rng.random() < 0.5)
         place = y if rng.random() < cfg.corpus_correlation else 1 - y
-        own = np.random.default_rng([cfg.seed, i + 1, 13])  # only habitats draw from it
-        if cfg.habitat_rate > 0 and own.random() < cfg.habitat_rate:
+        own = None  # the habitats' own generator, drawn from only when there are habitats
+        if cfg.habitat_rate > 0:
+            own = np.random.default_rng([cfg.seed, i + 1, 13])
+        if own is not None and own.random() < cfg.habitat_rate:
             rng.random()  # the guide-plate draw, kept so the other images stay the same
             img, attrs = habitat_photo(own, y, cfg.image_size)
             captions.append(habitat_caption(own, attrs))
@@ -491,7 +493,7 @@ def probe_world(
 ) -> dict[str, tuple[torch.Tensor, np.ndarray, np.ndarray]]:
     """Scenes of a synth world rendered in memory, as ``lga data synth`` would write them:
     ``fit`` (the validation split), ``score`` (the first ``n_score`` test images) and
-    ``biased`` (the first ``n_biased`` training images), each ``(uint8 pixels, y, group)``."""
+    ``biased`` (the first ``n_biased`` training images), each ``(uint8 pixels, y, place)``."""
     from lga.data.synth import SynthConfig, plan, render_example
 
     cfg = SynthConfig(**(world or PROBE_WORLD))
@@ -504,8 +506,7 @@ def probe_world(
                                       cfg.bird_scale)[0], dtype=np.uint8)
             for r in part.itertuples()
         ]  # fmt: skip
-        y, place = part.y.to_numpy(), part.place.to_numpy()
-        out[name] = (torch.from_numpy(np.stack(imgs)), y, y * 2 + place)
+        out[name] = (torch.from_numpy(np.stack(imgs)), part.y.to_numpy(), part.place.to_numpy())
     return out
 
 
@@ -517,24 +518,21 @@ def probe_model(model, processor, world: dict) -> dict:
     from lga.student import Student, class_text_features
 
     model.eval()
+    student = Student(model, processor, "in-memory toy", "")
 
     def feats(pixels: torch.Tensor) -> torch.Tensor:
-        parts = [
-            F.normalize(pooled(model.get_image_features(pixel_values=_normalise(b))), dim=-1)
-            for b in pixels.split(256)
-        ]
-        return torch.cat(parts)
+        return torch.cat([student.image_features(_normalise(b)) for b in pixels.split(256)])
 
-    student = Student(model, processor, "in-memory toy", "")
     class_feats = class_text_features(student, SYNTH_SPEC.classes, SYNTH_SPEC.class_templates)
-    fx, fy, fg = world["fit"]
-    sx, sy, sg = world["score"]
+    fx, fy, fp = world["fit"]
+    sx, sy, sp = world["score"]
     bx, by, _ = world["biased"]
     result = probe_features(
-        fit=(feats(fx), fy, fg),
-        score=(feats(sx), sy, sg),
+        fit=(feats(fx), fy, fp),
+        score=(feats(sx), sy, sp),
         class_feats=class_feats,
+        classes=SYNTH_SPEC.classes,
+        places=SYNTH_SPEC.places,
         biased_fit=(feats(bx), by),
-        group_names=SYNTH_SPEC.group_names(),
     )
     return result.as_dict()

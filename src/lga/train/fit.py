@@ -428,23 +428,19 @@ def _balance_weights(cfg: FitConfig, data: RunData, student, out: Path) -> np.nd
     texts = read_descriptions(cfg.descriptions, data.full, data.sample, [prompt])[prompt]
     ids = data.sample.img_ids.tolist()
     spurious = data.full.spec.spurious_texts()  # place name -> prompts
-    places = list(data.full.spec.places)
     place_feats = torch.stack(
-        [student.encode_texts(spurious[p]).mean(dim=0) for p in places]
+        [student.encode_texts(spurious[p]).mean(dim=0) for p in data.full.spec.places]
     )  # (P, D)
     desc = student.encode_texts([texts[i] for i in ids])  # (N, D)
     inferred = (desc @ F.normalize(place_feats, dim=-1).T).argmax(dim=1).numpy()  # (N,)
-    y = data.sample.y
-    groups = y * len(places) + inferred
-    counts = np.bincount(groups, minlength=len(data.full.spec.classes) * len(places))
+    spec = data.full.spec
+    groups = spec.group_id(data.sample.y, inferred)
+    counts = np.bincount(groups, minlength=spec.n_groups)
     weights = 1.0 / counts[groups]
     agree = float((inferred == data.sample.place).mean())
     summary = {
         "prompt": prompt,
-        "inferred_group_counts": {
-            data.full.spec.group_name(g // len(places), g % len(places)): int(c)
-            for g, c in enumerate(counts)
-        },
+        "inferred_group_counts": dict(zip(spec.group_names(), counts.tolist(), strict=True)),
         "agreement_with_place_column": round(agree, 4),
     }
     log.info("sample.balance=background: %s", summary)
