@@ -354,6 +354,27 @@ def spurious_prompt_separation(
 # --------------------------------------------------------------------------------------------
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every process's gradient for this shard."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:  # type: ignore[override]
+        t = t.contiguous()
+        world_size, rank = dist.get_world_size(), dist.get_rank()
+        ctx.rank, ctx.rows = rank, t.shape[0]
+        shards = [torch.empty_like(t) for _ in range(world_size)]
+        dist.all_gather(shards, t)
+        return torch.cat(shards, dim=0)  # (world_size * B, ...)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        # A reduce-scatter is what is meant; gloo has none, and the gradient of a batch of
+        # embeddings is small, so every backend gets the same all-reduce and keeps its own rows.
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
 def gather_with_grad(t: Tensor) -> Tensor:
     """Concatenate ``t`` from every process along dim 0, keeping gradients.
 
@@ -361,13 +382,15 @@ def gather_with_grad(t: Tensor) -> Tensor:
     shard. Without an initialised process group, or with a single process, ``t`` is returned
     unchanged (the same object).
 
-    Uses ``torch.distributed.nn.functional.all_gather`` (present in every torch >= 2.1 that has
-    ``torch.distributed``), whose backward sums, over all processes, the gradients that reach
-    this process's shard. When every process computes the same loss on the gathered batch, that
-    sum is ``world_size`` times the gradient of the loss, and DDP's averaging of parameter
-    gradients over processes (as under Accelerate) divides it back: the update is exactly the
-    gradient of the global-batch loss. The older recipe (``all_gather`` without grad, then put
-    the local tensor back in its slot) would give ``1 / world_size`` of it, so it is not used.
+    The backward sums, over all processes, the gradients that reach this process's shard
+    (an all-reduce of the gathered gradient, of which each process keeps its own rows). When
+    every process computes the same loss on the gathered batch, that sum is ``world_size``
+    times the gradient of the loss, and DDP's averaging of parameter gradients over processes
+    (as under Accelerate) divides it back: the update is exactly the gradient of the
+    global-batch loss. The older recipe (``all_gather`` without grad, then put the local
+    tensor back in its slot) would give ``1 / world_size`` of it, so it is not used.
+    ``torch.distributed.nn.functional.all_gather`` computes the same thing but is deprecated,
+    and its gloo backward (an all-to-all) aborted a two-process CPU run about one time in ten.
 
     Args:
         t: ``(B, ...)`` local tensor; every process must pass the same shape.
@@ -377,6 +400,4 @@ def gather_with_grad(t: Tensor) -> Tensor:
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return t
-    from torch.distributed.nn.functional import all_gather  # lazy: needs torch.distributed
-
-    return torch.cat(all_gather(t), dim=0)  # (world_size * B, ...)
+    return _GatherWithGrad.apply(t)
