@@ -66,14 +66,25 @@ VARIANTS = {
 }  # fmt: skip
 
 
+_RUNS: dict[tuple[str, str], dict] = {}
+
+
+def made_run(fit_env: dict, name: str) -> dict:
+    """The run of variant ``name``, fitted on first use (so no test depends on another's)."""
+    key = (str(fit_env["root"]), name)
+    if key not in _RUNS:
+        method, overrides = VARIANTS[name]
+        cfg = make_cfg(fit_env, method, *overrides)
+        out = fit_env["root"] / f"run-{name}"
+        torch.set_num_threads(1)
+        metrics = fit(cfg, out, progress=False)
+        _RUNS[key] = {"name": name, "cfg": cfg, "out": out, "metrics": metrics, **fit_env}
+    return _RUNS[key]
+
+
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def run(request, fit_env):
-    method, overrides = VARIANTS[request.param]
-    cfg = make_cfg(fit_env, method, *overrides)
-    out = fit_env["root"] / f"run-{request.param}"
-    torch.set_num_threads(1)
-    metrics = fit(cfg, out, progress=False)
-    return {"name": request.param, "cfg": cfg, "out": out, "metrics": metrics, **fit_env}
+    return made_run(fit_env, request.param)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -157,18 +168,15 @@ def test_train_log(run):
 
 
 def test_pixel_cache_changes_nothing(fit_env):
-    cached, loader = fit_env["root"] / "run-erm", fit_env["root"] / "run-erm-no-pixel-cache"
-    if not (cached.exists() and loader.exists()):
-        pytest.skip("erm runs not made")
+    cached = made_run(fit_env, "erm")["out"]
+    loader = made_run(fit_env, "erm-no-pixel-cache")["out"]
     assert (cached / "train_log.jsonl").read_text() == (loader / "train_log.jsonl").read_text()
     a, b = _weights(cached / "model"), _weights(loader / "model")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_linear_probe_file_reproduces_predictions(fit_env):
-    out = fit_env["root"] / "run-linear-probe"
-    if not out.exists():
-        pytest.skip("linear-probe run not made")
+    out = made_run(fit_env, "linear-probe")["out"]
     from lga.data import load_dataset
     from lga.student import load_student
 
@@ -185,9 +193,7 @@ def test_linear_probe_file_reproduces_predictions(fit_env):
 
 
 def test_zero_shot_fit_equals_lga_eval(fit_env, tmp_path):
-    out = fit_env["root"] / "run-zero-shot"
-    if not out.exists():
-        pytest.skip("zero-shot run not made")
+    out = made_run(fit_env, "zero-shot")["out"]
     assert (
         main(
             [
@@ -333,6 +339,40 @@ def test_existing_run_needs_resume_or_overwrite(fit_env, tmp_path):
     (tmp_path / "run" / "metrics.json").write_text("stale")
     fit(cfg, tmp_path / "run", overwrite=True, progress=False)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["n"] == 16
+
+
+def test_overwrite_removes_what_lga_wrote_and_refuses_other_files(fit_env, tmp_path):
+    cfg = make_cfg(fit_env, "zero-shot")
+    out = tmp_path / "run"
+    fit(cfg, out, progress=False)
+    (out / "balance.json").write_text("{}")  # written by another method's earlier run
+    (out / "notes.md").write_text("mine")
+    with pytest.raises(LgaError, match=r"notes\.md"):
+        fit(cfg, out, overwrite=True, progress=False)
+    assert (out / "metrics.json").is_file() and (out / "notes.md").read_text() == "mine"
+    (out / "notes.md").unlink()
+    fit(cfg, out, overwrite=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.yaml",
+        "metrics.json",
+        "model",
+        "predictions.parquet",
+        "train_log.jsonl",
+    ]
+
+
+def test_fit_failing_before_its_first_step_leaves_no_run(fit_env, tmp_path):
+    out = tmp_path / "run"
+    cfg = make_cfg(fit_env, "lga", "descriptions.teacher=other")  # every description missing
+    with pytest.raises(LgaError, match="teacher other"):
+        fit(cfg, out, progress=False)
+    assert not out.exists()
+    # A folder left by a run killed before its first step (config.yaml alone) is reused as is.
+    out.mkdir()
+    (out / "config.yaml").write_text("method: lga\n")
+    fit(make_cfg(fit_env, "zero-shot"), out, progress=False)
+    assert (out / "metrics.json").is_file()
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"] == "zero-shot"
 
 
 def test_cli_end_to_end(fit_env, tmp_path, capsys):

@@ -52,8 +52,11 @@ def test_fingerprint_changes_with_weights(tiny_clip_dir, tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(ConfigError, match="cannot load student"):
+    with pytest.raises(ConfigError, match="student folder not found"):
         load_student(StudentConfig(spec=str(tmp_path / "nothing-here")))
+    (tmp_path / "empty").mkdir()  # a folder without a checkpoint
+    with pytest.raises(ConfigError, match="cannot load student"):
+        load_student(StudentConfig(spec=str(tmp_path / "empty")))
     with pytest.raises(ConfigError, match="no CUDA"):
         if torch.cuda.is_available():
             pytest.skip("has CUDA")

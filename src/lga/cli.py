@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 
 from lga import __version__
 from lga.errors import DataError, LgaError
@@ -64,7 +65,35 @@ def _setup_logging(verbose: int) -> None:
             pass
 
 
+def _error(message: str, verbose: int) -> int:
+    """One line on stderr (the traceback before it with ``-v``); exit code 1."""
+    if verbose:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def _os_error(e: OSError) -> str:
+    """``[Errno 13] Permission denied: 'x'`` -> ``x: permission denied``."""
+    if e.strerror and e.filename is not None:
+        what = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
+        return f"{what}: {e.strerror[0].lower()}{e.strerror[1:]}"
+    return str(e) or type(e).__name__
+
+
+def _broken_pipe() -> int:
+    """The reader of our output went away (``lga ... | head``): stop quietly, as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit flush does not fail again
+    except OSError:  # pragma: no cover
+        pass
+    return 128 + 13  # killed by SIGPIPE, as the shell reports it
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. User errors end in one line on stderr and exit code 1 (a traceback only
+    with ``-v``); an interrupt exits 130; a closed output pipe exits quietly."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -72,20 +101,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _setup_logging(args.verbose)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+        code = _error(str(e), args.verbose)
         for p in e.problems[:50]:
             print(f"  {p}", file=sys.stderr)
         if len(e.problems) > 50:
             print(f"  ... and {len(e.problems) - 50} more", file=sys.stderr)
-        return 1
+        return code
     except LgaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _error(str(e), args.verbose)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _broken_pipe()
+    except OSError as e:  # a file or folder that cannot be read or written
+        return _error(_os_error(e), args.verbose)
+    except Exception as e:  # a bug: say so in one line; -v shows where
+        return _error(
+            f"{type(e).__name__}: {e} (unexpected: rerun with -v for the traceback, and "
+            "please report it)",
+            args.verbose,
+        )
 
 
 if __name__ == "__main__":

@@ -125,8 +125,14 @@ def resolve_config(
     try:
         return model.model_validate(merged)
     except ValidationError as e:
-        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from e
+        lines = []
+        for err in e.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {msg}" if where else msg)
+        if len(lines) == 1:
+            raise ConfigError(f"invalid configuration: {lines[0]}") from e
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from e
 
 
 def dump_config(cfg: BaseModel, path: str | Path) -> None:

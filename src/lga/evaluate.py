@@ -104,42 +104,46 @@ def predict_zero_shot(
 
 def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
     """``lga eval``: zero-shot evaluation of a checkpoint on one split, written to ``out``."""
-    full = load_dataset(
-        cfg.data.root,
-        cfg.data.dataset_config,
-        splits=[cfg.eval.split],
-        skip_bad_rows=cfg.data.skip_bad_rows,
-        check_images=cfg.data.check_images,
-        progress=progress,
-    )
-    ds = full.split(cfg.eval.split)
-    if len(ds) == 0:
-        from lga.errors import DataError
+    from lga.outputs import output_dir
+    from lga.student import resolve_student_spec
 
-        raise DataError(f"split {cfg.eval.split!r} of {cfg.data.root} has no valid rows")
-    student = load_student(cfg.student)
-    cache = None
-    if cfg.eval.use_cache:
-        cache = FeatureCache(cfg.eval.cache_dir or default_cache_dir(), cache_key(student, ds))
-    probs = predict_zero_shot(
-        student,
-        ds,
-        templates=templates_for(ds, cfg.student.templates),
-        batch_size=cfg.eval.batch_size,
-        num_workers=cfg.data.num_workers,
-        cache=cache,
-        progress=progress,
-    )
-    preds = predictions_table(ds, probs)
-    metrics = {
-        "method": cfg.method,
-        "student": cfg.student.spec,
-        "split": cfg.eval.split,
-        **metrics_from_predictions(preds, ds, train_group_counts=train_group_counts(full)),
-        "skipped_rows": len(full.skipped),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
-    write_predictions(preds, out)
-    write_metrics(metrics, out)
-    return metrics
+    resolve_student_spec(cfg.student.spec)  # a missing folder fails before any work
+    with output_dir(out, what="--out folder"):
+        full = load_dataset(
+            cfg.data.root,
+            cfg.data.dataset_config,
+            splits=[cfg.eval.split],
+            skip_bad_rows=cfg.data.skip_bad_rows,
+            check_images=cfg.data.check_images,
+            progress=progress,
+        )
+        ds = full.split(cfg.eval.split)
+        if len(ds) == 0:
+            from lga.errors import DataError
+
+            raise DataError(f"split {cfg.eval.split!r} of {cfg.data.root} has no valid rows")
+        student = load_student(cfg.student)
+        cache = None
+        if cfg.eval.use_cache:
+            cache = FeatureCache(cfg.eval.cache_dir or default_cache_dir(), cache_key(student, ds))
+        probs = predict_zero_shot(
+            student,
+            ds,
+            templates=templates_for(ds, cfg.student.templates),
+            batch_size=cfg.eval.batch_size,
+            num_workers=cfg.data.num_workers,
+            cache=cache,
+            progress=progress,
+        )
+        preds = predictions_table(ds, probs)
+        metrics = {
+            "method": cfg.method,
+            "student": cfg.student.spec,
+            "split": cfg.eval.split,
+            **metrics_from_predictions(preds, ds, train_group_counts=train_group_counts(full)),
+            "skipped_rows": len(full.skipped),
+        }
+        dump_config(cfg, out / "config.yaml")
+        write_predictions(preds, out)
+        write_metrics(metrics, out)
+        return metrics

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,15 +171,43 @@ def _weights_fingerprint(spec: str, model: torch.nn.Module, revision: str | None
     return h.hexdigest()[:20]
 
 
+# A hub id: "name" or "owner/name" of letters, digits, "-", "_" and ".".
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def resolve_student_spec(spec: str) -> str:
+    """Where a student spec points: ``toy``, a local folder, or a hub id (checked, not fetched).
+
+    ``toy`` names the shipped toy CLIP. A spec that exists on disk, or that can only be a path
+    (it starts with ``/``, ``.`` or ``~``, or is no valid hub id, like ``runs/a/model``), must
+    be a folder: a missing one is reported here, before any request to the Hub.
+
+    Raises:
+        ConfigError: the spec is a path that does not exist or is not a folder.
+    """
+    from lga.toy import resolve_student as resolve_toy  # lazy: lga.toy imports this module
+
+    spec = resolve_toy(spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists():
+        raise ConfigError(f"student {spec}: a file, not a checkpoint folder (save_pretrained)")
+    if spec.startswith(("/", ".", "~")) or not _HUB_ID.match(spec):
+        raise ConfigError(f"student folder not found: {spec}")
+    return spec
+
+
 def load_student(cfg: StudentConfig | str) -> Student:
     """Load a CLIP-family checkpoint (hub id or directory) through AutoModel/AutoProcessor.
 
-    Safetensors weights are preferred where the checkpoint has them (transformers' default);
-    remote code runs only when ``cfg.trust_remote_code`` is set.
+    ``toy`` loads the shipped toy CLIP. Safetensors weights are preferred where the checkpoint
+    has them (transformers' default); remote code runs only when ``cfg.trust_remote_code`` is set.
     """
     from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
 
     cfg = StudentConfig(spec=cfg) if isinstance(cfg, str) else cfg
+    cfg = cfg.model_copy(update={"spec": resolve_student_spec(cfg.spec)})
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     kw = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)

@@ -40,7 +40,8 @@ from lga.evaluate import (
     write_predictions,
 )
 from lga.features import cache_key, image_features
-from lga.student import Student, class_prompts, load_student
+from lga.outputs import make_output_dir
+from lga.student import Student, class_prompts, load_student, resolve_student_spec
 from lga.train.config import RUN_CONTROL_KEYS, FitConfig, Method
 from lga.train.data import (
     CAPTION,
@@ -107,12 +108,53 @@ def _comparable(cfg_dict: dict) -> dict:
     return d
 
 
+# What a run has produced once it has started: such a run is continued or replaced, never reused.
+STARTED_FILES = ("metrics.json", "predictions.parquet", "train_log.jsonl", "model", CHECKPOINTS)
+# Everything lga writes in a run directory (``--overwrite`` removes these and nothing else).
+LGA_FILES = (
+    "config.yaml",
+    "balance.json",
+    *RUN_FILES,
+    "metrics.tmp",
+    "model.tmp",
+    "model.old",
+)
+
+
+def run_started(out: Path) -> bool:
+    """Whether ``out`` holds results of a run (a bare ``config.yaml`` is not a run)."""
+    return any((out / name).exists() for name in STARTED_FILES)
+
+
+def empty_run_dir(out: Path) -> None:
+    """Remove what lga wrote in ``out``; refuse, naming them, if other files are there.
+
+    Raises:
+        LgaError: ``out`` holds files lga did not write (nothing is removed then).
+    """
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in LGA_FILES)
+    if foreign:
+        raise LgaError(
+            f"--overwrite: {out} holds files lga did not write ({', '.join(foreign[:10])}"
+            f"{', ...' if len(foreign) > 10 else ''}); move them away or choose another --out"
+        )
+    for name in LGA_FILES:
+        p = out / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 def prepare_run_dir(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool) -> None:
     """Check ``out`` against the request and write ``config.yaml`` (main process only).
 
+    A folder whose run never started (only ``config.yaml``: the previous attempt stopped
+    before its first step, e.g. on a missing split) is reused as it is.
+
     Raises:
-        LgaError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set, or
-            ``resume`` is asked with a configuration different from the run's.
+        LgaError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set,
+            ``resume`` is asked with a configuration different from the run's, ``overwrite``
+            would remove files lga did not write, or ``out`` cannot be written.
     """
     saved = out / "config.yaml"
     if resume and saved.is_file():
@@ -123,16 +165,14 @@ def prepare_run_dir(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool)
             raise LgaError(
                 f"--resume: the configuration differs from {saved}:\n  " + "\n  ".join(diff)
             )
-    elif saved.is_file() and not resume:
-        if not overwrite:
-            raise LgaError(
-                f"{out} already holds a run; continue it with --resume, replace it "
-                "with --overwrite, or choose another --out"
-            )
-        for name in RUN_FILES:
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    elif overwrite:
+        empty_run_dir(out)
+    elif saved.is_file() and run_started(out):
+        raise LgaError(
+            f"{out} already holds a run; continue it with --resume, replace it "
+            "with --overwrite, or choose another --out"
+        )
+    make_output_dir(out, what="run folder")
     dump_config(cfg, saved)
 
 
@@ -527,6 +567,18 @@ def fit(
         LgaError: a bad run directory, dataset, configuration or description store.
     """
     out = Path(out)
+    resolve_student_spec(cfg.student.spec)  # a missing folder fails here, before any output
+    created = not out.exists()
+    try:
+        return _fit(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+    except BaseException:
+        # A run that failed before producing anything leaves no folder behind.
+        if created and out.is_dir() and not run_started(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _fit(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool, progress: bool) -> dict:
     if not cfg.method.fine_tunes:
         from accelerate import PartialState
 

@@ -1,0 +1,51 @@
+"""Output folders: created up front, so that a bad ``--out`` fails before any work is done."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from lga.errors import LgaError
+
+
+def make_output_dir(path: str | Path, *, what: str = "output folder") -> Path:
+    """Create ``path`` (and its parents) and check that files can be written in it.
+
+    Raises:
+        LgaError: ``path`` is an existing file, lies under a file, or cannot be created or
+            written (read-only, ``/proc``, no permission); the message names the path and why.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LgaError(f"{what} {path} is an existing file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LgaError(f"cannot create {what} {path}: {e.strerror or e}") from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise LgaError(f"cannot write in {what} {path}: permission denied")
+    probe = path / f".lga-write-check-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise LgaError(f"cannot write in {what} {path}: {e.strerror or e}") from e
+    return path
+
+
+@contextmanager
+def output_dir(path: str | Path, *, what: str = "output folder") -> Iterator[Path]:
+    """:func:`make_output_dir` up front; if the work inside fails, a folder created here and
+    still empty is removed again, so that a failed command leaves nothing behind."""
+    path = Path(path)
+    created = not path.exists()
+    make_output_dir(path, what=what)
+    try:
+        yield path
+    except BaseException:
+        if created:
+            with suppress(OSError):
+                path.rmdir()  # only when empty
+        raise
