@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lga.errors import LgaError
+from lga.outputs import make_output_dir
 from lga.student import Student, class_text_features
 
 log = logging.getLogger(__name__)
@@ -343,7 +344,7 @@ def write_saliency_figures(
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out, what="explain folder")
     results = explain(students, images, class_names=class_names, templates=templates)
     paths = []
     for k, maps in enumerate(results):

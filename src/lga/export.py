@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from lga.errors import LgaError
+from lga.outputs import make_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def export_text_encoder(
     model = _load_clip(model_dir)
     text = _with_projection(model) if with_projection else model.text_model
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out, what="export folder")
     text.eval().save_pretrained(out)
     AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
     info = {

@@ -18,6 +18,7 @@ from pydantic import Field
 from lga.config import Strict, deep_merge, read_yaml, resolve_config
 from lga.data.dataset import GroupDataset, load_dataset, subsample
 from lga.errors import ConfigError
+from lga.outputs import make_output_dir
 from lga.train.config import FitConfig, Method, resolve_run_file
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def reproduce(
     from lga.train import fit
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out, what="reproduction folder")
     root = prepare_data(cfg, out, data_root, progress)
     store = cfg.teacher.store or (out / "descriptions.sqlite" if cfg.teacher.spec else None)
     if cfg.teacher.spec:

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from lga.data.dataset import METADATA_FILE
 from lga.data.spec import DATASET_FILE, DatasetSpec
 from lga.errors import LgaError
+from lga.outputs import make_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -1016,7 +1017,7 @@ def _prepare(out: Path, cfg: SynthConfig) -> bool:
     if out.exists() and not out.is_dir():
         raise LgaError(f"cannot generate into {out}: it is a file, not a folder")
     if not out.exists() or not any(out.iterdir()):
-        out.mkdir(parents=True, exist_ok=True)
+        make_output_dir(out, what="dataset folder")
         return False
     if not marker.is_file():
         raise LgaError(

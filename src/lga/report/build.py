@@ -23,6 +23,7 @@ from lga.config import StudentConfig
 from lga.data.dataset import GroupDataset, load_dataset
 from lga.data.spec import DatasetSpec, load_dataset_spec
 from lga.errors import LgaError
+from lga.outputs import make_output_dir
 from lga.report import diagnostics, plots
 from lga.report import table as tables
 from lga.report.runs import MethodRuns, Run, dig, group_runs, load_runs
@@ -321,7 +322,7 @@ def build_report(
     """
     opts = opts or ReportOptions()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out, what="report folder")
     runs = load_runs(paths)
     columns = group_runs(runs)
     report = Report(out, tables.results_table(columns))
