@@ -183,3 +183,37 @@ def test_cli_explain_label_count(tiny_clip_dir, tmp_path):
         ]
     )
     assert rc == 1
+
+
+def _perturbed(student, seed: int = 1):
+    """A copy of ``student`` whose vision attention weights are visibly changed."""
+    import copy
+
+    other = copy.deepcopy(student)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in other.model.named_parameters():
+            if name.startswith("vision_model.") and "self_attn" in name:
+                p.add_(torch.randn(p.shape, generator=g) * p.std().clamp(min=0.05))
+    return other
+
+
+def test_explain_keeps_each_student_in_its_place(student):
+    """A 'before' and an 'after' that differ: each column must show its own model's maps."""
+    post = _perturbed(student)
+    imgs = _images(2)
+    out = explain(
+        [("pre", student), ("post", post)], imgs, class_names=CLASSES, templates=TEMPLATES
+    )
+    alone = {
+        label: saliency(s, imgs, class_names=CLASSES, templates=TEMPLATES, label=label)
+        for label, s in (("pre", student), ("post", post))
+    }
+    for k in range(len(imgs)):
+        for j, label in enumerate(("pre", "post")):
+            got, ref = out[k][j], alone[label][k]
+            assert got.label == label
+            np.testing.assert_allclose(got.rollout, ref.rollout, atol=1e-6)
+            np.testing.assert_allclose(got.gradient, ref.gradient, atol=1e-6)
+            np.testing.assert_allclose(got.probs, ref.probs, atol=1e-6)
+        assert not np.allclose(out[k][0].rollout, out[k][1].rollout, atol=1e-3)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from conftest import write_dataset
 from lga.cli import main
@@ -361,6 +362,41 @@ def test_alignment_margin_is_own_minus_other(dataset, tiny_clip_dir):
     own, other = wide[diagnostics.OWN_CLASS], wide[diagnostics.OTHER_CLASS]
     assert np.allclose(wide[diagnostics.MARGIN], own - other, atol=1e-6)
     assert set(df["n"]) == {2}
+
+
+def test_alignment_of_a_changed_model(runs, store, dataset, tmp_path):
+    """lga's model/ differs from the pre-trained one: each row block must be its own model's."""
+    import shutil
+
+    from lga.report import diagnostics
+    from lga.student import load_student
+
+    shutil.copytree(runs / "lga-0", tmp_path / "runs" / "lga-0")
+    model_dir = tmp_path / "runs" / "lga-0" / "model"
+    changed = load_student(str(model_dir))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in changed.model.named_parameters():
+            if name.startswith("vision_model.") and name.endswith("weight"):
+                p.add_(torch.randn(p.shape, generator=g) * 0.5)
+    changed.model.save_pretrained(model_dir)
+    opts = ReportOptions(n_images=0, alignment_per_group=3, descriptions=store, dpi=40)
+    report = build_report([tmp_path / "runs"], tmp_path / "out", opts)
+    align = report.alignment
+    wide = diagnostics.alignment_pivot(align)
+    assert not np.allclose(wide["pre-trained"], wide["lga"], atol=1e-3)
+    # the "lga" rows are what the changed model alone gives on the same sample
+    ds = load_dataset(dataset, check_images=False)
+    sample = diagnostics.build_sample(ds, split="test", per_group=3, store=store)
+    base = load_student(str(runs / "lga-0" / "model"))  # a copy of the pre-trained model
+    for label, student in (("lga", load_student(str(model_dir))), ("pre-trained", base)):
+        mine = align[align["model"] == label]
+        alone = diagnostics.alignment(
+            label, student, sample, templates=list(ds.spec.class_templates)
+        )
+        merged = mine.merge(alone, on=["group", "target"], suffixes=("", "_alone"))
+        assert len(merged) >= 3 * 4
+        np.testing.assert_allclose(merged["mean_cos"], merged["mean_cos_alone"], atol=1e-5)
 
 
 def test_report_without_models_or_data(runs, tmp_path):

@@ -112,3 +112,43 @@ def test_resume_refuses_a_different_config(env, reference, capsys):
     cfg = resolve_fit_config(build_parser().parse_args(argv(env, run, 4)))
     with pytest.raises(LgaError, match="train.epochs: 3 -> 4"):
         fit(cfg, run, resume=True, progress=False)
+
+
+# A child process that runs `lga fit` and dies by SIGKILL while it saves the step-6 checkpoint:
+# "partial" after writing part of it, "unrenamed" with it complete but not yet moved into place.
+_KILL_IN_SAVE = """
+import os, signal, sys
+from pathlib import Path
+import accelerate
+from lga.cli import main
+
+mode, real = sys.argv[1], accelerate.Accelerator.save_state
+
+def save_state(self, output_dir=None, **kw):
+    if "step_00000006" not in str(output_dir):
+        return real(self, output_dir, **kw)
+    if mode == "partial":
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "model.safetensors").write_bytes(b"half a file")
+    else:
+        real(self, output_dir, **kw)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+accelerate.Accelerator.save_state = save_state
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["partial", "unrenamed"])
+def test_kill_during_checkpoint_save_then_resume(env, reference, mode):
+    run = env["root"] / f"killed-in-save-{mode}"
+    cmd = [sys.executable, "-c", _KILL_IN_SAVE, mode, *argv(env, run, 6)]
+    envvars = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=envvars, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    ckpts = run / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == [".step_00000006.tmp", "step_00000003"]
+    assert main(argv(env, run, 6, "--resume")) == 0  # from step 3; the half-saved one ignored
+    assert_same_run(reference[6], run)
+    assert not (ckpts / ".step_00000006.tmp").exists()
