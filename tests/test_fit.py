@@ -63,6 +63,9 @@ VARIANTS = {
                               "lga.weights.background=0.5", "lga.weights.class_ce=0.5",
                               "lga.supcon=in"]),
     "lga-frozen-text": ("lga", ["train.freeze_text=true"]),
+    "linear-probe-group-balanced": ("linear-probe", ["linear_probe.balance=group",
+                                                     "linear_probe.penalty=l1"]),
+    "dfr": ("dfr", ["dfr.subsets=3", "dfr.max_iter=300"]),
 }  # fmt: skip
 
 
@@ -190,6 +193,36 @@ def test_linear_probe_file_reproduces_predictions(fit_env):
     np.testing.assert_allclose(
         preds[["prob_landbird", "prob_waterbird"]].to_numpy(), probs, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("name", ["linear-probe", "linear-probe-group-balanced", "dfr"])
+def test_eval_of_a_linear_head_run_reproduces_its_predictions(fit_env, tmp_path, name):
+    run = made_run(fit_env, name)
+    out = tmp_path / "ev"
+    argv = ["eval", "--data", str(fit_env["data"]), "--student", str(run["out"] / "model"),
+            "--out", str(out), "--no-cache"]  # fmt: skip
+    assert main(argv) == 0
+    a, b = (
+        pd.read_parquet(run["out"] / "predictions.parquet"),
+        pd.read_parquet(out / "predictions.parquet"),
+    )
+    assert a["pred"].tolist() == b["pred"].tolist()
+    cols = ["prob_landbird", "prob_waterbird"]
+    np.testing.assert_allclose(a[cols].to_numpy(), b[cols].to_numpy(), rtol=0, atol=1e-6)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == run["cfg"].method.value
+    assert metrics["group_accuracy"] == run["metrics"]["group_accuracy"]
+
+
+def test_dfr_tunes_on_one_half_and_fits_balanced_subsets(fit_env):
+    run = made_run(fit_env, "dfr")
+    (record,) = [json.loads(s) for s in (run["out"] / "train_log.jsonl").read_text().splitlines()]
+    assert [r["C"] for r in record["grid"]] == list(run["cfg"].dfr.c_grid)
+    best = max(record["grid"], key=lambda r: r["score"])
+    assert record["C"] == run["metrics"]["C"] == best["C"] and record["score"] == best["score"]
+    assert record["n_tune_held_out"] == 8 and record["n_tune_fit"] == 8  # 2 of each group's 4
+    assert record["n_fit"] == 16 and run["metrics"]["subsets"] == 3  # val is balanced: all of it
+    assert record["val"]["n"] == 8
 
 
 def test_zero_shot_fit_equals_lga_eval(fit_env, tmp_path):

@@ -284,7 +284,7 @@ def test_keyword_prompts_most_frequent_first():
     assert keyword_prompts(kws, 2) == ["a photo of lake.", "a photo of forest."]
 
 
-def test_linear_probe_separable_data_and_l2_selection():
+def test_linear_probe_separable_data_and_C_selection():
     g = torch.Generator().manual_seed(0)
     centres = F.normalize(torch.randn(2, 8, generator=g), dim=-1)
     y = torch.arange(40) % 2
@@ -295,6 +295,6 @@ def test_linear_probe_separable_data_and_l2_selection():
 
     scores = iter([0.2, 0.9, 0.9])
     best, grid = fit_linear_probe(
-        x, y, x, lambda p: next(scores), n_classes=2, grid=[0.0, 0.1, 1.0], max_iter=20
+        x, y, x, lambda p: next(scores), n_classes=2, grid=[0.01, 0.1, 1.0], max_iter=20
     )
-    assert best.l2 == 0.1 and [r["score"] for r in grid] == [0.2, 0.9, 0.9]  # ties: first
+    assert best.C == 0.1 and [r["score"] for r in grid] == [0.2, 0.9, 0.9]  # ties: first

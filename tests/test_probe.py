@@ -9,7 +9,8 @@ import torch
 
 from fit_support import make_fit_dataset
 from lga.cli import main
-from lga.probe import balanced_rows, probe_features
+from lga.probe import probe_features
+from lga.train.linear_probe import balanced_rows
 
 
 def _world(n_per_group: int, seed: int, correlated: bool = False):
@@ -34,7 +35,7 @@ NAMES = {"classes": ["landbird", "waterbird"], "places": ["land", "water"]}
 
 def test_balanced_rows_equalises_groups():
     groups = np.array([0] * 10 + [1] * 3 + [2] * 7 + [3] * 5)
-    rows = balanced_rows(groups, seed=1)
+    rows = balanced_rows(groups, np.random.default_rng(1))
     assert np.bincount(groups[rows]).tolist() == [3, 3, 3, 3]
     assert len(set(rows.tolist())) == len(rows)
 

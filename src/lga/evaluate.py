@@ -13,6 +13,7 @@ import torch
 from lga.cache import FeatureCache, default_cache_dir
 from lga.config import EvalRunConfig, dump_config
 from lga.data.dataset import GroupDataset, load_dataset
+from lga.errors import LgaError
 from lga.features import cache_key, image_features
 from lga.metrics import group_metrics
 from lga.student import Student, class_text_features, load_student
@@ -102,8 +103,32 @@ def predict_zero_shot(
     return zero_shot_probs(feats, class_feats, student.logit_scale().cpu())
 
 
+def _saved_head(student: Student, ds: GroupDataset):
+    """The linear head saved beside the student's weights (``linear_probe.safetensors``), if any.
+
+    Raises:
+        LgaError: the head was fitted for other classes than the dataset's.
+    """
+    from lga.train.linear_probe import PROBE_FILE, read_head  # lazy: lga.train imports this
+
+    found = read_head(student.spec)
+    if found is None:
+        return None
+    head, classes = found
+    if classes != list(ds.spec.classes):
+        raise LgaError(
+            f"{Path(student.spec) / PROBE_FILE} classifies {classes}, the dataset has "
+            f"{list(ds.spec.classes)}"
+        )
+    return head
+
+
 def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
-    """``lga eval``: zero-shot evaluation of a checkpoint on one split, written to ``out``."""
+    """``lga eval``: evaluation of a checkpoint on one split, written to ``out``.
+
+    Zero-shot through the class prompts, or, for the model of a linear-probe or DFR run (a
+    folder with ``linear_probe.safetensors``), through that head: the run's predictions again.
+    """
     from lga.outputs import output_dir
     from lga.student import resolve_student_spec
 
@@ -126,18 +151,24 @@ def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
         cache = None
         if cfg.eval.use_cache:
             cache = FeatureCache(cfg.eval.cache_dir or default_cache_dir(), cache_key(student, ds))
-        probs = predict_zero_shot(
-            student,
-            ds,
-            templates=templates_for(ds, cfg.student.templates),
+        kw = dict(
             batch_size=cfg.eval.batch_size,
             num_workers=cfg.data.num_workers,
             cache=cache,
             progress=progress,
         )
+        head = _saved_head(student, ds)
+        if head is None:
+            method = cfg.method
+            probs = predict_zero_shot(
+                student, ds, templates=templates_for(ds, cfg.student.templates), **kw
+            )
+        else:  # a linear-probe or DFR run's model: score with its head, as the run did
+            method = head.info.get("method", "linear-probe")
+            probs = head.probs(image_features(student, ds, **kw))
         preds = predictions_table(ds, probs)
         metrics = {
-            "method": cfg.method,
+            "method": method,
             "student": cfg.student.spec,
             "split": cfg.eval.split,
             **metrics_from_predictions(preds, ds, train_group_counts=train_group_counts(full)),

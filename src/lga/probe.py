@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from lga.metrics import group_metrics
-from lga.train.linear_probe import train_logreg
+from lga.train.linear_probe import balanced_rows, train_logreg
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,6 @@ class ProbeResult:
 
     def as_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
-
-
-def balanced_rows(groups: np.ndarray, *, seed: int = 0) -> np.ndarray:
-    """Indices of an equal number of rows from every group present (the smallest group's count),
-    drawn without replacement with ``seed``; sorted."""
-    rng = np.random.default_rng(seed)
-    present = np.unique(groups)
-    n = min(int((groups == g).sum()) for g in present)
-    picks = [rng.choice(np.flatnonzero(groups == g), size=n, replace=False) for g in present]
-    return np.sort(np.concatenate(picks))
 
 
 def _probe_predict(
@@ -99,8 +89,8 @@ def probe_features(
     """
     fx, fy, fp = fit
     sx, sy, sp = score
-    fi = balanced_rows(fy * len(places) + fp, seed=seed)
-    si = balanced_rows(sy * len(places) + sp, seed=seed + 1)
+    fi = balanced_rows(fy * len(places) + fp, np.random.default_rng(seed))
+    si = balanced_rows(sy * len(places) + sp, np.random.default_rng(seed + 1))
     fx, fy = fx[fi], fy[fi]
     sx, sy, sp = sx[si], sy[si], sp[si]
 

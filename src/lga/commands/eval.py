@@ -51,9 +51,10 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="zero-shot evaluation: overall, per-class, per-group, worst-group accuracy",
-        description="Classify a split through the class prompts and write RUN/metrics.json, "
-        "RUN/predictions.parquet and RUN/config.yaml. Example: lga eval --data "
+        help="evaluate a checkpoint: overall, per-class, per-group, worst-group accuracy",
+        description="Classify a split through the class prompts (zero-shot), or through the "
+        "linear head saved in a linear-probe or DFR run's model/ folder, and write "
+        "RUN/metrics.json, RUN/predictions.parquet and RUN/config.yaml. Example: lga eval --data "
         "~/data/waterbird_complete95_forest2water2 "
         "--student openai/clip-vit-large-patch14 --out runs/zs-l14",
     )
@@ -118,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     out = args.out or default_run_name("eval", args.student, args.split)
     metrics = run_eval(cfg, out)
-    print(f"zero-shot {args.student} on {args.data} [{args.split}]")
+    print(f"{metrics['method']} {args.student} on {args.data} [{args.split}]")
     print(format_metrics(metrics))
     if metrics.get("skipped_rows"):
         print(f"({metrics['skipped_rows']} faulty row(s) skipped; see the warnings above)")

@@ -9,9 +9,9 @@ from lga.commands import intermixed
 from lga.commands.eval import add_data_args, add_student_args, default_run_name
 from lga.config import deep_merge, read_yaml, resolve_config
 from lga.metrics import format_metrics
-from lga.train.config import resolve_run_file
+from lga.train.config import Method, resolve_run_file
 
-METHODS = ("zero-shot", "linear-probe", "erm", "spurious-aware", "lga")
+METHODS = tuple(m.value for m in Method)
 
 
 def _n_train(value: str) -> int | None:
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return sub.add_parser(
         "fit",
-        help="train one method (zero-shot, linear-probe, erm, spurious-aware, lga) on a sample",
+        help="train one method (zero-shot, linear-probe, erm, spurious-aware, lga, dfr)",
         description="Fit a CLIP student with one method on a seeded training sample, select the "
         "checkpoint on validation, evaluate on test, and write RUN/{config.yaml, model/, "
         "metrics.json, predictions.parquet, train_log.jsonl, checkpoints/}. Settings come from "

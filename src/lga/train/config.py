@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveFloat, model_validator
 
 from lga.config import DataConfig, Strict, StudentConfig
 from lga.errors import ConfigError
@@ -33,6 +33,7 @@ class Method(str, Enum):
     ERM = "erm"
     SPURIOUS_AWARE = "spurious-aware"
     LGA = "lga"
+    DFR = "dfr"
 
     @property
     def fine_tunes(self) -> bool:
@@ -156,13 +157,31 @@ class SpuriousAwareConfig(Strict):
     weights: SpuriousAwareWeights = SpuriousAwareWeights()
 
 
-class LinearProbeConfig(Strict):
-    """Logistic regression on frozen image features, L2 chosen on validation."""
+# scikit-learn's C (inverse regularisation strength), the grid of DFR's reference code.
+C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 
-    l2_grid: list[float] = Field(
-        default_factory=lambda: [0.0, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1
-    )
-    max_iter: int = Field(default=200, gt=0)  # LBFGS iterations (full batch)
+
+class LinearProbeConfig(Strict):
+    """Logistic regression on frozen image features of the training sample, C chosen on
+    validation. ``balance``: none, class (every class weighs the same) or group (every
+    class x place group of the dataset's own labels weighs the same)."""
+
+    c_grid: list[PositiveFloat] = Field(default_factory=lambda: list(C_GRID), min_length=1)
+    penalty: Literal["l2", "l1"] = "l2"
+    balance: Literal["none", "class", "group"] = "none"
+    max_iter: int = Field(default=200, gt=0)  # L-BFGS (l2) or FISTA (l1) iterations
+
+
+class DfrConfig(Strict):
+    """Deep feature reweighting (Kirichenko et al. 2022) on frozen image features: logistic
+    regression on group-balanced subsets of the validation split. C is chosen by ``select_by``
+    on a random half of it, fitted on a balanced subset of the other half; the final head
+    averages ``subsets`` heads, each fitted on a balanced subset of the whole split."""
+
+    c_grid: list[PositiveFloat] = Field(default_factory=lambda: list(C_GRID), min_length=1)
+    penalty: Literal["l1", "l2"] = "l1"  # the paper's
+    subsets: int = Field(default=20, gt=0)
+    max_iter: int = Field(default=1000, gt=0)
 
 
 class FitConfig(Strict):
@@ -178,6 +197,7 @@ class FitConfig(Strict):
     lga: LgaConfig = LgaConfig()
     spurious_aware: SpuriousAwareConfig = SpuriousAwareConfig()
     linear_probe: LinearProbeConfig = LinearProbeConfig()
+    dfr: DfrConfig = DfrConfig()
 
     @model_validator(mode="after")
     def _check(self) -> FitConfig:

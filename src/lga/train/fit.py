@@ -6,7 +6,7 @@ run, the checkpoint chosen on validation, and the test split evaluated from the 
 
     RUN/config.yaml          the resolved FitConfig
     RUN/model/               save_pretrained (CLIPModel.from_pretrained / AutoProcessor load it);
-                             linear-probe runs add linear_probe.safetensors
+                             linear-probe and dfr runs add linear_probe.safetensors
     RUN/metrics.json         test metrics (DESIGN.md schema) + method, selection, sample size
     RUN/predictions.parquet  one row per test image
     RUN/train_log.jsonl      one record per logged step and per validation
@@ -51,7 +51,8 @@ from lga.train.data import (
     read_descriptions,
     read_keywords,
 )
-from lga.train.linear_probe import PROBE_FILE, fit_linear_probe
+from lga.train.dfr import fit_dfr
+from lga.train.linear_probe import PROBE_FILE, balance_weights, fit_linear_probe
 from lga.train.methods import build_method
 from lga.train.model import set_trainable
 from lga.train.trainer import (
@@ -81,6 +82,13 @@ class RunData:
         """Validation metrics of a predictions table and the selection score."""
         metrics = metrics_from_predictions(
             preds, self.val, train_group_counts=train_group_counts(self.full)
+        )
+        return metrics, float(metrics[SELECT_KEYS[select_by]])
+
+    def score_on(self, ds: GroupDataset, preds, select_by: str) -> tuple[dict, float]:
+        """Metrics and selection score of a predictions table of ``ds`` (a part of validation)."""
+        metrics = metrics_from_predictions(
+            preds, ds, train_group_counts=train_group_counts(self.full)
         )
         return metrics, float(metrics[SELECT_KEYS[select_by]])
 
@@ -195,7 +203,9 @@ def load_run_data(cfg: FitConfig, *, check_images: bool, progress: bool) -> RunD
     val = subsample(full.split("val"), cfg.sample.val_n, seed=cfg.sample.seed)
     data = RunData(full, sample, val, full.split("test"))
     needed = {"test": data.test}
-    if cfg.method is not Method.ZERO_SHOT:
+    if cfg.method is Method.DFR:
+        needed |= {"val": data.val}
+    elif cfg.method is not Method.ZERO_SHOT:
         needed |= {"train": data.sample, "val": data.val}
     for name, ds in needed.items():
         if len(ds) == 0:
@@ -248,7 +258,7 @@ def _write_results(out: Path, preds, metrics: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Frozen methods: zero-shot and linear probe
+# Frozen methods: zero-shot, linear probe, DFR
 
 
 def _feature_cache(cfg: FitConfig, student: Student, full: GroupDataset) -> FeatureCache | None:
@@ -283,7 +293,8 @@ def _zero_shot(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict
     return _write_results(out, preds, _final_metrics(cfg, data, preds, **extra))
 
 
-def _linear_probe(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict:
+def _frozen_features(cfg: FitConfig, data: RunData, progress: bool):
+    """The student and a function: dataset -> (N, D) normalised image features (cached)."""
     student = load_student(cfg.student)
     cache = _feature_cache(cfg, student, data.full)
 
@@ -297,16 +308,35 @@ def _linear_probe(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> d
             progress=progress,
         )
 
+    return student, feats
+
+
+def _save_head(student: Student, head, data: RunData, out: Path) -> None:
+    save_pretrained_atomic(
+        student.model,
+        student.processor,
+        out / "model",
+        extra=lambda d: head.save(d / PROBE_FILE, data.full.spec.classes),
+    )
+
+
+def _linear_probe(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict:
+    student, feats = _frozen_features(cfg, data, progress)
     train_x, val_x, test_x = feats(data.sample), feats(data.val), feats(data.test)
+    lp = cfg.linear_probe
+    keys = {"none": None, "class": data.sample.y, "group": data.sample.group}[lp.balance]
     probe, grid = fit_linear_probe(
         train_x,
         torch.as_tensor(data.sample.y.copy(), dtype=torch.long),
         val_x,
         lambda probs: data.score(predictions_table(data.val, probs), cfg.eval.select_by)[1],
         n_classes=len(data.full.spec.classes),
-        grid=cfg.linear_probe.l2_grid,
-        max_iter=cfg.linear_probe.max_iter,
+        grid=lp.c_grid,
+        penalty=lp.penalty,
+        sample_weight=None if keys is None else balance_weights(keys),
+        max_iter=lp.max_iter,
     )
+    probe.info["method"] = Method.LINEAR_PROBE.value
     val_metrics, score = data.score(
         predictions_table(data.val, probe.probs(val_x)), cfg.eval.select_by
     )
@@ -317,19 +347,56 @@ def _linear_probe(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> d
             "val": val_metrics,
             "score": score,
             "best": True,
-            "l2": probe.l2,
+            "C": probe.C,
             "grid": grid,
         }
     )
-    save_pretrained_atomic(
-        student.model,
-        student.processor,
-        out / "model",
-        extra=lambda d: probe.save(d / PROBE_FILE, data.full.spec.classes),
-    )
+    _save_head(student, probe, data, out)
     preds = predictions_table(data.test, probe.probs(test_x))
     return _write_results(
-        out, preds, _final_metrics(cfg, data, preds, selected_step=0, val_score=score, l2=probe.l2)
+        out, preds, _final_metrics(cfg, data, preds, selected_step=0, val_score=score, C=probe.C)
+    )
+
+
+def _dfr(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict:
+    student, feats = _frozen_features(cfg, data, progress)
+    val_x, test_x = feats(data.val), feats(data.test)
+    result = fit_dfr(
+        val_x,
+        data.val,
+        lambda ds, probs: data.score_on(ds, predictions_table(ds, probs), cfg.eval.select_by),
+        cfg.dfr,
+        seed=cfg.train.seed,
+    )
+    TrainLog(out / "train_log.jsonl", True).write(
+        {
+            "step": 0,
+            "epoch": 0.0,
+            "val": result.held_out_metrics,  # the chosen C's head, on the half it was not fitted on
+            "score": result.score,
+            "best": True,
+            "C": result.head.C,
+            "grid": result.grid,
+            "n_tune_fit": result.n_tune_fit,
+            "n_tune_held_out": result.n_tune_held_out,
+            "n_fit": result.n_fit,
+        }
+    )
+    _save_head(student, result.head, data, out)
+    preds = predictions_table(data.test, result.head.probs(test_x))
+    return _write_results(
+        out,
+        preds,
+        _final_metrics(
+            cfg,
+            data,
+            preds,
+            selected_step=0,
+            val_score=result.score,
+            C=result.head.C,
+            n_fit=result.n_fit,
+            subsets=cfg.dfr.subsets,
+        ),
     )
 
 
@@ -589,8 +656,8 @@ def _fit(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool, progress: 
             PartialState._reset_state()
         prepare_run_dir(cfg, out, resume=resume, overwrite=overwrite)
         data = load_run_data(cfg, check_images=True, progress=progress)
-        run = _zero_shot if cfg.method is Method.ZERO_SHOT else _linear_probe
-        return run(cfg, data, out, progress)
+        run = {Method.ZERO_SHOT: _zero_shot, Method.LINEAR_PROBE: _linear_probe, Method.DFR: _dfr}
+        return run[cfg.method](cfg, data, out, progress)
     acc = make_accelerator(cfg, out)
     if acc.is_main_process:
         prepare_run_dir(cfg, out, resume=resume, overwrite=overwrite)
