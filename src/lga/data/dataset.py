@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
@@ -169,7 +170,7 @@ def _read_metadata(root: Path) -> pd.DataFrame:
     return df
 
 
-def _metadata_error(meta: Path, why: str, cause: Exception | None = None):
+def _metadata_error(meta: Path, why: str, cause: Exception | None = None) -> NoReturn:
     """Raise the DataError of a metadata.csv that cannot be read at all."""
     raise DataError(
         f"{meta} {why}", [Problem(str(meta), why, kind=ProblemKind.METADATA)]
@@ -327,10 +328,8 @@ def _conflicts(df: pd.DataFrame, a: int, b: int) -> list[str]:
     for col in ("split", "y", "place"):
         va, vb = df[col].iat[a].strip(), df[col].iat[b].strip()
         if va != vb:
-            out.append(
-                f"{col} {_split_code(va) if col == 'split' else va} vs "
-                f"{_split_code(vb) if col == 'split' else vb}"
-            )
+            show = _split_code if col == "split" else str
+            out.append(f"{col} {show(va)} vs {show(vb)}")
     return out
 
 
