@@ -3,6 +3,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import write_dataset
+from lga.data import load_dataset
+from lga.evaluate import train_group_counts
 from lga.metrics import format_metrics, group_metrics, weighted_accuracy
 
 CLASSES, PLACES = ["landbird", "waterbird"], ["land", "water"]
@@ -92,3 +95,45 @@ def test_properties(data):
     assert (
         0.0 <= m["worst_group_accuracy"] <= m["accuracy"] + 1e-12 or len(m["group_accuracy"]) == 1
     )
+
+
+def _skewed_dataset(tmp_path, test_groups):
+    """Train: 18 landbird/land, 1 landbird/water, 1 waterbird/land, 4 waterbird/water;
+    test: two images of each (y, place) in ``test_groups``."""
+    train = [(0, 0)] * 18 + [(0, 1)] + [(1, 0)] + [(1, 1)] * 4
+    test = [g for g in test_groups for _ in range(2)]
+    rows = [(i + 1, f"images/{i + 1:03d}.jpg", y, 0, p) for i, (y, p) in enumerate(train)]
+    rows += [(100 + i, f"images/{100 + i}.jpg", y, 2, p) for i, (y, p) in enumerate(test)]
+    return load_dataset(write_dataset(tmp_path / "ds", rows), check_images=False)
+
+
+@pytest.mark.parametrize("absent", [None, (1, 0)])
+def test_weighted_accuracy_on_a_skewed_training_split(tmp_path, absent):
+    groups = [g for g in [(0, 0), (0, 1), (1, 0), (1, 1)] if g != absent]
+    full = _skewed_dataset(tmp_path, groups)
+    counts = train_group_counts(full)
+    assert counts == {
+        "landbird/land": 18,
+        "landbird/water": 1,
+        "waterbird/land": 1,
+        "waterbird/water": 4,
+    }
+    test = full.split("test")  # sorted by img_id: in the order written, group by group
+    assert np.stack([test.y, test.place], 1).tolist() == [list(g) for g in groups for _ in "ab"]
+    # right per group of two: landbird/land 2, landbird/water 1, waterbird/land 0, waterbird/water 2
+    right = {(0, 0): [1, 1], (0, 1): [1, 0], (1, 0): [0, 0], (1, 1): [1, 1]}
+    pred = [y if ok else 1 - y for (y, p), oks in right.items() if (y, p) in groups for ok in oks]
+    m = group_metrics(
+        np.array(pred),
+        test.y,
+        test.place,
+        classes=CLASSES,
+        places=PLACES,
+        train_group_counts=counts,
+    )
+    if absent is None:  # (18 * 1 + 1 * 0.5 + 1 * 0 + 4 * 1) / 24
+        assert m["weighted_accuracy"] == pytest.approx(22.5 / 24)
+        assert m["accuracy"] == pytest.approx(5 / 8)  # the test split's own mix
+    else:  # waterbird/land has no test image: left out, weights renormalised over 23
+        assert m["weighted_accuracy"] == pytest.approx(22.5 / 23)
+        assert m["accuracy"] == pytest.approx(5 / 6)

@@ -17,10 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "check",
         help="validate a dataset folder and print counts per split x group",
         description="Validate metadata.csv and decode every image. Prints each problem with its "
-        "img_id and file; exits 1 if there is any. "
+        "img_id and file; exits 1 if there is any. Warnings (an image listed twice with the same "
+        "labels, a split with no rows, a class missing from the training split) do not fail it. "
         "Example: lga data check ~/data/waterbird_complete95_forest2water2",
     )
-    check.add_argument("dir", type=Path, help="dataset folder holding metadata.csv")
+    where = check.add_mutually_exclusive_group(required=True)
+    where.add_argument("dir", type=Path, nargs="?", help="dataset folder holding metadata.csv")
+    where.add_argument("--data", type=Path, dest="data_dir", help="the same, as in `lga fit`")
     check.add_argument(
         "--dataset-config",
         default=None,
@@ -58,15 +61,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    spec = load_dataset_spec(args.dataset_config, args.dir)
-    res = check_dataset(args.dir, spec, check_images=not args.no_images, progress=True)
+    root = args.dir or args.data_dir
+    spec = load_dataset_spec(args.dataset_config, root)
+    res = check_dataset(root, spec, check_images=not args.no_images, progress=True)
     print(
-        f"dataset: {args.dir}  ({spec.name}: classes {spec.classes}, "
+        f"dataset: {root}  ({spec.name}: classes {spec.classes}, "
         f"{spec.spurious_attribute} {spec.places})"
     )
     print(f"rows: {res.n_rows}, valid: {res.n_rows - res.n_bad_rows}")
     print("\nimages per split x group (valid rows):")
-    print(split_group_table(GroupDataset(args.dir, spec, res.table)).to_string())
+    print(split_group_table(GroupDataset(root, spec, res.table)).to_string())
+    if res.warnings:
+        print(f"\n{len(res.warnings)} warning(s):")
+        for w in res.warnings:
+            print(f"  warning: {w}")
     if res.problems:
         print(f"\n{len(res.problems)} problem(s) in {res.n_bad_rows} row(s):")
         for p in res.problems:

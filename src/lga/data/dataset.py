@@ -6,12 +6,16 @@ and ``group = y * n_places + place``.
 
 from __future__ import annotations
 
+import enum
+import hashlib
 import logging
 import os
+from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
@@ -32,6 +36,18 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 SPLIT_NAMES = {v: k for k, v in SPLITS.items()}
 
 
+class ProblemKind(enum.Enum):
+    """What a :class:`Problem` is about; code decides by this, never by the message."""
+
+    METADATA = "metadata"  # metadata.csv as a whole: unreadable, a column missing, no rows
+    VALUE = "value"  # a value of a row: not an integer, outside the dataset config
+    DUPLICATE_ID = "duplicate id"
+    UNSAFE_PATH = "unsafe path"  # absolute or outside the folder: the file is never opened
+    IMAGE = "image"  # missing, not a file, or not decodable
+    DUPLICATE_IMAGE = "duplicate image"  # the same file (path or content) under two rows
+    COVERAGE = "coverage"  # a split with no rows, a class absent from the training split
+
+
 @dataclass(frozen=True)
 class Problem:
     """One fault of a dataset, naming the row (``img_id``) and the file concerned."""
@@ -39,6 +55,7 @@ class Problem:
     file: str
     message: str
     img_id: str | None = None
+    kind: ProblemKind = ProblemKind.VALUE
 
     def __str__(self) -> str:
         row = f" (img_id {self.img_id})" if self.img_id is not None else ""
@@ -131,17 +148,33 @@ def _read_metadata(root: Path) -> pd.DataFrame:
     meta = root / METADATA_FILE
     if not root.is_dir():
         raise DataError(f"dataset folder not found: {root}", [Problem(str(root), "not a folder")])
+    if meta.is_dir():
+        _metadata_error(meta, "is a folder, not a file")
     if not meta.is_file():
-        raise DataError(f"{meta} not found", [Problem(str(meta), "metadata.csv is missing")])
+        raise DataError(
+            f"{meta} not found",
+            [Problem(str(meta), "metadata.csv is missing", kind=ProblemKind.METADATA)],
+        )
     try:
         df = pd.read_csv(meta, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-        raise DataError(
-            f"cannot parse {meta}: {e}", [Problem(str(meta), f"cannot parse: {e}")]
-        ) from e
+    except UnicodeDecodeError as e:
+        _metadata_error(meta, f"is not UTF-8 text ({e.reason} at byte {e.start})", e)
+    except pd.errors.EmptyDataError as e:
+        _metadata_error(meta, f"is empty; expected the header {','.join(COLUMNS)}", e)
+    except pd.errors.ParserError as e:
+        _metadata_error(meta, f"cannot be parsed as CSV: {str(e).strip()}", e)
+    except OSError as e:  # permission denied, I/O error, ...
+        _metadata_error(meta, f"cannot be read: {e.strerror or e}", e)
     df.columns = [c.strip() for c in df.columns]
     df = df.drop(columns=[c for c in df.columns if c.startswith("Unnamed:")])
     return df
+
+
+def _metadata_error(meta: Path, why: str, cause: Exception | None = None) -> NoReturn:
+    """Raise the DataError of a metadata.csv that cannot be read at all."""
+    raise DataError(
+        f"{meta} {why}", [Problem(str(meta), why, kind=ProblemKind.METADATA)]
+    ) from cause
 
 
 def _escapes(root: Path, name: str, real_root: str | None = None) -> str | None:
@@ -196,41 +229,64 @@ def _row_problems(df: pd.DataFrame, spec: DatasetSpec, root: Path) -> dict[int, 
                 )
         if dup.iat[pos]:
             others = (ids.index[(ids == ids.iat[pos]).to_numpy()] + 2).tolist()
-            out.append(Problem(file, f"duplicate img_id (metadata lines {others})", img_id))
+            out.append(
+                Problem(
+                    file,
+                    f"duplicate img_id (metadata lines {others})",
+                    img_id,
+                    ProblemKind.DUPLICATE_ID,
+                )
+            )
         why = _escapes(root, str(rec["img_filename"]).strip(), real_root)
         if why:
-            out.append(Problem(file, why, img_id))
+            out.append(Problem(file, why, img_id, ProblemKind.UNSAFE_PATH))
         if out:
             problems[pos] = out
     return problems
 
 
-def _image_problem(root: Path, name: str) -> str | None:
+def _inspect_image(root: Path, name: str) -> tuple[str | None, str | None]:
+    """(why the image is unusable, or None; the sha1 of a usable image's bytes, or None).
+
+    The file is read once: the bytes are hashed, then decoded from memory.
+    """
     path = root / name
     if not path.exists():
-        return "image file is missing"
+        return "image file is missing", None
     if not path.is_file():
-        return "image path is not a file"
+        return "image path is not a file", None
     try:
-        load_rgb(path)
+        data = path.read_bytes()
+    except OSError as e:
+        return f"cannot read the image: {e.strerror or e}", None
+    try:
+        load_rgb(path, data=data)
     except ImageLoadError as e:
-        return str(e)
-    return None
+        return str(e), None
+    return None, hashlib.sha1(data).hexdigest()
+
+
+@dataclass
+class _ImageFindings:
+    problems: dict[int, str] = field(default_factory=dict)  # row position -> why
+    digests: dict[int, str] = field(default_factory=dict)  # row position -> sha1 (usable ones)
 
 
 def _check_images(
     root: Path, names: list[str], positions: list[int], workers: int, progress: bool
-) -> dict[int, str]:
+) -> _ImageFindings:
     """Fully decode each image (threads: PIL releases the GIL while decoding)."""
-    found: dict[int, str] = {}
+    found = _ImageFindings()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda n: _image_problem(root, n), names)
+        results = pool.map(lambda n: _inspect_image(root, n), names)
         bar = tqdm(
             results, total=len(names), desc="checking images", unit="img", disable=not progress
         )
-        for pos, why in zip(positions, bar, strict=True):
+        for pos, (why, sha1) in zip(positions, bar, strict=True):
             if why:
-                found[pos] = why
+                found.problems[pos] = why
+            if sha1:
+                found.digests[pos] = sha1
     return found
 
 
@@ -241,12 +297,13 @@ def _check_images_once(
     workers: int,
     progress: bool,
     cache: ValidationCache | None,
-) -> dict[int, str]:
+) -> _ImageFindings:
     """:func:`_check_images`, skipping the files unchanged since they last decoded cleanly."""
     if cache is None:
         return _check_images(root, names, positions, workers, progress)
     signatures = [file_signature(root / n) for n in names]  # taken before decoding
-    todo = [k for k, n in enumerate(names) if not cache.is_valid(n, signatures[k])]
+    known = [cache.digest(n, sig) for n, sig in zip(names, signatures, strict=True)]
+    todo = [k for k, sha1 in enumerate(known) if sha1 is None]
     if len(todo) < len(names):
         log.info(
             "%d of %d images unchanged since they last decoded cleanly (%s)",
@@ -258,20 +315,115 @@ def _check_images_once(
         root, [names[k] for k in todo], [positions[k] for k in todo], workers, progress
     )
     for k in todo:
-        if positions[k] not in found:
-            cache.add(names[k], signatures[k])
+        if positions[k] in found.digests:
+            cache.add(names[k], signatures[k], found.digests[positions[k]])
     cache.save()
+    found.digests |= {positions[k]: sha1 for k, sha1 in enumerate(known) if sha1 is not None}
     return found
+
+
+def _conflicts(df: pd.DataFrame, a: int, b: int) -> list[str]:
+    """How rows ``a`` and ``b`` disagree, e.g. ``["split 0 (train) vs 2 (test)", "y 0 vs 1"]``."""
+    out = []
+    for col in ("split", "y", "place"):
+        va, vb = df[col].iat[a].strip(), df[col].iat[b].strip()
+        if va != vb:
+            show = _split_code if col == "split" else str
+            out.append(f"{col} {show(va)} vs {show(vb)}")
+    return out
+
+
+def _split_code(code: str) -> str:
+    """``"2"`` -> ``"2 (test)"``; an invalid code as it is."""
+    name = SPLIT_NAMES.get(int(code)) if code.isdigit() else None
+    return f"{code} ({name})" if name else code
+
+
+def _duplicate_files(
+    df: pd.DataFrame, root: Path, positions: list[int], digests: dict[int, str]
+) -> tuple[dict[int, list[Problem]], list[Problem]]:
+    """Rows whose image is the same file: the same resolved path, or the same bytes (sha1).
+
+    Returns:
+        Errors by row position (every row of a group whose split, class or place disagree: the
+        same image cannot be, say, both a training and a test image) and warnings (one per group
+        whose rows agree: the image merely counts twice).
+    """
+    name = {pos: df["img_filename"].iat[pos].strip() for pos in positions}
+    real = {pos: os.path.realpath(root / name[pos]) for pos in positions}
+    sha1_of_file = {real[pos]: sha1 for pos, sha1 in digests.items() if pos in real}
+    groups: dict[str, list[int]] = defaultdict(list)
+    for pos in positions:  # a file known by its content joins its copies; else by its path
+        groups[sha1_of_file.get(real[pos], real[pos])].append(pos)
+
+    def row(pos: int, other: int) -> str:
+        how = ["the same file" if real[pos] == real[other] else "identical bytes"]
+        img_id = df["img_id"].iat[other].strip() or f"<row {other + 2}>"
+        return f"img_id {img_id} ({name[other]}: {', '.join(how + _conflicts(df, pos, other))})"
+
+    errors: dict[int, list[Problem]] = {}
+    warnings: list[Problem] = []
+    for rows in (g for g in groups.values() if len(g) > 1):
+        agree = not any(_conflicts(df, rows[0], other) for other in rows[1:])
+        for pos in rows[:1] if agree else rows:
+            others = "; ".join(row(pos, o) for o in rows if o != pos)
+            img_id = df["img_id"].iat[pos].strip() or f"<row {pos + 2}>"
+            if agree:
+                msg = f"same image as {others}, with the same split and labels: it counts twice"
+                warnings.append(Problem(name[pos], msg, img_id, ProblemKind.DUPLICATE_IMAGE))
+            else:
+                msg = f"same image as {others}: one image cannot have two splits or labels"
+                problem = Problem(name[pos], msg, img_id, ProblemKind.DUPLICATE_IMAGE)
+                errors.setdefault(pos, []).append(problem)
+    return errors, warnings
+
+
+SPLIT_USES = {"train": "training", "val": "choosing the checkpoint", "test": "evaluation"}
+
+
+def missing_classes(ds: GroupDataset) -> list[str]:
+    """The classes of ``ds.spec`` with no row in ``ds``."""
+    present = set(ds.y.tolist())
+    return [c for i, c in enumerate(ds.spec.classes) if i not in present]
+
+
+def coverage_problems(ds: GroupDataset, splits: Iterable[str]) -> list[Problem]:
+    """The ``splits`` that have no rows, and the classes absent from ``train`` when it is one.
+
+    ``lga data check`` reports these as warnings; a method that needs the split makes them errors.
+    """
+    meta = str(ds.root / METADATA_FILE)
+    out = []
+    for name in splits:
+        part = ds.split(name)
+        if len(part) == 0:
+            msg = f"the {name} split has no rows (a method uses it for {SPLIT_USES[name]})"
+            out.append(Problem(meta, msg, kind=ProblemKind.COVERAGE))
+        elif name == "train":
+            out += [
+                Problem(
+                    meta,
+                    f"the train split has no image of class {c!r}; a model cannot learn it",
+                    kind=ProblemKind.COVERAGE,
+                )
+                for c in missing_classes(part)
+            ]
+    return out
 
 
 @dataclass
 class CheckResult:
-    """What ``check_dataset`` found: the valid rows (parsed) and every problem."""
+    """What ``check_dataset`` found: the valid rows (parsed), every problem, and warnings.
+
+    ``problems`` make their rows (or the dataset) unusable; ``warnings`` do not: an image listed
+    twice with the same labels, a split with no rows, a class absent from the training split.
+    """
 
     table: pd.DataFrame
     problems: list[Problem]
     n_rows: int
     n_bad_rows: int
+    warnings: list[Problem] = field(default_factory=list)
 
 
 def _valid_table(df: pd.DataFrame, bad: set[int]) -> pd.DataFrame:
@@ -305,8 +457,13 @@ def check_dataset(
         validation_cache: skip the images unchanged (size, mtime, ctime) since they last decoded
             cleanly (:mod:`lga.data.validation_cache`); False decodes every one.
 
+    Two rows naming the same image (the same resolved path; with ``check_images`` also the same
+    bytes) are an error on both rows when their split, class or place differ, a warning otherwise.
+    A split of ``splits`` (default: all) with no valid row, and a class absent from the valid
+    training rows, are warnings. A header-only ``metadata.csv`` is a problem.
+
     Returns:
-        The valid rows (parsed, sorted by img_id) and every problem found.
+        The valid rows (parsed, sorted by img_id), every problem found, and the warnings.
 
     Raises:
         DataError: the folder, ``metadata.csv`` or a required column is missing; nothing
@@ -315,33 +472,55 @@ def check_dataset(
     root = Path(root)
     spec = spec or load_dataset_spec(None, root)
     df = _read_metadata(root)
+    meta = str(root / METADATA_FILE)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        meta = str(root / METADATA_FILE)
         probs = [
-            Problem(meta, f"missing column {c!r} (expected columns: {', '.join(COLUMNS)})")
+            Problem(
+                meta,
+                f"missing column {c!r} (expected columns: {', '.join(COLUMNS)})",
+                kind=ProblemKind.METADATA,
+            )
             for c in missing
         ]
         raise DataError(f"{meta}: missing column(s) {missing}", probs)
+    if len(df) == 0:
+        why = "has no rows, only a header"
+        return CheckResult(
+            _valid_table(df, set()), [Problem(meta, why, kind=ProblemKind.METADATA)], 0, 0
+        )
     row_probs = _row_problems(df, spec, root)
+    # Rows whose path is unsafe are never opened, nor compared with other files.
+    safe = [
+        pos
+        for pos in range(len(df))
+        if not any(p.kind is ProblemKind.UNSAFE_PATH for p in row_probs.get(pos, []))
+    ]
+    digests: dict[int, str] = {}
     if check_images:
         wanted = {SPLITS[s] for s in splits} if splits is not None and "all" not in splits else None
         todo = [
             pos
-            for pos in range(len(df))
-            if not any(
-                "escapes" in p.message or "absolute" in p.message for p in row_probs.get(pos, [])
-            )
-            and (wanted is None or df["split"].iat[pos].strip() in {str(w) for w in wanted})
+            for pos in safe
+            if wanted is None or df["split"].iat[pos].strip() in {str(w) for w in wanted}
         ]
         names = [df["img_filename"].iat[p].strip() for p in todo]
         n_workers = workers or min(8, os.cpu_count() or 1)
         cache = ValidationCache(root, max_pixels=MAX_PIXELS) if validation_cache else None
-        for pos, why in _check_images_once(root, names, todo, n_workers, progress, cache).items():
+        found = _check_images_once(root, names, todo, n_workers, progress, cache)
+        for pos, why in found.problems.items():
             img_id = df["img_id"].iat[pos].strip() or f"<row {pos + 2}>"
-            row_probs.setdefault(pos, []).append(Problem(names[todo.index(pos)], why, img_id))
+            problem = Problem(names[todo.index(pos)], why, img_id, ProblemKind.IMAGE)
+            row_probs.setdefault(pos, []).append(problem)
+        digests = found.digests
+    dup_errors, warnings = _duplicate_files(df, root, safe, digests)
+    for pos, probs in dup_errors.items():
+        row_probs.setdefault(pos, []).extend(probs)
     problems = [p for pos in sorted(row_probs) for p in row_probs[pos]]
-    return CheckResult(_valid_table(df, set(row_probs)), problems, len(df), len(row_probs))
+    table = _valid_table(df, set(row_probs))
+    covered = [s for s in SPLITS if splits is None or "all" in splits or s in splits]
+    warnings += coverage_problems(GroupDataset(root, spec, table), covered)
+    return CheckResult(table, problems, len(df), len(row_probs), warnings)
 
 
 def load_dataset(
@@ -353,6 +532,7 @@ def load_dataset(
     check_images: bool = True,
     progress: bool = False,
     validation_cache: bool = True,
+    require: Iterable[str] = (),
 ) -> GroupDataset:
     """Read and validate a dataset; refuse it on any problem unless ``skip_bad_rows``.
 
@@ -364,9 +544,12 @@ def load_dataset(
         check_images: decode the images of ``splits`` to validate them.
         progress: show a progress bar while checking images.
         validation_cache: skip images unchanged since they last decoded cleanly.
+        require: splits the caller cannot do without: one with no (valid) rows, or ``train``
+            lacking a class, is an error rather than a logged warning.
 
     Raises:
-        DataError: listing every problem, when there is any and ``skip_bad_rows`` is False.
+        DataError: listing every problem, when there is any and ``skip_bad_rows`` is False; or,
+            in one line, what ``require`` lacks.
     """
     root = Path(root)
     if not isinstance(spec, DatasetSpec):
@@ -387,7 +570,13 @@ def load_dataset(
         )
     for p in res.problems:
         log.warning("skipping row: %s", p)
-    return GroupDataset(root, spec, res.table, res.problems)
+    ds = GroupDataset(root, spec, res.table, res.problems)
+    lacking = coverage_problems(ds, require)
+    if lacking:
+        raise DataError(f"dataset {root}: " + "; ".join(p.message for p in lacking))
+    for p in res.warnings:
+        log.warning("%s", p)
+    return ds
 
 
 def subsample(ds: GroupDataset, n: int | None, *, seed: int) -> GroupDataset:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -33,8 +34,16 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_rgb(
+    path: str | Path, *, max_pixels: int = MAX_PIXELS, data: bytes | None = None
+) -> Image.Image:
     """Open an image fully decoded as RGB with EXIF orientation applied.
+
+    Args:
+        path: the image file.
+        max_pixels: refuse images with more pixels (decompression bomb guard).
+        data: the file's bytes, when the caller has read them already (dataset validation hashes
+            them); ``path`` is then not opened.
 
     Raises:
         ImageLoadError: missing, not an image, truncated/corrupt, or larger than ``max_pixels``.
@@ -43,7 +52,7 @@ def load_rgb(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path if data is None else io.BytesIO(data)) as img:
                 w, h = img.size
                 if w * h > max_pixels:
                     raise ImageLoadError(

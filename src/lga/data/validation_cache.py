@@ -4,7 +4,8 @@ Decoding every image is the slow part of validating a dataset (Waterbirds: 11,78
 to minutes), and every ``lga eval``/``lga fit`` validates the splits it reads. A file whose
 (size, mtime_ns, ctime_ns) are those recorded when it last decoded without a problem is not
 decoded again; any change to the file (rewritten, truncated, replaced, touched) changes them.
-Only successes are recorded, so a faulty file is decoded, and reported, every time.
+Only successes are recorded, so a faulty file is decoded, and reported, every time. Each record
+keeps the file's sha1 too, so that finding the same image under two rows needs no second read.
 
 One small JSON file per dataset folder, under ``$LGA_CACHE/validated/`` (default
 ``~/.cache/lga``), written atomically; an unreadable or unwritable cache is ignored (the images
@@ -22,7 +23,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-VERSION = 1  # bump when what "valid" means changes: every image is then decoded again
+VERSION = 2  # bump when what "valid" means or the record changes: every image is decoded again
 
 Signature = tuple[int, int, int]  # (size, mtime_ns, ctime_ns)
 
@@ -60,7 +61,7 @@ class ValidationCache:
         key = f"v{VERSION}|{os.path.realpath(root)}|{max_pixels}"
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         self.file = (cache_dir or cache_root()) / "validated" / f"{digest}.json"
-        self._valid: dict[str, list[int]] = {}
+        self._valid: dict[str, list] = {}  # name -> [size, mtime_ns, ctime_ns, sha1]
         self._dirty = False
         try:
             data = json.loads(self.file.read_text())
@@ -75,14 +76,20 @@ class ValidationCache:
     def __len__(self) -> int:
         return len(self._valid)
 
-    def is_valid(self, name: str, signature: Signature | None) -> bool:
-        """Whether ``name`` decoded cleanly when it had this very ``signature``."""
-        return signature is not None and tuple(self._valid.get(name, ())) == signature
+    def digest(self, name: str, signature: Signature | None) -> str | None:
+        """The sha1 of ``name`` if it decoded cleanly when it had this very ``signature``."""
+        record = self._valid.get(name)
+        if signature is None or not isinstance(record, list) or len(record) != 4:
+            return None
+        if tuple(record[:3]) != signature:
+            return None
+        return str(record[3])
 
-    def add(self, name: str, signature: Signature | None) -> None:
-        """Record that ``name`` decoded cleanly (``signature`` taken before decoding it)."""
+    def add(self, name: str, signature: Signature | None, sha1: str) -> None:
+        """Record that ``name`` (content ``sha1``, ``signature`` taken before reading it)
+        decoded cleanly."""
         if signature is not None:
-            self._valid[name] = list(signature)
+            self._valid[name] = [*signature, sha1]
             self._dirty = True
 
     def save(self) -> None:

@@ -28,7 +28,7 @@ import yaml
 
 from lga.cache import FeatureCache, default_cache_dir
 from lga.config import dump_config
-from lga.data.dataset import GroupDataset, load_dataset, subsample
+from lga.data.dataset import GroupDataset, load_dataset, missing_classes, subsample
 from lga.errors import ConfigError, DataError, LgaError
 from lga.evaluate import (
     metrics_from_predictions,
@@ -188,7 +188,8 @@ def load_run_data(cfg: FitConfig, *, check_images: bool, progress: bool) -> RunD
     """Read the dataset; draw the training sample and the (optionally subsampled) validation set.
 
     Raises:
-        DataError: a split the method needs has no rows.
+        DataError: a split the method needs has no rows, or the training split (or sample) lacks
+            a class.
     """
     splits = ["val", "test"] if cfg.method is Method.ZERO_SHOT else ["train", "val", "test"]
     full = load_dataset(
@@ -198,21 +199,17 @@ def load_run_data(cfg: FitConfig, *, check_images: bool, progress: bool) -> RunD
         skip_bad_rows=cfg.data.skip_bad_rows,
         check_images=cfg.data.check_images and check_images,
         progress=progress,
+        require={Method.ZERO_SHOT: ["test"], Method.DFR: ["val", "test"]}.get(cfg.method, splits),
     )
     sample = subsample(full.split("train"), cfg.sample.n_train, seed=cfg.sample.seed)
     val = subsample(full.split("val"), cfg.sample.val_n, seed=cfg.sample.seed)
     data = RunData(full, sample, val, full.split("test"))
-    needed = {"test": data.test}
-    if cfg.method is Method.DFR:
-        needed |= {"val": data.val}
-    elif cfg.method is not Method.ZERO_SHOT:
-        needed |= {"train": data.sample, "val": data.val}
-    for name, ds in needed.items():
-        if len(ds) == 0:
-            raise DataError(
-                f"the {name} split of {cfg.data.root} has no rows; method "
-                f"{cfg.method.value} needs it"
-            )
+    trains_on_sample = cfg.method not in (Method.ZERO_SHOT, Method.DFR)
+    if trains_on_sample and (absent := missing_classes(sample)):
+        raise DataError(
+            f"the training sample of {len(sample)} image(s) (sample.n_train="
+            f"{cfg.sample.n_train}) has no image of class(es) {absent}; draw a larger sample"
+        )
     if cfg.sample.n_train and len(data.sample) < cfg.sample.n_train:
         log.warning(
             "the training split has %d images, fewer than n_train=%d: using them all",
@@ -654,17 +651,18 @@ def _fit(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool, progress: 
             return {}
         if state.num_processes == 1:
             PartialState._reset_state()
+        data = load_run_data(cfg, check_images=True, progress=progress)  # before the run dir
         prepare_run_dir(cfg, out, resume=resume, overwrite=overwrite)
-        data = load_run_data(cfg, check_images=True, progress=progress)
         run = {Method.ZERO_SHOT: _zero_shot, Method.LINEAR_PROBE: _linear_probe, Method.DFR: _dfr}
         return run[cfg.method](cfg, data, out, progress)
     acc = make_accelerator(cfg, out)
-    if acc.is_main_process:
-        prepare_run_dir(cfg, out, resume=resume, overwrite=overwrite)
-    acc.wait_for_everyone()
-    # One process decodes every image to validate the dataset; the others read the metadata.
-    data = load_run_data(cfg, check_images=acc.is_main_process, progress=progress)
     try:
+        # One process decodes every image to validate the dataset; the others read the metadata.
+        # A dataset the method cannot use is refused before the run directory is made.
+        data = load_run_data(cfg, check_images=acc.is_main_process, progress=progress)
+        if acc.is_main_process:
+            prepare_run_dir(cfg, out, resume=resume, overwrite=overwrite)
+        acc.wait_for_everyone()
         return _fine_tune(cfg, data, out, acc, resume=resume, progress=progress)
     finally:
         release_accelerator(acc)
