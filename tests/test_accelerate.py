@@ -107,8 +107,73 @@ def test_gradient_checkpointing_is_exact_and_bf16_runs(env):
     assert all(w.dtype == torch.float32 for w in weights(bf16).values())
 
 
-def test_tensorboard_tracker(env):
+def _scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the run's TensorBoard event files: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted((run / "logs").rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events.parent))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out
+
+
+GROUPS = ["landbird/land", "landbird/water", "waterbird/land", "waterbird/water"]
+
+
+def test_tensorboard_tracker_logs_groups_and_test(env):
     pytest.importorskip("tensorboard")
     run = env["root"] / "tracked"
-    assert main(argv(env, run, "erm", "train.trackers=[tensorboard]")) == 0
-    assert any((run / "logs").rglob("events.out.tfevents.*"))
+    assert main(argv(env, run, "erm", "--report-to", "tensorboard", "eval.every=2")) == 0
+    assert (run / "logs" / "lga").is_dir()  # RUN/logs/<tracking.project>
+    scalars = _scalars(run)
+    log = [json.loads(s) for s in (run / "train_log.jsonl").read_text().splitlines()]
+    vals = [r for r in log if "val" in r]
+    # every validation, with one tag per group, and the worst group
+    assert [step for step, _ in scalars["val/worst_group_accuracy"]] == [r["step"] for r in vals]
+    for g in GROUPS:
+        got = [v for _, v in scalars[f"val/group_accuracy/{g}"]]
+        assert got == pytest.approx([r["val"]["group_accuracy"][g] for r in vals])
+    assert [v for _, v in scalars["train/loss"]] == pytest.approx(
+        [r["loss"] for r in log if "loss" in r]
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    ((step, worst),) = scalars["test/worst_group_accuracy"]
+    assert step == metrics["steps"] and worst == pytest.approx(metrics["worst_group_accuracy"])
+
+
+@pytest.mark.parametrize("method", ["zero-shot", "linear-probe"])
+def test_frozen_methods_report_to_trackers(env, method):
+    pytest.importorskip("tensorboard")
+    run = env["root"] / f"tracked-{method}"
+    assert main(argv(env, run, method, "--report-to", "tensorboard")) == 0
+    scalars = _scalars(run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for g in GROUPS:
+        assert scalars[f"test/group_accuracy/{g}"] == [
+            (0, pytest.approx(metrics["group_accuracy"][g]))
+        ]
+    assert len(scalars["val/worst_group_accuracy"]) == 1
+
+
+def test_report_to_flag(env, tmp_path):
+    from lga.cli import build_parser
+    from lga.commands.fit import resolve_fit_config
+    from lga.train.tracking import run_identity
+
+    parse = build_parser().parse_args
+    cfg = resolve_fit_config(parse(argv(env, tmp_path / "r", "lga", "--report-to", "wandb,mlflow")))
+    assert cfg.tracking.report_to == ["wandb", "mlflow"]
+    cfg = resolve_fit_config(parse(argv(env, tmp_path / "r", "lga", "--report-to", "none")))
+    assert cfg.tracking.report_to == []
+    with pytest.raises(SystemExit):
+        parse(argv(env, tmp_path / "r", "lga", "--report-to", "comet"))
+    cfg = resolve_fit_config(
+        parse(argv(env, tmp_path / "r", "lga", "--seed", "3", "tracking.tags=[ablation]"))
+    )
+    name, group, fields, tags = run_identity(cfg, tmp_path / "my-run")
+    assert name == "my-run" and group is None
+    assert fields["method"] == "lga" and fields["seed"] == "3"
+    assert tags[:2] == ["lga", "seed-3"] and tags[-1] == "ablation"

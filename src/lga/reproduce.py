@@ -79,9 +79,15 @@ def load_reproduce_config(
 
 
 def fit_config(
-    cfg: ReproduceConfig, method: Method, seed: int, root: Path, store: Path | None
+    cfg: ReproduceConfig,
+    method: Method,
+    seed: int,
+    root: Path,
+    store: Path | None,
+    group: str | None = None,
 ) -> FitConfig:
-    """The FitConfig of one (method, seed): shared settings, method changes, seed, data."""
+    """The FitConfig of one (method, seed): shared settings, method changes, seed, data; the
+    trackers' group defaults to ``group`` (the reproduction folder's name)."""
     from lga.toy import resolve_student
 
     base = {}
@@ -100,6 +106,8 @@ def fit_config(
     )
     if store is not None and method in (Method.LGA, Method.SPURIOUS_AWARE):
         base = deep_merge(base, {"descriptions": {"store": str(store)}})
+    if group is not None and not base.get("tracking", {}).get("group"):
+        base = deep_merge(base, {"tracking": {"group": group}})
     return resolve_config(FitConfig, base=base)
 
 
@@ -187,7 +195,7 @@ def reproduce(
             resume = any((rd / "checkpoints").glob("*"))  # a killed run continues where it stopped
             log.info("fitting %s (seed %d)%s", method.value, seed, " (resuming)" if resume else "")
             fit(
-                fit_config(cfg, method, seed, root, store),
+                fit_config(cfg, method, seed, root, store, group=out.resolve().name),
                 rd,
                 resume=resume,
                 overwrite=not resume,

@@ -26,6 +26,32 @@ def _n_train(value: str) -> int | None:
     return n
 
 
+def report_to(value: str) -> list[str]:
+    """``--report-to tensorboard,wandb`` -> ["tensorboard", "wandb"]; ``none`` -> []."""
+    from lga.train.config import TRACKERS
+
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if names == ["none"]:
+        return []
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected none or a comma-separated list of {', '.join(TRACKERS)}; got {value!r}"
+        )
+    return names
+
+
+def add_report_to(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--report-to",
+        type=report_to,
+        default=None,
+        metavar="TRACKERS",
+        help="experiment trackers: tensorboard, wandb, mlflow (comma-separated) or none "
+        "(default). Install the tracker's extra: pip install 'lga[tensorboard]'",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = intermixed(sub, _add_parser)
     add_data_args(p)
@@ -91,6 +117,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in RUN")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_report_to(p)
     p.add_argument(
         "overrides",
         nargs="*",
@@ -123,6 +150,7 @@ def flag_layer(args: argparse.Namespace) -> dict:
         "train.batch_size": args.batch_size,
         "train.seed": args.seed,
         "sample.seed": args.seed,
+        "tracking.report_to": args.report_to,
     }
     layer: dict = {}
     for key, value in flags.items():

@@ -7,15 +7,16 @@ import time
 from pathlib import Path
 
 from lga.commands import intermixed
+from lga.commands.fit import add_report_to
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser(
         "demo",
-        help="the embedded offline demo: synthetic Waterbirds, oracle teacher, toy CLIP, 5 methods",
+        help="the embedded offline demo: synthetic Waterbirds, oracle teacher, toy CLIP, 6 methods",
         description="Generate Waterbirds in miniature, describe it with the oracle teacher, fit "
-        "zero-shot, linear probe, ERM, spurious-aware and lga from the shipped toy CLIP over 3 "
-        "seeds, print the results table and write the report. About 2 minutes on 2 CPU cores "
+        "zero-shot, linear probe, ERM, spurious-aware, lga and DFR from the shipped toy CLIP over "
+        "3 seeds, print the results table and write the report. About 2 minutes on 2 CPU cores "
         "(--quick: about 1 minute). Example: lga demo --out lga-demo",
     )
     demo.add_argument("--out", type=Path, default=Path("lga-demo"), help="output folder")
@@ -58,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _config_args(p: argparse.ArgumentParser) -> None:
     """The arguments shared by reproduce and sweep: a reproduction config and where it runs."""
     p.add_argument("config", help="shipped reproduction config name or YAML file")
+    add_report_to(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--data", type=Path, default=None, help="dataset folder (overrides the config)")
     p.add_argument("--quick", action="store_true", help="apply the config's `quick` changes")
@@ -89,8 +91,15 @@ def _demo(args: argparse.Namespace) -> int:
     return _run("demo", args.out, data=None, quick=args.quick, overrides=[])
 
 
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The KEY=VALUE overrides, with ``--report-to`` as ``fit.tracking.report_to``."""
+    if args.report_to is None:
+        return list(args.overrides)
+    return [f"fit.tracking.report_to=[{','.join(args.report_to)}]", *args.overrides]
+
+
 def _reproduce(args: argparse.Namespace) -> int:
-    return _run(args.config, args.out, data=args.data, quick=args.quick, overrides=args.overrides)
+    return _run(args.config, args.out, data=args.data, quick=args.quick, overrides=_overrides(args))
 
 
 def _sizes(text: str) -> list[int]:
@@ -109,7 +118,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from lga.reproduce import load_reproduce_config
     from lga.sweep import sweep, sweep_plot
 
-    cfg = load_reproduce_config(args.config, quick=args.quick, overrides=args.overrides)
+    cfg = load_reproduce_config(args.config, quick=args.quick, overrides=_overrides(args))
     results = sweep(cfg, args.sizes, args.out, data_root=args.data)
     plot = sweep_plot(results, args.out / "sweep.png")
     for method, by_size in results.items():

@@ -95,7 +95,6 @@ class TrainConfig(Strict):
     keep_checkpoints: int = Field(default=2, gt=0)  # the newest ones are kept
     # End this invocation after so many steps with a checkpoint (time-boxed jobs; --resume).
     stop_after_steps: int | None = Field(default=None, gt=0)
-    trackers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
 
 
 class FitEvalConfig(Strict):
@@ -157,6 +156,24 @@ class SpuriousAwareConfig(Strict):
     weights: SpuriousAwareWeights = SpuriousAwareWeights()
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
+class TrackingConfig(Strict):
+    """Experiment trackers (``--report-to``), through Accelerate. Each run logs its settings,
+    the training losses, every validation (overall, per class, per group, worst group) and the
+    test metrics; frozen methods (zero-shot, linear probe, DFR) their validation and test.
+
+    ``run_name`` defaults to the run folder's name; ``tags`` are added to the method, seed,
+    dataset and student tags. TensorBoard writes to ``RUN/logs/<project>``."""
+
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
+    project: str = "lga"  # wandb project, mlflow experiment, tensorboard subfolder
+    run_name: str | None = None
+    group: str | None = None  # wandb group / mlflow tag (reproduce: its folder's name)
+    tags: list[str] = Field(default_factory=list)
+
+
 # scikit-learn's C (inverse regularisation strength), the grid of DFR's reference code.
 C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 
@@ -198,6 +215,7 @@ class FitConfig(Strict):
     spurious_aware: SpuriousAwareConfig = SpuriousAwareConfig()
     linear_probe: LinearProbeConfig = LinearProbeConfig()
     dfr: DfrConfig = DfrConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
     def _check(self) -> FitConfig:
@@ -212,7 +230,10 @@ class FitConfig(Strict):
 
 
 # Keys that control one invocation, not the result: they may differ between a run and its resume.
-RUN_CONTROL_KEYS = (("train", "stop_after_steps"),)
+RUN_CONTROL_KEYS = (
+    ("train", "stop_after_steps"),
+    *(("tracking", k) for k in ("report_to", "project", "run_name", "group", "tags")),
+)
 
 
 def shipped_run_configs() -> list[str]:

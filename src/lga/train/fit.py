@@ -55,6 +55,7 @@ from lga.train.dfr import fit_dfr
 from lga.train.linear_probe import PROBE_FILE, balance_weights, fit_linear_probe
 from lga.train.methods import build_method
 from lga.train.model import set_trainable
+from lga.train.tracking import init_trackers, tracker_values
 from lga.train.trainer import (
     CHECKPOINTS,
     SELECT_KEYS,
@@ -423,7 +424,7 @@ def make_accelerator(cfg: FitConfig, out: Path):
         mixed_precision=_mixed_precision(tc.mixed_precision),
         gradient_accumulation_steps=tc.gradient_accumulation_steps,
         cpu=cfg.student.device == "cpu",
-        log_with=list(tc.trackers) or None,
+        log_with=list(cfg.tracking.report_to) or None,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         kwargs_handlers=[
             DistributedDataParallelKwargs(find_unused_parameters=tc.find_unused_parameters)
@@ -498,8 +499,8 @@ def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress:
             student.model.config, "text_config", student.model.config
         ).max_position_embeddings,
     )
-    if cfg.train.trackers:
-        acc.init_trackers("lga", config=_flat(cfg.model_dump(mode="json")))
+    if cfg.tracking.report_to:
+        init_trackers(acc, cfg, out, _flat(cfg.model_dump(mode="json")))
     return FineTuner(
         cfg,
         acc,
@@ -572,7 +573,7 @@ def _fine_tune(
         return {}
     best = load_student(cfg.student.model_copy(update={"spec": str(out / "model")}))
     preds = evaluate_split(best, data.test, cfg, templates)
-    return _write_results(
+    metrics = _write_results(
         out,
         preds,
         _final_metrics(
@@ -585,6 +586,9 @@ def _fine_tune(
             processes=acc.num_processes,
         ),
     )
+    if cfg.tracking.report_to:
+        acc.log(tracker_values(metrics, "test"), step=tuner.total_steps)
+    return metrics
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -654,7 +658,10 @@ def _fit(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool, progress: 
         data = load_run_data(cfg, check_images=True, progress=progress)  # before the run dir
         prepare_run_dir(cfg, out, resume=resume, overwrite=overwrite)
         run = {Method.ZERO_SHOT: _zero_shot, Method.LINEAR_PROBE: _linear_probe, Method.DFR: _dfr}
-        return run[cfg.method](cfg, data, out, progress)
+        metrics = run[cfg.method](cfg, data, out, progress)
+        if cfg.tracking.report_to:
+            _track_frozen(cfg, out, metrics)
+        return metrics
     acc = make_accelerator(cfg, out)
     try:
         # One process decodes every image to validate the dataset; the others read the metadata.
@@ -664,6 +671,22 @@ def _fit(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool, progress: 
             prepare_run_dir(cfg, out, resume=resume, overwrite=overwrite)
         acc.wait_for_everyone()
         return _fine_tune(cfg, data, out, acc, resume=resume, progress=progress)
+    finally:
+        release_accelerator(acc)
+
+
+def _track_frozen(cfg: FitConfig, out: Path, metrics: dict) -> None:
+    """A frozen method's validation (from its train log) and test metrics, to the trackers."""
+    acc = make_accelerator(cfg, out)
+    try:
+        init_trackers(acc, cfg, out, _flat(cfg.model_dump(mode="json")))
+        log_file = out / "train_log.jsonl"
+        lines = log_file.read_text().splitlines() if log_file.is_file() else []
+        records = [json.loads(line) for line in lines if line]
+        val = next((r["val"] for r in reversed(records) if "val" in r), None)
+        if val is not None:
+            acc.log(tracker_values(val, "val"), step=0)
+        acc.log(tracker_values(metrics, "test"), step=0)
     finally:
         release_accelerator(acc)
 

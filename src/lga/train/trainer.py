@@ -40,6 +40,7 @@ from lga.train.config import FitConfig
 from lga.train.data import CachedPixels, GlobalBatchSampler, TextTable
 from lga.train.methods import Embeddings, FineTuneMethod
 from lga.train.model import DualEncoder, param_groups
+from lga.train.tracking import tracker_values
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +380,7 @@ class FineTuner:
                     "best": best,
                 }
             )
-            self._track({f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step)
+            self._track(tracker_values(metrics, "val"), step)
             log.info(
                 "step %d: validation %s = %.4f%s",
                 step,
@@ -420,7 +421,7 @@ class FineTuner:
         return True
 
     def _track(self, values: dict, step: int) -> None:
-        if self.cfg.train.trackers:
+        if self.cfg.tracking.report_to:
             self.acc.log(values, step=step)
 
     # -- the loop --------------------------------------------------------------------------------
