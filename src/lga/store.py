@@ -442,14 +442,16 @@ class DescriptionStore:
     ) -> list[ClaimState]:
         """Claim items ``(img_id, prompt name, prompt hash)`` for ``owner`` in one transaction.
 
-        An item is claimed unless it is done or another owner holds an unexpired lease on it
-        (an expired lease, left by a process that died, is taken over).
+        An item is claimed unless it is done or another owner holds an unexpired lease on it.
+        An expired lease is taken over, and so is the lease of a process of this machine that
+        no longer runs.
 
         Returns:
             What became of each item, in order.
         """
         now = time.time()
         states = []
+        dead: dict[str, bool] = {}
         with self.transaction() as con:
             for img_id, prompt, prompt_hash in items:
                 key = (dataset, int(img_id), prompt, prompt_hash, teacher, settings_hash)
@@ -463,10 +465,15 @@ class DescriptionStore:
                     f"SELECT owner, expires FROM claims WHERE {_KEY_MATCH}", key
                 ).fetchone()
                 if held and held[0] != owner and held[1] > now:
-                    states.append(ClaimState.TAKEN)
-                    continue
+                    if held[0] not in dead:
+                        dead[held[0]] = _owner_is_dead(held[0])
+                    if not dead[held[0]]:
+                        states.append(ClaimState.TAKEN)
+                        continue
                 if held and held[0] != owner:
-                    log.info("taking over %s from %s (lease expired)", key[1:4], held[0])
+                    log.info(
+                        "taking over %s from %s (lease expired or process gone)", key[1:4], held[0]
+                    )
                 con.execute(
                     "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (*key, owner, now + lease_s),
@@ -688,12 +695,45 @@ def _key_values(r: Row) -> tuple:
     return (r.dataset, int(r.img_id), r.prompt, r.prompt_hash, r.teacher, r.settings_hash)
 
 
-def claim_owner() -> str:
-    """A new owner id for claims: host, process and a random part (unique per run)."""
+def _process_space() -> str:
+    """This host and PID namespace: where a process id names one process."""
     import socket
+
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # containers on one host differ here
+    except OSError:
+        namespace = "-"
+    return f"{socket.gethostname()}|{namespace}"
+
+
+def claim_owner() -> str:
+    """A new owner id for claims: host, PID namespace, process id and a random part."""
     import uuid
 
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{_process_space()}|{os.getpid()}|{uuid.uuid4().hex[:8]}"
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """True when ``owner`` is a process of this host and PID namespace that no longer runs.
+
+    Its claims are then taken over at once instead of after their lease (a run killed with
+    SIGKILL and restarted on the same machine resumes everything). Owners elsewhere, or not
+    known to be dead, keep their lease.
+    """
+    try:
+        space, pid, _ = owner.rsplit("|", 2)
+        pid_n = int(pid)
+    except ValueError:
+        return False
+    if space != _process_space() or pid_n == os.getpid():
+        return False
+    try:
+        os.kill(pid_n, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by another user
+        return False
+    return False
 
 
 class LeaseRenewer:
