@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "describe",
         help="describe images with a multimodal teacher into a description store",
         description="Ask the teacher each prompt about each image. Answers are committed as they "
-        "arrive; a rerun skips finished items and retries failed ones.",
+        "arrive; a rerun skips finished items and retries failed ones. Several runs may describe "
+        "into one store at once: each item is claimed before it is asked, so they share the "
+        "work. Exit status 1 when items failed (counted by kind) or the run stopped early.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
