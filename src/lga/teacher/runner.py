@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from threading import Lock
 from typing import Any
@@ -262,7 +262,7 @@ class _Claimed:
         *,
         owner: str,
         lease_s: float,
-        on_skip: Any,
+        on_skip: Callable[[], object],
     ):
         self.store, self.key, self.items, self.summary = store, key, items, summary
         self.owner, self.lease_s, self.on_skip = owner, lease_s, on_skip
