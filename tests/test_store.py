@@ -226,3 +226,149 @@ def test_read_only_store_checks_schema_version(tmp_path):
     con.close()
     with pytest.raises(LgaError, match="schema version 99"):
         DescriptionStore(path, read_only=True)
+
+
+# -- schema versions, damage, atomic merge, claims --------------------------------------------
+
+
+def make_v1_store(path, rows):
+    """A store as lga wrote it before schema version 2 (no truncated column, no claims)."""
+    with DescriptionStore(path) as s:
+        s.put(rows)
+    con = sqlite3.connect(path)
+    con.executescript(
+        "ALTER TABLE descriptions DROP COLUMN truncated; DROP TABLE claims; "
+        "UPDATE meta SET value='1' WHERE key='schema_version';"
+    )
+    con.close()
+    return path
+
+
+def test_version_1_store_is_read_as_is_and_migrated_for_writing(tmp_path):
+    path = make_v1_store(tmp_path / "v1.sqlite", [row(1), row(2, FAILED)])
+    with DescriptionStore(path, read_only=True) as s:
+        assert s.texts("object_description") == {1: "text 1"}
+        assert s.frame()["truncated"].tolist() == [False, False]
+    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == ("1",)
+    out = tmp_path / "merged.sqlite"
+    merge_stores(out, [path])  # a version-1 input merges into a version-2 store
+    with DescriptionStore(out, read_only=True) as s:
+        assert len(s.frame()) == 2
+    with DescriptionStore(path) as s:  # opening for writing migrates
+        s.put([row(3, text="long", truncated=True)])
+        df = s.frame().set_index("img_id")
+    assert df["truncated"].to_dict() == {1: False, 2: False, 3: True}
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM meta").fetchone() == ("2",)
+    assert con.execute("SELECT COUNT(*) FROM claims").fetchone() == (0,)
+
+
+def corrupt_middle_page(path) -> None:
+    """Overwrite one page in the middle of an SQLite file with garbage."""
+    con = sqlite3.connect(path)
+    page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    pages = con.execute("PRAGMA page_count").fetchone()[0]
+    con.close()
+    assert pages > 8, "the store must span several pages"
+    with open(path, "r+b") as f:
+        f.seek(page_size * (pages // 2))
+        f.write(bytes(range(256)) * (page_size // 256))
+
+
+@pytest.fixture
+def damaged_store(tmp_path):
+    path = tmp_path / "damaged.sqlite"
+    with DescriptionStore(path) as s:
+        s.put([row(i, text=f"answer {i} " * 20) for i in range(600)])
+    # closing the last connection folded the WAL into the file
+    assert not (tmp_path / "damaged.sqlite-wal").exists()
+    corrupt_middle_page(path)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["read_only", "write"])
+def test_damaged_store_is_one_clear_error(damaged_store, mode):
+    with pytest.raises(LgaError, match="is damaged") as e:
+        DescriptionStore(damaged_store, read_only=mode == "read_only")
+    message = str(e.value)
+    assert str(damaged_store) in message and ".recover" in message
+
+
+def test_damaged_store_cli_and_recovery_hint_works(damaged_store, tmp_path, capsys):
+    assert main(["store", "stats", str(damaged_store)]) == 1
+    err = capsys.readouterr().err
+    assert str(damaged_store) in err and "damaged" in err and "Traceback" not in err
+    assert main(["store", "export", str(damaged_store), "--to", str(tmp_path / "x.jsonl")]) == 1
+    merged = tmp_path / "m.sqlite"
+    assert main(["store", "merge", str(merged), str(damaged_store)]) == 1
+    assert not merged.exists()
+
+
+def test_damage_met_after_open_is_the_same_error(damaged_store, monkeypatch):
+    # as if the page broke after the open's check: reads and writes still name the file
+    monkeypatch.setattr(DescriptionStore, "_integrity_check", lambda self: None)
+    with DescriptionStore(damaged_store, read_only=True) as s:
+        with pytest.raises(LgaError, match="is damaged") as e:
+            s.frame()
+        assert str(damaged_store) in str(e.value)
+
+
+def test_merge_failing_midway_leaves_old_output_untouched(tmp_path, monkeypatch):
+    import lga.store
+
+    a, b, out = (tmp_path / n for n in ("a.sqlite", "b.sqlite", "out.sqlite"))
+    for path, rows in ((a, [row(1)]), (b, [row(2)]), (out, [row(9)])):
+        with DescriptionStore(path) as s:
+            s.put(rows)
+    before = out.read_bytes()
+    real = lga.store._merge_one
+
+    def fail_on_b(store, src):
+        if src == b:
+            raise OSError("disk full")
+        return real(store, src)
+
+    monkeypatch.setattr(lga.store, "_merge_one", fail_on_b)
+    with pytest.raises(OSError, match="disk full"):
+        merge_stores(out, [a, b])
+    assert out.read_bytes() == before
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert not [n for n in left if "merge" in n or n.startswith("out.sqlite-")], left
+    fresh = tmp_path / "fresh.sqlite"
+    with pytest.raises(OSError, match="disk full"):
+        merge_stores(fresh, [a, b])
+    assert not fresh.exists()
+    monkeypatch.setattr(lga.store, "_merge_one", real)
+    assert merge_stores(out, [a, b])["rows"] == 3
+
+
+def test_empty_export_is_an_empty_file(store, tmp_path):
+    out = tmp_path / "empty.jsonl"
+    assert export_store(store.path, out) == 0
+    assert out.read_bytes() == b""
+
+
+def test_claims(store):
+    run = dict(dataset="wb@abc", teacher="oracle", settings_hash="s1")
+    items = [(1, "object_description", "p1"), (2, "object_description", "p1")]
+    store.put([row(1)])
+    states = store.claim(items, **run, owner="A", lease_s=60)
+    assert [s.value for s in states] == ["done", "claimed"]
+    assert [s.value for s in store.claim(items[1:], **run, owner="B", lease_s=60)] == ["taken"]
+    assert [s.value for s in store.claim(items[1:], **run, owner="A", lease_s=60)] == ["claimed"]
+    assert store.renew("A", lease_s=-1) == 1  # A's lease has run out: B takes the item over
+    assert [s.value for s in store.claim(items[1:], **run, owner="B", lease_s=60)] == ["claimed"]
+    store.put([row(2)], release="A")  # A's late answer is kept; B's claim is B's to end
+    assert store.release("B") == 1
+    assert store.release("B") == 0
+
+
+def test_recover_copies_the_readable_rows(damaged_store, tmp_path, capsys):
+    new = tmp_path / "new.sqlite"
+    assert main(["store", "recover", str(damaged_store), "--to", str(new)]) == 0
+    assert "recovered" in capsys.readouterr().out
+    with DescriptionStore(new, read_only=True) as s:
+        texts = s.texts("object_description")
+    assert 500 <= len(texts) <= 600  # one damaged page of ~10 rows
+    assert all(t == f"answer {i} " * 20 for i, t in texts.items())
+    assert main(["store", "recover", str(damaged_store), "--to", str(new)]) == 1  # exists

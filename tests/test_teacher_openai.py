@@ -75,10 +75,11 @@ def test_every_fourth_request_failing_is_done_within_three_runs(birds, tmp_path,
     with FakeChatServer(every_nth(4)) as server:
         counts = []
         for _ in range(3):
-            assert describe(birds, store, server, "--max-retries", "0") == 0
+            code = describe(birds, store, server, "--max-retries", "0")
             with DescriptionStore(store, create=False) as s:
                 df = s.frame()
             counts.append((df["status"] == DONE).sum())
+            assert code == (0 if counts[-1] == 24 else 1)  # non-zero while items remain failed
             if counts[-1] == 24:
                 break
         assert counts[0] == 18  # 6 of 24 failed on the first run, recorded as failed
@@ -88,11 +89,12 @@ def test_every_fourth_request_failing_is_done_within_three_runs(birds, tmp_path,
     assert KEY.encode() not in store_bytes(store)
 
 
-def test_failed_rows_keep_their_error(birds, tmp_path):
+def test_failed_rows_keep_their_error(birds, tmp_path, capsys):
     store = tmp_path / "d.sqlite"
     with FakeChatServer(lambda n: "500") as server:
-        assert describe(birds, store, server, "--max-retries", "1", "--limit", "1") == 0
+        assert describe(birds, store, server, "--max-retries", "1", "--limit", "1") == 1
         assert len(server.requests) == 8
+    assert "4 failed: 4 HTTP 500" in capsys.readouterr().err
     with DescriptionStore(store, create=False) as s:
         df = s.frame()
     assert set(df["status"]) == {FAILED} and df["text"].isna().all()

@@ -3,9 +3,17 @@
 A row is keyed by (dataset, img_id, prompt name, prompt-text hash, teacher id, generation-settings
 hash) and holds the answer ``text``, its parsed ``keywords`` (keyword prompts), ``status``
 (``done`` or ``failed``), the ``error`` of a failed item, ``latency_s``, ``attempts`` and
-``created_at``. Rows are written in short transactions as results arrive: a killed writer loses
-at most the results it had not committed and never leaves a partial row (SQLite transactions are
-atomic). A ``done`` row is never overwritten.
+``created_at`` and ``truncated`` (the answer was cut to the teacher's length cap). Rows are
+written in short transactions as results arrive: a killed writer loses at most the results it had
+not committed and never leaves a partial row (SQLite transactions are atomic). A ``done`` row is
+never overwritten.
+
+Several describe processes share one store through ``claims``: an item is claimed (owner id and
+lease expiry, in one ``BEGIN IMMEDIATE`` transaction) before it is asked, and released when its
+outcome is written; the lease of a process that died expires and another one takes the item.
+
+Schema versions: 1 (no ``truncated`` column, no claims) is migrated to 2 when a store is opened
+for writing; read-only opens read both.
 
 The trainer reads it with :meth:`DescriptionStore.texts` / :meth:`DescriptionStore.keywords`
 (img_id -> answer for one prompt) and checks coverage with :meth:`DescriptionStore.missing`.
@@ -13,16 +21,21 @@ The trainer reads it with :meth:`DescriptionStore.texts` / :meth:`DescriptionSto
 
 from __future__ import annotations
 
+import enum
+import functools
 import json
 import logging
+import os
 import re
+import shlex
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -30,10 +43,20 @@ from lga.errors import LgaError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+READABLE_VERSIONS = ("1", "2")  # version 1 lacks descriptions.truncated and the claims table
 DONE, FAILED = "done", "failed"
 KEY_COLUMNS = ("dataset", "img_id", "prompt", "prompt_hash", "teacher", "settings_hash")
-VALUE_COLUMNS = ("status", "text", "keywords", "error", "latency_s", "attempts", "created_at")
+VALUE_COLUMNS = (
+    "status",
+    "text",
+    "keywords",
+    "error",
+    "latency_s",
+    "attempts",
+    "created_at",
+    "truncated",
+)
 COLUMNS = KEY_COLUMNS + VALUE_COLUMNS
 
 _SCHEMA = f"""
@@ -48,9 +71,17 @@ CREATE TABLE IF NOT EXISTS descriptions (
     status TEXT NOT NULL CHECK (status IN ('{DONE}', '{FAILED}')),
     text TEXT, keywords TEXT, error TEXT, latency_s REAL,
     attempts INTEGER NOT NULL DEFAULT 1, created_at REAL NOT NULL,
+    truncated INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY ({", ".join(KEY_COLUMNS)})) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS descriptions_prompt ON descriptions (prompt, status);
+CREATE TABLE IF NOT EXISTS claims (
+    dataset TEXT NOT NULL, img_id INTEGER NOT NULL, prompt TEXT NOT NULL,
+    prompt_hash TEXT NOT NULL, teacher TEXT NOT NULL, settings_hash TEXT NOT NULL,
+    owner TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY ({", ".join(KEY_COLUMNS)})) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS claims_owner ON claims (owner);
 """
+_ADD_TRUNCATED = "ALTER TABLE descriptions ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0"
 
 # A finished (done) row is never replaced; a failed one is replaced by the newer outcome and its
 # attempts accumulate, so the count says how often the item was tried over all runs.
@@ -59,7 +90,7 @@ INSERT INTO descriptions ({", ".join(COLUMNS)}) {{source}}
 ON CONFLICT ({", ".join(KEY_COLUMNS)}) DO UPDATE SET
     status = excluded.status, text = excluded.text, keywords = excluded.keywords,
     error = excluded.error, latency_s = excluded.latency_s, created_at = excluded.created_at,
-    attempts = descriptions.attempts + excluded.attempts
+    truncated = excluded.truncated, attempts = descriptions.attempts + excluded.attempts
 WHERE descriptions.status != '{DONE}'
 """
 
@@ -81,6 +112,7 @@ class Row:
     latency_s: float | None = None
     attempts: int = 1
     created_at: float = field(default_factory=time.time)
+    truncated: bool = False
 
     def values(self) -> tuple:
         kw = json.dumps(self.keywords, ensure_ascii=False) if self.keywords is not None else None
@@ -98,6 +130,7 @@ class Row:
             self.latency_s,
             int(self.attempts),
             float(self.created_at),
+            int(self.truncated),
         )
 
 
@@ -170,6 +203,55 @@ def parse_keywords(text: str | None) -> list[str]:
 # The store
 
 
+class StoreCorruptError(LgaError):
+    """The store file fails SQLite's integrity check; the message says how to save its rows."""
+
+    def __init__(self, path: Path, detail: str):
+        recovered = path.with_name(f"{path.stem}.recovered{path.suffix or '.sqlite'}")
+        super().__init__(
+            f"description store {path} is damaged ({detail}); copy its readable rows into a new "
+            f"store with: lga store recover {shlex.quote(str(path))} --to "
+            f"{shlex.quote(str(recovered))} -- then use {recovered} (a describe run on it redoes "
+            "the lost items)"
+        )
+        self.path = path
+
+
+_CORRUPT_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _is_corruption(e: BaseException | None) -> bool:
+    # pandas wraps the sqlite3 error of a failed query in its own DatabaseError.
+    while e is not None and not isinstance(e, sqlite3.DatabaseError):
+        e = e.__cause__
+    code = getattr(e, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _CORRUPT_CODES
+
+
+def _guarded(method: _F) -> _F:
+    """Turn SQLite's "disk image is malformed" inside a store method into StoreCorruptError."""
+
+    @functools.wraps(method)
+    def wrapper(self: DescriptionStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
+            if _is_corruption(e):
+                raise StoreCorruptError(self.path, str(e)) from e
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+class ClaimState(enum.Enum):
+    """What :meth:`DescriptionStore.claim` did with an item."""
+
+    CLAIMED = "claimed"  # ours now, until the lease expires
+    DONE = "done"  # answered already (by another process since this run started)
+    TAKEN = "taken"  # claimed by another process whose lease has not expired
+
+
 def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
     # isolation_level=None: we open and close every transaction ourselves (short, explicit).
     if read_only:  # readers never change the file (nor its journal mode), even by accident
@@ -194,8 +276,12 @@ class DescriptionStore:
         read_only: open for reading only (the file must exist; writing raises). Readers such as
             ``lga store stats``, export and ``lga fit`` use it.
 
+    Every open runs SQLite's ``quick_check`` (a read of every page, well under a second for
+    a store of tens of MB), so a damaged file is refused before it is used.
+
     Raises:
         LgaError: the file is missing (``create=False``), not SQLite, or not a description store.
+        StoreCorruptError: the file is damaged (on open, or met later by a read or write).
     """
 
     def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False):
@@ -207,36 +293,79 @@ class DescriptionStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._con = _connect(self.path, read_only)
-            if not create and not self._has_table("descriptions"):
-                self._con.close()
-                raise LgaError(f"{self.path} is an SQLite file but not a description store")
-            if read_only:
-                self._check_version()
-            else:
-                self._init_schema()
         except sqlite3.DatabaseError as e:
             raise LgaError(f"{self.path} is not a usable description store: {e}") from e
+        try:
+            self._open(create, read_only)
+        except sqlite3.DatabaseError as e:
+            self._con.close()
+            if _is_corruption(e) and self.path.stat().st_size >= 512:
+                # A real SQLite file (not a stray text file) whose pages are damaged.
+                if self._looks_like_sqlite():
+                    raise StoreCorruptError(self.path, str(e)) from e
+            raise LgaError(f"{self.path} is not a usable description store: {e}") from e
+        except LgaError:
+            self._con.close()
+            raise
+
+    def _looks_like_sqlite(self) -> bool:
+        with self.path.open("rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+
+    def _open(self, create: bool, read_only: bool) -> None:
+        if not create and not self._has_table("descriptions"):
+            raise LgaError(f"{self.path} is an SQLite file but not a description store")
+        self._integrity_check()
+        if read_only:
+            self._check_version()
+        else:
+            self._init_schema()
+        self._has_truncated = "truncated" in self._columns("main", "descriptions")
+
+    def _integrity_check(self) -> None:
+        problems = [r[0] for r in self._con.execute("PRAGMA quick_check(5)").fetchall()]
+        if problems != ["ok"]:
+            raise StoreCorruptError(self.path, "; ".join(problems))
 
     def _has_table(self, name: str) -> bool:
         sql = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"
         return self._con.execute(sql, (name,)).fetchone() is not None
 
+    def _columns(self, schema: str, table: str) -> set[str]:
+        return {r[1] for r in self._con.execute(f"PRAGMA {schema}.table_info({table})")}
+
     def _init_schema(self) -> None:
         with self.transaction() as con:
+            version = self._version() if self._has_table("meta") else None
+            if version is not None and version not in READABLE_VERSIONS:
+                return  # refused by _check_version below, without touching the file
             for stmt in filter(str.strip, _SCHEMA.split(";")):
                 con.execute(stmt)
-            row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
+            if version is None:
                 con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            elif version != SCHEMA_VERSION:
+                self._migrate(con, version)
         self._check_version()
 
-    def _check_version(self) -> None:
+    def _version(self) -> str | None:
         row = self._con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None or row[0] != SCHEMA_VERSION:
-            self._con.close()
+        return row[0] if row else None
+
+    def _migrate(self, con: sqlite3.Connection, version: str) -> None:
+        # 1 -> 2: descriptions.truncated (0 for every old row); the claims table was created
+        # by _SCHEMA (CREATE IF NOT EXISTS). Inside the caller's BEGIN IMMEDIATE, so two
+        # processes opening an old store at once migrate it once.
+        if "truncated" not in {r[1] for r in con.execute("PRAGMA table_info(descriptions)")}:
+            con.execute(_ADD_TRUNCATED)
+        con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (SCHEMA_VERSION,))
+        log.info("%s: store schema migrated from version %s to %s", self.path, version, 2)
+
+    def _check_version(self) -> None:
+        version = self._version()
+        if version not in READABLE_VERSIONS:
             raise LgaError(
-                f"{self.path}: store schema version {row[0] if row else 'missing'}, this lga "
-                f"reads version {SCHEMA_VERSION}"
+                f"{self.path}: store schema version {version or 'missing'}, this lga "
+                f"reads versions {', '.join(READABLE_VERSIONS)}"
             )
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -259,6 +388,7 @@ class DescriptionStore:
 
     # -- writing --------------------------------------------------------------------------------
 
+    @_guarded
     def register_prompts(self, prompts: Iterable[Any]) -> None:
         """Record prompt texts (objects with ``name, hash, text, target, format``)."""
         rows = [
@@ -267,6 +397,7 @@ class DescriptionStore:
         with self.transaction() as con:
             con.executemany("INSERT OR IGNORE INTO prompts VALUES (?, ?, ?, ?, ?)", rows)
 
+    @_guarded
     def register_settings(self, settings_hash: str, settings: dict[str, Any]) -> None:
         """Record what a generation-settings hash stands for."""
         with self.transaction() as con:
@@ -275,8 +406,14 @@ class DescriptionStore:
                 (settings_hash, json.dumps(settings, sort_keys=True)),
             )
 
-    def put(self, rows: Sequence[Row]) -> None:
-        """Write outcomes in one transaction; a ``done`` row already there is kept."""
+    @_guarded
+    def put(self, rows: Sequence[Row], *, release: str | None = None) -> None:
+        """Write outcomes in one transaction; a ``done`` row already there is kept.
+
+        Args:
+            rows: the outcomes.
+            release: an owner id whose claims on these rows' items end in the same transaction.
+        """
         if not rows:
             return
         with self.transaction() as con:
@@ -284,9 +421,83 @@ class DescriptionStore:
                 _UPSERT.format(source=f"VALUES ({', '.join('?' * len(COLUMNS))})"),
                 [r.values() for r in rows],
             )
+            if release is not None:
+                con.executemany(
+                    f"DELETE FROM claims WHERE {_KEY_MATCH} AND owner=?",
+                    [(*_key_values(r), release) for r in rows],
+                )
+
+    # -- claims (several writers sharing one store) ---------------------------------------------
+
+    @_guarded
+    def claim(
+        self,
+        items: Sequence[tuple[int, str, str]],
+        *,
+        dataset: str,
+        teacher: str,
+        settings_hash: str,
+        owner: str,
+        lease_s: float,
+    ) -> list[ClaimState]:
+        """Claim items ``(img_id, prompt name, prompt hash)`` for ``owner`` in one transaction.
+
+        An item is claimed unless it is done or another owner holds an unexpired lease on it.
+        An expired lease is taken over, and so is the lease of a process of this machine that
+        no longer runs.
+
+        Returns:
+            What became of each item, in order.
+        """
+        now = time.time()
+        states = []
+        dead: dict[str, bool] = {}
+        with self.transaction() as con:
+            for img_id, prompt, prompt_hash in items:
+                key = (dataset, int(img_id), prompt, prompt_hash, teacher, settings_hash)
+                done = con.execute(
+                    f"SELECT 1 FROM descriptions WHERE {_KEY_MATCH} AND status=?", (*key, DONE)
+                ).fetchone()
+                if done:
+                    states.append(ClaimState.DONE)
+                    continue
+                held = con.execute(
+                    f"SELECT owner, expires FROM claims WHERE {_KEY_MATCH}", key
+                ).fetchone()
+                if held and held[0] != owner and held[1] > now:
+                    if held[0] not in dead:
+                        dead[held[0]] = _owner_is_dead(held[0])
+                    if not dead[held[0]]:
+                        states.append(ClaimState.TAKEN)
+                        continue
+                if held and held[0] != owner:
+                    log.info(
+                        "taking over %s from %s (lease expired or process gone)", key[1:4], held[0]
+                    )
+                con.execute(
+                    "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*key, owner, now + lease_s),
+                )
+                states.append(ClaimState.CLAIMED)
+        return states
+
+    @_guarded
+    def release(self, owner: str) -> int:
+        """End every claim of ``owner`` (items it will not answer); returns how many."""
+        with self.transaction() as con:
+            return con.execute("DELETE FROM claims WHERE owner=?", (owner,)).rowcount
+
+    @_guarded
+    def renew(self, owner: str, lease_s: float) -> int:
+        """Push the expiry of ``owner``'s claims to now + ``lease_s``; returns how many."""
+        with self.transaction() as con:
+            return con.execute(
+                "UPDATE claims SET expires=? WHERE owner=?", (time.time() + lease_s, owner)
+            ).rowcount
 
     # -- reading --------------------------------------------------------------------------------
 
+    @_guarded
     def done_keys(
         self, dataset: str, teacher: str, settings_hash: str
     ) -> set[tuple[int, str, str]]:
@@ -298,6 +509,7 @@ class DescriptionStore:
         )
         return {(int(i), p, h) for i, p, h in rows}
 
+    @_guarded
     def variants(self, prompt: str | None = None) -> list[Variant]:
         """The (dataset, teacher, settings, prompt text) combinations with done rows."""
         where, params = ("AND d.prompt=?", [prompt]) if prompt else ("", [])
@@ -334,6 +546,7 @@ class DescriptionStore:
                 params.append(value)
         return self._query(sql, params)
 
+    @_guarded
     def _select(
         self,
         prompt: str,
@@ -434,21 +647,25 @@ class DescriptionStore:
                 out[name] = lacking
         return out
 
+    @_guarded
     def frame(self) -> pd.DataFrame:
         """Every row, with the prompt text and settings JSON joined in."""
         sql = (
             "SELECT d.img_id, d.prompt, d.teacher, d.status, d.text, d.keywords, d.error, "
             "d.latency_s, d.attempts, d.created_at, d.dataset, d.prompt_hash, "
-            "d.settings_hash, p.text AS prompt_text, s.json AS settings "
-            "FROM descriptions d LEFT JOIN prompts p ON p.prompt=d.prompt AND "
-            "p.prompt_hash=d.prompt_hash LEFT JOIN settings s ON s.settings_hash=d.settings_hash "
+            f"d.settings_hash, {'d.truncated' if self._has_truncated else '0'} AS truncated, "
+            "p.text AS prompt_text, s.json AS settings FROM descriptions d "
+            "LEFT JOIN prompts p ON p.prompt=d.prompt AND p.prompt_hash=d.prompt_hash "
+            "LEFT JOIN settings s ON s.settings_hash=d.settings_hash "
             "ORDER BY d.dataset, d.teacher, d.settings_hash, d.img_id, d.prompt"
         )
         df = pd.read_sql_query(sql, self._con)
         df["keywords"] = [json.loads(k) if isinstance(k, str) else None for k in df["keywords"]]
         df["created_at"] = [_iso(t) for t in df["created_at"]]
+        df["truncated"] = df["truncated"].astype(bool)
         return df
 
+    @_guarded
     def stats(self) -> StoreStats:
         """Counts by (dataset, teacher, prompt, status); done rows per second by teacher."""
         counts = pd.read_sql_query(
@@ -469,6 +686,90 @@ class DescriptionStore:
         thr["last"] = [_iso(t) for t in thr["last"]]
         total = int(self._query("SELECT COUNT(*) FROM descriptions")[0][0])
         return StoreStats(self.path, total, counts, thr)
+
+
+_KEY_MATCH = " AND ".join(f"{c}=?" for c in KEY_COLUMNS)
+
+
+def _key_values(r: Row) -> tuple:
+    return (r.dataset, int(r.img_id), r.prompt, r.prompt_hash, r.teacher, r.settings_hash)
+
+
+def _process_space() -> str:
+    """This host and PID namespace: where a process id names one process."""
+    import socket
+
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # containers on one host differ here
+    except OSError:
+        namespace = "-"
+    return f"{socket.gethostname()}|{namespace}"
+
+
+def claim_owner() -> str:
+    """A new owner id for claims: host, PID namespace, process id and a random part."""
+    import uuid
+
+    return f"{_process_space()}|{os.getpid()}|{uuid.uuid4().hex[:8]}"
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """True when ``owner`` is a process of this host and PID namespace that no longer runs.
+
+    Its claims are then taken over at once instead of after their lease (a run killed with
+    SIGKILL and restarted on the same machine resumes everything). Owners elsewhere, or not
+    known to be dead, keep their lease.
+    """
+    try:
+        space, pid, _ = owner.rsplit("|", 2)
+        pid_n = int(pid)
+    except ValueError:
+        return False
+    if space != _process_space() or pid_n == os.getpid():
+        return False
+    try:
+        os.kill(pid_n, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by another user
+        return False
+    return False
+
+
+class LeaseRenewer:
+    """Renews an owner's claims every ``lease_s / 3`` seconds, from its own thread and connection.
+
+    A process that dies stops renewing; its leases then expire within ``lease_s``.
+    Use as a context manager around the work.
+    """
+
+    def __init__(self, path: str | Path, owner: str, lease_s: float):
+        self.path, self.owner, self.lease_s = Path(path), owner, lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lga-lease", daemon=True)
+
+    def __enter__(self) -> LeaseRenewer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        con = _connect(self.path)
+        try:
+            while not self._stop.wait(self.lease_s / 3):
+                try:
+                    with _Transaction(con):
+                        con.execute(
+                            "UPDATE claims SET expires=? WHERE owner=?",
+                            (time.time() + self.lease_s, self.owner),
+                        )
+                except sqlite3.Error as e:  # the next beat tries again; the lease may lapse
+                    log.warning("%s: could not renew claims: %s", self.path, e)
+        finally:
+            con.close()
 
 
 class _Transaction:
@@ -517,7 +818,10 @@ def export_store(path: str | Path, out: str | Path) -> int:
         df = store.frame()
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".jsonl":
-        df.to_json(out, orient="records", lines=True, force_ascii=False)
+        if df.empty:  # pandas writes a lone newline, which is not a JSON Lines record
+            out.write_bytes(b"")
+        else:
+            df.to_json(out, orient="records", lines=True, force_ascii=False)
     elif out.suffix == ".parquet":
         df.to_parquet(out, index=False)
     else:
@@ -535,6 +839,10 @@ def merge_stores(out: str | Path, inputs: Sequence[str | Path]) -> dict[str, int
     Duplicated keys collapse to one row: a done row wins over a failed one (and the first done
     row met is kept); failed rows add up their attempts.
 
+    The merge is written to a temporary file beside ``out`` (a copy of ``out`` when it exists)
+    and renamed over ``out`` at the end: a merge that fails midway leaves no partial output and
+    the old ``out`` as it was.
+
     Returns:
         ``{"inputs": ..., "rows_read": ..., "rows": rows in out after the merge}``.
     """
@@ -543,28 +851,141 @@ def merge_stores(out: str | Path, inputs: Sequence[str | Path]) -> dict[str, int
     for src in sources:
         if not src.is_file():
             raise LgaError(f"store to merge not found: {src}")
-        if src.resolve() == out.resolve():
+        if out.exists() and src.resolve() == out.resolve():
             raise LgaError(f"cannot merge {src} into itself; give a new output file")
-    read = 0
-    with DescriptionStore(out) as store:
-        for src in sources:
-            DescriptionStore(src, read_only=True).close()  # validates file and schema version
-            read += _merge_one(store, src)
-        total = int(store._query("SELECT COUNT(*) FROM descriptions")[0][0])
+    for src in sources:  # file, integrity and schema version, before anything is written
+        DescriptionStore(src, read_only=True).close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.merge-{os.getpid()}.tmp")
+    try:
+        if out.exists():
+            _copy_store(out, tmp)
+        read = 0
+        with DescriptionStore(tmp) as store:
+            for src in sources:
+                read += _merge_one(store, src)
+            total = int(store._query("SELECT COUNT(*) FROM descriptions")[0][0])
+        os.replace(tmp, out)  # closing the store folded its WAL into tmp
+    except BaseException:
+        _remove_store_files(tmp)
+        raise
     log.info("merged %d row(s) from %d store(s) into %s: %d row(s)", read, len(sources), out, total)
     return {"inputs": len(sources), "rows_read": read, "rows": total}
+
+
+def _copy_store(path: Path, to: Path) -> None:
+    """Copy a store with SQLite's backup API, refusing one that another process holds open.
+
+    The file replaced by the merge must not keep a write-ahead log: SQLite would replay it on
+    the new file. Opening it for writing once folds a leftover log in (and migrates the schema).
+    """
+    with DescriptionStore(path, create=False) as store:
+        dst = sqlite3.connect(str(to))
+        try:
+            store._con.backup(dst)
+        finally:
+            dst.close()
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise LgaError(
+            f"{path} is open in another process (its write-ahead log {wal} is in use); "
+            "merge when that process has finished"
+        )
+
+
+def _remove_store_files(path: Path) -> None:
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        p.unlink(missing_ok=True)
+
+
+def recover_store(path: str | Path, out: str | Path) -> dict[str, int]:
+    """Copy the rows still readable in a damaged store into a new store ``out``.
+
+    Each table is read forwards along its key until the first damaged page, then backwards
+    from the end until it: only the rows on damaged pages (and between them) are lost. The new
+    store is written to a temporary file and renamed at the end.
+
+    Returns:
+        Rows recovered per table: ``{"prompts": ..., "settings": ..., "descriptions": ...}``.
+
+    Raises:
+        LgaError: ``out`` exists, or the file's schema itself cannot be read.
+    """
+    path, out = Path(path), Path(out)
+    if not path.is_file():
+        raise LgaError(f"description store not found: {path}")
+    if out.exists():
+        raise LgaError(f"{out} exists; give a new file to recover into")
+    src = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    tmp = out.with_name(f".{out.name}.recover-{os.getpid()}.tmp")
+    counts: dict[str, int] = {}
+    try:
+        try:
+            names = {r[0] for r in src.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as e:
+            raise LgaError(f"cannot recover {path}: its schema is unreadable ({e})") from e
+        if "descriptions" not in names:
+            raise LgaError(f"cannot recover {path}: no descriptions table left")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with DescriptionStore(tmp) as dst:
+            for table, order in (
+                ("prompts", ("rowid",)),
+                ("settings", ("rowid",)),
+                ("descriptions", KEY_COLUMNS),
+            ):
+                if table in names:
+                    counts[table] = _recover_table(src, dst, table, order)
+        os.replace(tmp, out)
+    except BaseException:
+        _remove_store_files(tmp)
+        raise
+    finally:
+        src.close()
+    log.info("recovered %s from %s into %s", counts, path, out)
+    return counts
+
+
+def _recover_table(
+    src: sqlite3.Connection, dst: DescriptionStore, table: str, order: Sequence[str]
+) -> int:
+    have = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
+    columns = dst._columns("main", table)
+    wanted = [c for c in have if c in columns]
+    rows: dict[tuple, tuple] = {}
+    for direction in ("ASC", "DESC"):
+        # NOT INDEXED: walk the table's own b-tree (in key order, so no sort reads it all)
+        # rather than an index that may be the damaged part.
+        sql = (
+            f"SELECT {', '.join(wanted)}, {', '.join(order)} FROM {table} NOT INDEXED "
+            f"ORDER BY {', '.join(f'{c} {direction}' for c in order)}"
+        )
+        try:
+            for r in src.execute(sql):
+                rows[r[len(wanted) :]] = r[: len(wanted)]
+        except sqlite3.DatabaseError as e:
+            log.warning("reading %s %s stopped at a damaged page: %s", table, direction, e)
+    with dst.transaction() as con:
+        con.executemany(
+            f"INSERT OR IGNORE INTO {table} ({', '.join(wanted)}) "
+            f"VALUES ({', '.join('?' * len(wanted))})",
+            rows.values(),
+        )
+    return len(rows)
 
 
 def _merge_one(store: DescriptionStore, src: Path) -> int:
     con = store._con
     con.execute("ATTACH DATABASE ? AS src", (str(src),))
     try:
+        # A version-1 store has no truncated column: its answers were never cut.
+        names = store._columns("src", "descriptions")
+        select = ", ".join(c if c in names else f"0 AS {c}" for c in COLUMNS)
         with store.transaction():
             con.execute("INSERT OR IGNORE INTO prompts SELECT * FROM src.prompts")
             con.execute("INSERT OR IGNORE INTO settings SELECT * FROM src.settings")
             # "WHERE true" lets SQLite parse ON CONFLICT after a SELECT.
-            select = f"SELECT {', '.join(COLUMNS)} FROM src.descriptions WHERE true"
-            con.execute(_UPSERT.format(source=select))
+            source = f"SELECT {select} FROM src.descriptions WHERE true"
+            con.execute(_UPSERT.format(source=source))
             n = con.execute("SELECT COUNT(*) FROM src.descriptions").fetchone()[0]
     finally:
         con.execute("DETACH DATABASE src")

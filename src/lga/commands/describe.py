@@ -6,6 +6,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lga.teacher import DescribeSummary
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "describe",
         help="describe images with a multimodal teacher into a description store",
         description="Ask the teacher each prompt about each image. Answers are committed as they "
-        "arrive; a rerun skips finished items and retries failed ones.",
+        "arrive; a rerun skips finished items and retries failed ones. Several runs may describe "
+        "into one store at once: each item is claimed before it is asked, so they share the "
+        "work. Exit status 1 when items failed (counted by kind) or the run stopped early.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -55,9 +61,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8, help="images per generate call (hf)")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (openai)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (openai)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds a request waits for the server, per connect or read (openai; default 30)",
+    )
+    p.add_argument(
+        "--item-deadline",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds an item may take in all, retries included; bounds a hung server "
+        "(openai; default 60)",
+    )
     p.add_argument("--max-retries", type=int, default=5, help="retries per item (openai)")
     p.add_argument("--backoff", type=float, default=1.0, help="first retry delay, s (openai)")
+    p.add_argument(
+        "--max-connect-failures",
+        type=int,
+        default=10,
+        metavar="K",
+        help="stop after K refused or unresolvable connections in a row (openai; default 10); "
+        "the server is also checked once (GET /models) before the first item",
+    )
+    p.add_argument(
+        "--max-consecutive-failures",
+        type=int,
+        default=20,
+        metavar="N",
+        help="stop after N failed items in a row (default 20): a broken setup does not fill "
+        "the store with failures",
+    )
+    p.add_argument(
+        "--claim-lease",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="several describe runs may share one store: each claims an item before asking; "
+        "a claim of a run that died expires after S seconds (default 120)",
+    )
     p.add_argument(
         "--api-key-env",
         default=None,
@@ -102,6 +145,7 @@ def _describe(args: argparse.Namespace) -> int:
     from lga.data.spec import load_dataset_spec
     from lga.store import DescriptionStore
     from lga.teacher import (
+        DescribeStopped,
         TeacherOptions,
         VisualPrompt,
         build_teacher,
@@ -137,8 +181,10 @@ def _describe(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         concurrency=args.concurrency,
         timeout=args.timeout,
+        item_deadline=args.item_deadline,
         max_retries=args.max_retries,
         backoff=args.backoff,
+        max_connect_failures=args.max_connect_failures,
         api_key_env=args.api_key_env,
         device=args.device,
         trust_remote_code=args.trust_remote_code,
@@ -160,14 +206,24 @@ def _describe(args: argparse.Namespace) -> int:
                 visual_prompt=visual,
                 boxes=boxes,
                 progress=not args.no_progress,
+                max_consecutive_failures=args.max_consecutive_failures,
+                claim_lease_s=args.claim_lease,
             )
+    except DescribeStopped as e:
+        _report(e.summary, args.store)
+        raise  # the CLI prints the reason and exits 1
     finally:
         teacher.close()
+    _report(summary, args.store)
+    return 1 if summary.failed else 0
+
+
+def _report(summary: DescribeSummary, store: Path) -> None:
     print(f"describe: {summary.line()}")
-    if summary.failed:
+    failures = summary.failure_line()
+    if failures:
         print(
-            f"describe: {summary.failed} item(s) failed (see `lga store stats {args.store}`); "
+            f"describe: {failures} (errors in `lga store export {store} --to X.jsonl`); "
             "rerun the same command to retry them",
             file=sys.stderr,
         )
-    return 0

@@ -1,4 +1,4 @@
-"""`lga store stats|export|merge`: inspect, export and join description stores."""
+"""`lga store stats|export|merge|recover`: inspect, export, join and rescue description stores."""
 
 from __future__ import annotations
 
@@ -36,6 +36,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     merge.add_argument("out", type=Path, help="output store (created or extended)")
     merge.add_argument("inputs", type=Path, nargs="+", help="stores to merge")
     merge.set_defaults(func=_merge)
+
+    recover = ssub.add_parser(
+        "recover",
+        help="copy the readable rows of a damaged store into a new one",
+        description="For a store that fails SQLite's integrity check: rows on damaged pages are "
+        "lost, the rest is copied; a describe run on the new store redoes the lost items. "
+        "Example: lga store recover wb.sqlite --to wb.recovered.sqlite",
+    )
+    recover.add_argument("file", type=Path, help="damaged description store")
+    recover.add_argument("--to", type=Path, required=True, help="new store to create")
+    recover.set_defaults(func=_recover)
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -82,5 +93,17 @@ def _merge(args: argparse.Namespace) -> int:
     print(
         f"merged {res['rows_read']} row(s) from {res['inputs']} store(s) into {args.out}: "
         f"{res['rows']} row(s)"
+    )
+    return 0
+
+
+def _recover(args: argparse.Namespace) -> int:
+    from lga.store import recover_store
+
+    counts = recover_store(args.file, args.to)
+    print(
+        f"recovered {counts.get('descriptions', 0)} description row(s), "
+        f"{counts.get('prompts', 0)} prompt(s), {counts.get('settings', 0)} setting(s) "
+        f"from {args.file} into {args.to}"
     )
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lga.teacher.base import (
     Backend,
+    FailureKind,
     Outcome,
     Teacher,
     TeacherSpec,
@@ -19,12 +20,21 @@ from lga.teacher.base import (
     parse_teacher_spec,
 )
 from lga.teacher.prompts import Format, Prompt, PromptSet, Target, load_prompt_set, resolve_prompts
-from lga.teacher.runner import DescribeSummary, Shard, describe, parse_shard, select_images
+from lga.teacher.runner import (
+    DescribeStopped,
+    DescribeSummary,
+    Shard,
+    describe,
+    parse_shard,
+    select_images,
+)
 from lga.teacher.visual import VisualPrompt
 
 __all__ = [
     "Backend",
+    "DescribeStopped",
     "DescribeSummary",
+    "FailureKind",
     "Format",
     "Outcome",
     "Prompt",
@@ -54,9 +64,12 @@ class TeacherOptions:
         max_new_tokens: answer length limit (hf, openai).
         batch_size: items per generate call (hf).
         concurrency: requests in flight (openai).
-        timeout: seconds per request (openai).
+        timeout: seconds a request may wait for the server, per connect or read (openai).
+        item_deadline: seconds an item may take in all, retries included (openai).
         max_retries: retries per item after the first attempt (openai).
         backoff: first retry delay in seconds, doubled per retry (openai).
+        max_connect_failures: refused/unresolvable connections in a row that stop the run
+            (openai).
         api_key_env: environment variable holding the API key; None: OPENAI_API_KEY if set.
         device: auto, cpu, cuda, cuda:N (hf).
         trust_remote_code: run a checkpoint's own code (hf).
@@ -65,9 +78,11 @@ class TeacherOptions:
     max_new_tokens: int = 128
     batch_size: int = 8
     concurrency: int = 8
-    timeout: float = 120.0
+    timeout: float = 30.0
+    item_deadline: float = 60.0
     max_retries: int = 5
     backoff: float = 1.0
+    max_connect_failures: int = 10
     api_key_env: str | None = None
     device: str = "auto"
     trust_remote_code: bool = False
@@ -113,8 +128,10 @@ def build_teacher(
         max_new_tokens=opt.max_new_tokens,
         concurrency=opt.concurrency,
         timeout=opt.timeout,
+        item_deadline=opt.item_deadline,
         max_retries=opt.max_retries,
         backoff=opt.backoff,
+        max_connect_failures=opt.max_connect_failures,
         api_key_env=opt.api_key_env or DEFAULT_KEY_ENV,
         require_key=opt.api_key_env is not None,
     )

@@ -30,18 +30,51 @@ class WorkItem:
     load_image: Callable[[], Image.Image] = field(repr=False, compare=False)
 
 
+class FailureKind(str, enum.Enum):
+    """Why an item has no answer, for the run's summary of failures by kind."""
+
+    CONNECTION_REFUSED = "connection refused"
+    DNS = "DNS failure"
+    UNREACHABLE = "host unreachable"
+    CONNECTION_LOST = "connection lost"
+    TIMEOUT = "timeout"
+    HTTP = "HTTP"
+    MALFORMED = "malformed answer"
+    TOO_LARGE = "answer too large"
+    IMAGE = "image"
+    MODEL = "model error"
+    OTHER = "other"
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """A teacher's answer (``text``) or the reason it has none (``error``)."""
+    """A teacher's answer (``text``) or the reason it has none (``error``, ``kind``).
+
+    ``truncated``: the answer was longer than the teacher's cap and was cut to it.
+    ``http_status``: the status of the last HTTP error (``kind`` is ``HTTP``).
+    """
 
     text: str | None = None
     error: str | None = None
     latency_s: float | None = None
     attempts: int = 1
+    kind: FailureKind | None = None
+    http_status: int | None = None
+    truncated: bool = False
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def failure(self) -> str | None:
+        """A short label of the failure (``HTTP 503``, ``connection refused``); None when ok."""
+        if self.ok:
+            return None
+        kind = self.kind or FailureKind.OTHER
+        if kind is FailureKind.HTTP and self.http_status is not None:
+            return f"HTTP {self.http_status}"
+        return kind.value
 
 
 Results = Iterator[list[tuple[WorkItem, Outcome]]]

@@ -15,7 +15,7 @@ from typing import Any
 
 from lga.data.images import ImageLoadError
 from lga.errors import ConfigError, LgaError
-from lga.teacher.base import Outcome, Results, WorkItem
+from lga.teacher.base import FailureKind, Outcome, Results, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class HFTeacher:
                 images.append(item.load_image())
                 ready.append(item)
             except (ImageLoadError, OSError, LgaError) as e:
-                results.append((item, Outcome(error=f"image: {e}")))
+                results.append((item, Outcome(error=f"image: {e}", kind=FailureKind.IMAGE)))
         if ready:
             results.extend(self._answer(ready, images))
         return results
@@ -119,7 +119,7 @@ class HFTeacher:
                     for r in self._answer([it], [im])
                 ]
             log.warning("img_id %s / %s failed: %s", items[0].img_id, items[0].prompt.name, e)
-            return [(items[0], Outcome(error=f"{type(e).__name__}: {e}"))]
+            return [(items[0], Outcome(error=f"{type(e).__name__}: {e}", kind=FailureKind.MODEL))]
         latency = (time.perf_counter() - start) / len(items)
         return [
             (it, Outcome(text=t, latency_s=latency)) for it, t in zip(items, texts, strict=True)

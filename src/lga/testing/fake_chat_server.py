@@ -2,9 +2,18 @@
 
 ``FakeChatServer(faults=...)`` answers ``POST /v1/chat/completions`` with a deterministic
 description of the prompt and image it received, and records every request (headers, whether it
-carried a valid base64 image). ``faults`` maps the 1-based request number to a fault: an HTTP
-status (``"500"``, ``"429"``, ``"401"``...), ``"hang"`` (sleeps ``hang_s`` before answering) or
-``"malformed"`` (a body that is not a chat completion).
+carried a valid base64 image). ``GET /v1/models`` (the client's preflight) lists the model and is
+counted apart (``preflights``). ``faults`` maps the 1-based request number to a fault:
+
+- an HTTP status (``"500"``, ``"429"``, ``"401"``...), with a ``Retry-After: retry_after``
+  header when ``retry_after`` is set;
+- ``"hang"``: sleeps ``hang_s`` before answering;
+- ``"malformed"``: a 200 body that is not JSON; ``"no-choices"``: JSON without ``choices``;
+- ``"long"``: a 200 answer of ``long_chars`` characters;
+- ``"reset"``: starts a 200 answer, then resets the connection mid-body;
+- ``"echo-auth"``: a 500 whose body repeats the request's ``Authorization`` header (a server
+  that leaks the key into error messages);
+- ``"gone"``: the server stops listening (later connections are refused) and drops this one.
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ import base64
 import hashlib
 import io
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -41,8 +52,11 @@ class _State:
     faults: Callable[[int], Fault]
     delay_s: float
     hang_s: float
+    retry_after: str | None = None
+    long_chars: int = 100_000
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: list[Request] = field(default_factory=list)
+    preflights: int = 0
 
 
 def every_nth(n: int, fault: str = "500") -> Callable[[int], Fault]:
@@ -83,6 +97,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:  # keep test output clean
         pass
 
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        if self.path.rstrip("/") != "/v1/models":
+            return self._send(404, {"error": {"message": f"no route {self.path}"}})
+        with self.server.state.lock:
+            self.server.state.preflights += 1
+        self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
         state = self.server.state
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -106,12 +127,24 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if self.path.rstrip("/") != "/v1/chat/completions":
             return self._send(404, {"error": {"message": f"no route {self.path}"}})
+        if fault == "gone":
+            return self._gone()
         time.sleep(state.hang_s if fault == "hang" else state.delay_s)
         if fault and fault.isdigit():
-            return self._send(int(fault), {"error": {"message": f"injected {fault}"}})
+            headers = {"Retry-After": state.retry_after} if state.retry_after else {}
+            return self._send(int(fault), {"error": {"message": f"injected {fault}"}}, **headers)
         if fault == "malformed":
             return self._send(200, None, raw=b'{"choices": [{"message": ')
+        if fault == "no-choices":
+            return self._send(200, {"object": "error", "message": "overloaded"})
+        if fault == "echo-auth":
+            auth = self.headers.get("Authorization")
+            return self._send(500, {"error": {"message": f"bad request with {auth}"}})
+        if fault == "reset":
+            return self._reset()
         text = answer_for(prompt or "", image or "")
+        if fault == "long":
+            text = (text + " ") * (state.long_chars // len(text) + 1)
         self._send(
             200,
             {
@@ -128,12 +161,35 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def _send(self, code: int, payload: dict | None, raw: bytes | None = None) -> None:
+    def _reset(self) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n"
+        self.wfile.write(head + b'{"choices": [{"mess')
+        self.wfile.flush()
+        self._abort()
+
+    def _abort(self) -> None:
+        # SO_LINGER 0: close() sends a TCP reset instead of an orderly FIN.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+
+    def _gone(self) -> None:
+        server = self.server
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+
+        threading.Thread(target=stop, daemon=True).start()
+        self._abort()
+
+    def _send(self, code: int, payload: dict | None, raw: bytes | None = None, **headers) -> None:
         data = raw if raw is not None else json.dumps(payload).encode()
         try:
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name.replace("_", "-"), value)
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
@@ -152,6 +208,8 @@ class FakeChatServer:
         faults: request number (1-based) -> fault, or a dict of them.
         delay_s: seconds every answer takes.
         hang_s: seconds a ``"hang"`` fault sleeps.
+        retry_after: the ``Retry-After`` header value sent with injected HTTP errors.
+        long_chars: the length of a ``"long"`` answer.
     """
 
     def __init__(
@@ -160,10 +218,12 @@ class FakeChatServer:
         *,
         delay_s: float = 0.0,
         hang_s: float = 5.0,
+        retry_after: str | None = None,
+        long_chars: int = 100_000,
     ):
         schedule = faults.get if isinstance(faults, dict) else faults or (lambda _: None)
         self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.state = _State(schedule, delay_s, hang_s)
+        self._server.state = _State(schedule, delay_s, hang_s, retry_after, long_chars)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -175,6 +235,20 @@ class FakeChatServer:
     def requests(self) -> list[Request]:
         with self._server.state.lock:
             return list(self._server.state.requests)
+
+    @property
+    def delay_s(self) -> float:
+        """Seconds every answer takes (may be changed while the server runs)."""
+        return self._server.state.delay_s
+
+    @delay_s.setter
+    def delay_s(self, value: float) -> None:
+        self._server.state.delay_s = value
+
+    @property
+    def preflights(self) -> int:
+        with self._server.state.lock:
+            return self._server.state.preflights
 
     def __enter__(self) -> FakeChatServer:
         self._thread.start()

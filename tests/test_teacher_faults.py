@@ -1,0 +1,232 @@
+"""The openai: teacher under faults: each test names one fault and checks what it must cause."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import urllib.error
+
+import pytest
+from PIL import Image
+
+from lga.cli import main
+from lga.store import DONE, FAILED, DescriptionStore
+from lga.teacher.base import FailureKind, WorkItem
+from lga.teacher.openai_compat import OpenAITeacher, classify_connection_error
+from lga.teacher.prompts import Format, Prompt, Target
+from lga.testing.fake_chat_server import FakeChatServer
+from lga.testing.tiny_birds import make_tiny_birds
+
+MODEL = "tiny-model"
+KEY = "sk-faults-Q7WKEYMUSTNEVERLEAK"
+ITEMS = 24  # 6 images x 4 prompts
+
+
+@pytest.fixture(scope="module")
+def birds(tmp_path_factory):
+    return make_tiny_birds(tmp_path_factory.mktemp("birds"), 6)
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+
+
+def run(birds, store, base_url: str, *extra: str) -> int:
+    return main(
+        [
+            "describe",
+            "--data",
+            str(birds),
+            "--store",
+            str(store),
+            "--no-progress",
+            "--teacher",
+            f"openai:{base_url}#{MODEL}",
+            "--backoff",
+            "0.01",
+            *extra,
+        ]
+    )
+
+
+def rows(store):
+    if not store.exists():
+        return None
+    with DescriptionStore(store, read_only=True) as s:
+        return s.frame()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+ITEM = WorkItem(
+    1,
+    Prompt(name="p", target=Target.OBJECT, format=Format.TEXT, text="Describe the bird."),
+    lambda: Image.new("RGB", (8, 8), "blue"),
+)
+
+
+@pytest.mark.parametrize("code", ["502", "503", "504"])
+def test_gateway_errors_are_retried_then_succeed(birds, tmp_path, code):
+    store = tmp_path / "d.sqlite"
+    with FakeChatServer({1: code, 2: code, 5: code}) as server:
+        assert run(birds, store, server.base_url, "--concurrency", "1") == 0
+        assert len(server.requests) == ITEMS + 3
+    df = rows(store)
+    assert set(df["status"]) == {DONE} and df["attempts"].sum() == ITEMS + 3
+
+
+def test_retry_after_is_honoured():
+    def timed(retry_after):
+        with FakeChatServer({1: "429"}, retry_after=retry_after) as server:
+            teacher = OpenAITeacher(server.base_url, MODEL, backoff=0.01)
+            start = time.perf_counter()
+            _, out = teacher.ask(ITEM)
+            return time.perf_counter() - start, out
+
+    waited, out = timed("1")
+    assert out.ok and out.attempts == 2
+    assert 0.95 <= waited < 3.0, "the retry waits the server's Retry-After, not the 0.01s backoff"
+    quick, out = timed(None)
+    assert out.ok and out.attempts == 2 and quick < 0.5
+
+
+def test_nothing_listening_fails_fast_with_the_cause(birds, tmp_path, capsys):
+    store = tmp_path / "d.sqlite"
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    start = time.perf_counter()
+    assert run(birds, store, url) == 1
+    assert time.perf_counter() - start < 5.0
+    err = capsys.readouterr().err
+    assert "connection refused" in err and url in err
+    df = rows(store)
+    assert df is None or df.empty, "no failed rows for a server that is not there"
+
+
+def test_unknown_host_is_named():
+    err = urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+    assert classify_connection_error(err)[0] is FailureKind.DNS
+    refused = urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+    assert classify_connection_error(refused)[0] is FailureKind.CONNECTION_REFUSED
+
+
+def test_server_gone_mid_run_trips_the_breaker_and_keeps_answers(birds, tmp_path, capsys):
+    store = tmp_path / "d.sqlite"
+    with FakeChatServer({5: "gone"}) as server:
+        start = time.perf_counter()
+        code = run(
+            birds, store, server.base_url, "--concurrency", "1", "--max-connect-failures", "3"
+        )
+        elapsed = time.perf_counter() - start
+        assert server.preflights == 1
+    assert code == 1 and elapsed < 5.0
+    err = capsys.readouterr().err
+    assert "3 connections in a row" in err and "connection refused" in err
+    df = rows(store)
+    assert (df["status"] == DONE).sum() == 4, "answers from before the server went are kept"
+
+
+def test_reset_connection_is_retried(birds, tmp_path):
+    store = tmp_path / "d.sqlite"
+    with FakeChatServer({1: "reset", 2: "reset", 7: "reset"}) as server:
+        assert run(birds, store, server.base_url, "--concurrency", "2") == 0
+        assert len(server.requests) == ITEMS + 3
+    assert set(rows(store)["status"]) == {DONE}
+
+
+def test_hung_server_costs_an_item_its_deadline(birds, tmp_path, capsys):
+    store = tmp_path / "d.sqlite"
+    with FakeChatServer(lambda n: "hang", hang_s=10.0) as server:
+        start = time.perf_counter()
+        code = run(
+            birds,
+            store,
+            server.base_url,
+            "--limit",
+            "1",
+            "--concurrency",
+            "4",
+            "--timeout",
+            "0.3",
+            "--item-deadline",
+            "1",
+        )
+        elapsed = time.perf_counter() - start
+    assert code == 1
+    assert elapsed < 4.0, f"4 hung items in parallel took {elapsed:.1f}s, over their 1s deadline"
+    df = rows(store)
+    assert set(df["status"]) == {FAILED}
+    assert all("deadline" in e or "timeout" in e for e in df["error"])
+    assert "4 failed: 4 timeout" in capsys.readouterr().err
+
+
+def test_long_answer_is_cut_and_marked(birds, tmp_path, capsys):
+    store = tmp_path / "d.sqlite"
+    with FakeChatServer({1: "long"}, long_chars=10_000_000) as server:
+        code = run(birds, store, server.base_url, "--concurrency", "1", "--max-new-tokens", "16")
+    assert code == 0
+    df = rows(store)
+    cut = df[df["truncated"]]
+    assert len(cut) == 1 and len(cut["text"].iloc[0]) == 16 * 16  # 16 characters per token
+    assert not df[~df["truncated"]]["text"].str.len().gt(256).any()
+    assert "1 answer(s) cut to the length cap" in capsys.readouterr().out
+
+
+def test_body_over_the_limit_is_not_read():
+    with FakeChatServer(lambda n: "long", long_chars=50_000) as server:
+        teacher = OpenAITeacher(server.base_url, MODEL, max_body_bytes=10_000)
+        _, out = teacher.ask(ITEM)
+        assert len(server.requests) == 1, "a too-large answer is not asked again"
+    assert out.kind is FailureKind.TOO_LARGE and "10000 byte limit" in out.error
+
+
+@pytest.mark.parametrize(("fault", "words"), [("malformed", "not JSON"), ("no-choices", "choices")])
+def test_malformed_answers_are_failures(birds, tmp_path, capsys, fault, words):
+    store = tmp_path / "d.sqlite"
+    with FakeChatServer(lambda n: fault) as server:
+        assert run(birds, store, server.base_url, "--limit", "1", "--max-retries", "0") == 1
+    df = rows(store)
+    assert set(df["status"]) == {FAILED} and all(words in e for e in df["error"])
+    assert "4 failed: 4 malformed answer" in capsys.readouterr().err
+
+
+def test_key_echoed_by_the_server_is_never_stored_or_shown(birds, tmp_path, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    store = tmp_path / "d.sqlite"
+    with FakeChatServer(lambda n: "echo-auth") as server:
+        assert run(birds, store, server.base_url, "--limit", "1", "--max-retries", "1") == 1
+        assert all(r.authorization == f"Bearer {KEY}" for r in server.requests)
+    df = rows(store)
+    assert set(df["status"]) == {FAILED}
+    assert all("Bearer ***" in e for e in df["error"]), "the error kept, the key blanked"
+    files = b"".join(p.read_bytes() for p in tmp_path.glob("d.sqlite*"))
+    assert KEY.encode() not in files
+    out = capsys.readouterr()
+    assert KEY not in caplog.text + out.out + out.err
+
+
+def test_consecutive_failures_stop_the_run(birds, tmp_path, capsys):
+    store = tmp_path / "d.sqlite"
+    with FakeChatServer(lambda n: "500") as server:
+        code = run(
+            birds,
+            store,
+            server.base_url,
+            "--concurrency",
+            "1",
+            "--max-retries",
+            "0",
+            "--max-consecutive-failures",
+            "5",
+        )
+        assert len(server.requests) == 5, "stopped after 5 failed items, not 24"
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "5 failed: 5 HTTP 500" in err and "5 failed items in a row" in err
+    assert len(rows(store)) == 5
