@@ -1,4 +1,5 @@
-"""`lga store stats|export|merge|recover`: inspect, export, join and rescue description stores."""
+"""`lga store stats|export|import|merge|recover`: inspect, export, import, join and rescue
+description stores."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    store = sub.add_parser("store", help="inspect, export or merge description stores")
+    store = sub.add_parser(
+        "store", help="inspect, export, import, merge or recover description stores"
+    )
     ssub = store.add_subparsers(dest="store_command", metavar="ACTION", required=True)
 
     stats = ssub.add_parser(
@@ -36,6 +39,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     merge.add_argument("out", type=Path, help="output store (created or extended)")
     merge.add_argument("inputs", type=Path, nargs="+", help="stores to merge")
     merge.set_defaults(func=_merge)
+
+    imp = ssub.add_parser(
+        "import",
+        help="add descriptions made elsewhere (JSONL, Parquet or CSV) to a store",
+        description="FILE is what `lga store export` writes, or a minimal file with the columns "
+        "img_id, prompt (a prompt name of the prompt set) and text. Every row is checked against "
+        "the dataset and the prompt set; nothing is written unless all pass. Importing twice "
+        "changes nothing; `lga fit` reads imported descriptions like generated ones. Example: "
+        "lga store import captions.jsonl --store wb.sqlite --data DIR --teacher vllm-batch",
+    )
+    imp.add_argument("file", type=Path, help="FILE.jsonl | FILE.parquet | FILE.csv")
+    imp.add_argument("--store", type=Path, required=True, help="description store (created)")
+    imp.add_argument("--data", type=Path, required=True, help="the dataset folder described")
+    imp.add_argument(
+        "--dataset-config",
+        default=None,
+        help="shipped name or YAML file; default: DATA/dataset.yaml if present, else waterbirds",
+    )
+    imp.add_argument(
+        "--prompts",
+        default=None,
+        help="prompt set name or YAML file (default: the dataset's, as for `lga describe`)",
+    )
+    imp.add_argument(
+        "--teacher",
+        default=None,
+        help="teacher name of rows without one (default: import:<file stem>)",
+    )
+    imp.set_defaults(func=_import)
 
     recover = ssub.add_parser(
         "recover",
@@ -94,6 +126,21 @@ def _merge(args: argparse.Namespace) -> int:
         f"merged {res['rows_read']} row(s) from {res['inputs']} store(s) into {args.out}: "
         f"{res['rows']} row(s)"
     )
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from lga.data.dataset import load_dataset
+    from lga.data.spec import load_dataset_spec
+    from lga.store_import import import_descriptions
+    from lga.teacher import resolve_prompts
+
+    spec = load_dataset_spec(args.dataset_config, args.data)
+    ds = load_dataset(args.data, spec, splits=[], check_images=False)
+    summary = import_descriptions(
+        args.file, args.store, ds, resolve_prompts(spec, args.prompts), teacher=args.teacher
+    )
+    print(f"imported {args.file} into {args.store}: {summary.line()}")
     return 0
 
 

@@ -1,0 +1,247 @@
+"""``lga store import``: descriptions made elsewhere (a vLLM batch job, another captioner, a
+colleague's file, an ``lga store export``) into a description store.
+
+Two shapes of input, as JSON Lines, Parquet or CSV:
+
+- what ``lga store export`` writes: the store's key columns (``teacher``, ``settings_hash``,
+  ``prompt_hash`` with ``prompt_text`` and ``settings``) are kept, so a round trip through an
+  export changes no key; only ``done`` rows are imported;
+- a minimal file with the columns ``img_id``, ``prompt`` (a prompt name of the prompt set) and
+  ``text``: the rows get the teacher ``--teacher`` (default ``import:<file stem>``), the prompt
+  set's own prompt text and hash, and a settings hash that says "imported".
+
+Every row is checked against the dataset (``img_id`` in its metadata.csv) and the prompt set
+(known prompt names) and must have a text; every fault is named with its line, and nothing is
+written unless all rows pass. Rows are stored under the ``--data`` dataset's key, so ``lga fit``
+reads them exactly like generated ones. A done row is never replaced: importing twice changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lga.errors import DataError, LgaError
+from lga.store import DONE, DescriptionStore, Row, dataset_key, parse_keywords
+
+log = logging.getLogger(__name__)
+
+IMPORT_FORMATS = (".jsonl", ".parquet", ".csv")
+REQUIRED = ("img_id", "prompt", "text")
+
+
+@dataclass
+class ImportSummary:
+    """What an import did."""
+
+    rows: int  # rows in the file
+    imported: int  # rows new to the store
+    already: int  # rows the store held already (a done row is kept)
+    skipped_failed: int  # rows of an export whose status was not done
+    teachers: list[str]
+
+    def line(self) -> str:
+        parts = [f"{self.imported} new", f"{self.already} already in the store"]
+        if self.skipped_failed:
+            parts.append(f"{self.skipped_failed} failed row(s) skipped")
+        return f"{self.rows} row(s): " + ", ".join(parts) + f" (teacher {', '.join(self.teachers)})"
+
+
+def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The file as a frame of strings/objects, and each row's place (``line 3`` / ``row 3``)."""
+    if path.suffix not in IMPORT_FORMATS:
+        raise LgaError(f"cannot import {path}: the name must end with one of {IMPORT_FORMATS}")
+    if not path.is_file():
+        raise LgaError(f"{path}: file not found")
+    if path.suffix == ".jsonl":
+        records, where = [], []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: line {n} is not JSON ({e.msg})") from e
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}: line {n} is not a JSON object")
+            records.append(rec)
+            where.append(f"line {n}")
+        return pd.DataFrame.from_records(records), where
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+        return df, [f"row {i + 1}" for i in range(len(df))]
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return df, [f"line {i + 2}" for i in range(len(df))]  # line 1 is the header
+
+
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (str(v).strip() == "")
+
+
+def _settings_hash(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _keywords(value: Any, text: str, is_keyword_prompt: bool) -> list[str] | None:
+    """The row's keyword list (a list, a numpy array from Parquet, or a JSON list in CSV), else
+    the text parsed as the store parses keyword answers."""
+    if isinstance(value, str) and value.strip():
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            value = None
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list):
+        return [str(k) for k in value]
+    return parse_keywords(text) if is_keyword_prompt else None
+
+
+def import_descriptions(
+    path: str | Path,
+    store_path: str | Path,
+    dataset,
+    prompts: list,
+    *,
+    teacher: str | None = None,
+) -> ImportSummary:
+    """Validate every row of ``path`` and write them into the store at ``store_path``.
+
+    Args:
+        path: a ``.jsonl``, ``.parquet`` or ``.csv`` file.
+        store_path: the description store (created when missing).
+        dataset: the :class:`lga.data.GroupDataset` the descriptions are of (all splits).
+        prompts: the rendered prompt set (:func:`lga.teacher.resolve_prompts`).
+        teacher: the teacher name of rows that have none (default ``import:<file stem>``).
+
+    Raises:
+        DataError: missing columns, or rows with an unknown img_id or prompt name or no text
+            (all named, with their lines); nothing is written then.
+    """
+    path = Path(path)
+    df, where = read_table(path)
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{path}: no column(s) {missing}; a minimal file has img_id, prompt, text "
+            f"(it has {list(df.columns)})"
+        )
+    by_name = {p.name: p for p in prompts}
+    known_ids = {int(i) for i in dataset.img_ids.tolist()}
+    key = dataset_key(dataset)
+    default_teacher = teacher or f"import:{path.stem}"
+    has = set(df.columns)
+    problems, rows, skipped, other_keys = [], [], 0, set()
+    import_settings: dict[str, dict] = {}
+    prompt_texts: dict[tuple[str, str], str] = {}
+    for rec, at in zip(df.to_dict("records"), where, strict=True):
+        if "status" in has and not _blank(rec["status"]) and rec["status"] != DONE:
+            skipped += 1
+            continue
+        try:
+            img_id = int(float(rec["img_id"]))
+        except (TypeError, ValueError):
+            problems.append(f"{path}: {at}: img_id {rec['img_id']!r} is not an integer")
+            continue
+        fault = []
+        if img_id not in known_ids:
+            fault.append(f"img_id {img_id} is not in {dataset.root}/metadata.csv")
+        name = str(rec["prompt"])
+        if name not in by_name:
+            fault.append(f"prompt {name!r} is not in the prompt set (it has {sorted(by_name)})")
+        if _blank(rec["text"]):
+            fault.append("empty text")
+        if fault:
+            problems.append(f"{path}: {at}: " + "; ".join(fault))
+            continue
+        prompt, text = by_name[name], str(rec["text"])
+        who = default_teacher if "teacher" not in has or _blank(rec["teacher"]) else rec["teacher"]
+        if "settings_hash" in has and not _blank(rec["settings_hash"]):
+            settings_hash = str(rec["settings_hash"])
+            if "settings" in has and not _blank(rec["settings"]):
+                import_settings[settings_hash] = json.loads(rec["settings"])
+        else:
+            settings = {"teacher": {"source": "import", "teacher": who}}
+            settings_hash = _settings_hash(settings)
+            import_settings[settings_hash] = settings
+        if "prompt_hash" in has and not _blank(rec["prompt_hash"]):
+            prompt_hash = str(rec["prompt_hash"])
+            if (
+                prompt_hash != prompt.hash
+                and "prompt_text" in has
+                and not _blank(rec["prompt_text"])
+            ):
+                prompt_texts[(name, prompt_hash)] = str(rec["prompt_text"])
+        else:
+            prompt_hash = prompt.hash
+        if "dataset" in has and not _blank(rec["dataset"]) and rec["dataset"] != key:
+            other_keys.add(str(rec["dataset"]))
+        kw_value = rec.get("keywords") if "keywords" in has else None
+        rows.append(
+            Row(
+                dataset=key,
+                img_id=img_id,
+                prompt=name,
+                prompt_hash=prompt_hash,
+                teacher=str(who),
+                settings_hash=settings_hash,
+                status=DONE,
+                text=text,
+                keywords=_keywords(kw_value, text, prompt.format.value == "keywords"),
+                attempts=1,
+            )
+        )
+    if problems:
+        raise DataError(f"{path}: {len(problems)} row(s) cannot be imported", problems)
+    if other_keys:
+        log.warning(
+            "%s: rows were made for dataset(s) %s; they are imported under %s (--data)",
+            path,
+            sorted(other_keys),
+            key,
+        )
+    with DescriptionStore(store_path) as store:
+        done = set()
+        for who, h in {(r.teacher, r.settings_hash) for r in rows}:
+            done |= {(who, h, *k) for k in store.done_keys(key, who, h)}
+        new = {(r.teacher, r.settings_hash, r.img_id, r.prompt, r.prompt_hash) for r in rows}
+        added = len(new - done)
+        store.register_prompts(prompts)
+        for (name, h), text in prompt_texts.items():
+            store.register_prompts([_PromptText(name, h, text, by_name[name])])
+        for h, settings in import_settings.items():
+            store.register_settings(h, settings)
+        store.put(rows)
+    return ImportSummary(
+        rows=len(df),
+        imported=added,
+        already=len(new) - added,
+        skipped_failed=skipped,
+        teachers=sorted({r.teacher for r in rows}),
+    )
+
+
+@dataclass
+class _PromptText:
+    """A prompt text of an export that differs from the prompt set's current wording."""
+
+    name: str
+    hash: str
+    text: str
+    like: Any
+
+    @property
+    def target(self):
+        return self.like.target
+
+    @property
+    def format(self):
+        return self.like.format
