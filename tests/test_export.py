@@ -73,8 +73,8 @@ def test_with_projection_gives_clip_text_features(run, tmp_path):
 
 def test_zero_shot_run_has_nothing_to_export(tmp_path):
     (tmp_path / "zs").mkdir()
-    (tmp_path / "zs" / "metrics.json").write_text("{}")
-    with pytest.raises(LgaError, match="zero-shot run"):
+    (tmp_path / "zs" / "metrics.json").write_text('{"method": "zero-shot"}')
+    with pytest.raises(LgaError, match=r"no model/ folder: the run \(zero-shot\) changed no"):
         export_text_encoder(tmp_path / "zs", tmp_path / "out")
     with pytest.raises(LgaError, match="neither"):
         export_text_encoder(tmp_path / "nothing", tmp_path / "out")

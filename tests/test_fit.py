@@ -24,6 +24,7 @@ from lga.commands.fit import resolve_fit_config
 from lga.config import resolve_config
 from lga.errors import ConfigError, LgaError
 from lga.evaluate import metrics_from_predictions, train_group_counts
+from lga.rundir import RunDir
 from lga.train import FitConfig, fit
 from lga.train.config import shipped_run_configs
 
@@ -80,7 +81,7 @@ def made_run(fit_env: dict, name: str) -> dict:
         cfg = make_cfg(fit_env, method, *overrides)
         out = fit_env["root"] / f"run-{name}"
         torch.set_num_threads(1)
-        metrics = fit(cfg, out, progress=False)
+        metrics = fit(cfg, out, progress=False).metrics
         _RUNS[key] = {"name": name, "cfg": cfg, "out": out, "metrics": metrics, **fit_env}
     return _RUNS[key]
 
@@ -96,15 +97,12 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_run_directory_and_metrics_schema(run):
     out, metrics = run["out"], run["metrics"]
-    for name in (
-        "config.yaml",
-        "metrics.json",
-        "predictions.parquet",
-        "train_log.jsonl",
-        "model/config.json",
-        "model/model.safetensors",
-    ):
+    for name in ("config.yaml", "metrics.json", "predictions.parquet", "train_log.jsonl"):
         assert (out / name).exists(), name
+    # model/ only when the run changed the model: weights, or a linear head beside them
+    changed = run["cfg"].method.value not in ("zero-shot",)
+    assert RunDir(out).model_dir == (out / "model" if changed else None)
+    assert RunDir(out).model_source() == (str(out / "model") if changed else str(run["clip"]))
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert METRIC_KEYS <= set(metrics)
     assert metrics["method"] == run["cfg"].method.value and metrics["split"] == "test"
@@ -130,6 +128,8 @@ def test_run_directory_and_metrics_schema(run):
 def test_model_reloads_with_transformers(run):
     from transformers import AutoProcessor, CLIPModel
 
+    if RunDir(run["out"]).model_dir is None:
+        return  # zero-shot: nothing saved, the base checkpoint is the model
     model = CLIPModel.from_pretrained(run["out"] / "model")
     processor = AutoProcessor.from_pretrained(run["out"] / "model")
     assert model.config.projection_dim == 16 and hasattr(processor, "image_processor")
@@ -249,6 +249,16 @@ def test_zero_shot_fit_equals_lga_eval(fit_env, tmp_path):
     assert {k: fitted[k] for k in METRIC_KEYS - {"method"}} == {
         k: ev[k] for k in METRIC_KEYS - {"method"}
     }
+    # one shape: the same files (fit adds the log of its validation), read the same way
+    a, b = RunDir(out), RunDir(tmp_path / "ev")
+    assert {p.name for p in b.path.iterdir()} == {p.name for p in a.path.iterdir()} - {
+        "train_log.jsonl"
+    }
+    assert a.model_source() == b.model_source() == str(fit_env["clip"])
+    pd.testing.assert_frame_equal(a.read_predictions(), b.read_predictions())
+    from lga.report.runs import load_run
+
+    assert load_run(a.path).base == load_run(b.path).base == str(fit_env["clip"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,7 +398,6 @@ def test_overwrite_removes_what_lga_wrote_and_refuses_other_files(fit_env, tmp_p
     assert sorted(p.name for p in out.iterdir()) == [
         "config.yaml",
         "metrics.json",
-        "model",
         "predictions.parquet",
         "train_log.jsonl",
     ]

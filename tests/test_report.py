@@ -27,8 +27,8 @@ from lga.report import (
     to_long_frame,
     to_markdown,
 )
-from lga.report.fake import write_fake_run
 from lga.report.runs import find_seed
+from lga.testing.fake_runs import write_fake_run
 
 GROUPS = ["landbird/land", "landbird/water", "waterbird/land", "waterbird/water"]
 PER_GROUP = 10  # test images per group: accuracies are multiples of 0.1

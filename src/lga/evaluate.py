@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -11,11 +10,12 @@ import pandas as pd
 import torch
 
 from lga.cache import FeatureCache, default_cache_dir
-from lga.config import EvalRunConfig, dump_config
+from lga.config import EvalRunConfig
 from lga.data.dataset import GroupDataset, load_dataset
 from lga.errors import LgaError
 from lga.features import cache_key, image_features
 from lga.metrics import group_metrics
+from lga.rundir import RunDir
 from lga.student import Student, class_text_features, load_student
 
 log = logging.getLogger(__name__)
@@ -62,21 +62,6 @@ def metrics_from_predictions(
         places=ds.spec.places,
         train_group_counts=train_group_counts,
     )
-
-
-def write_predictions(preds: pd.DataFrame, run_dir: Path) -> Path:
-    """``predictions.parquet`` (pyarrow), so any metric can be recomputed without the model."""
-    path = run_dir / "predictions.parquet"
-    preds.to_parquet(path, index=False)
-    return path
-
-
-def write_metrics(metrics: dict, run_dir: Path) -> Path:
-    path = run_dir / "metrics.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(path)
-    return path
 
 
 def train_group_counts(full: GroupDataset) -> dict[str, int] | None:
@@ -174,7 +159,8 @@ def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
             **metrics_from_predictions(preds, ds, train_group_counts=train_group_counts(full)),
             "skipped_rows": len(full.skipped),
         }
-        dump_config(cfg, out / "config.yaml")
-        write_predictions(preds, out)
-        write_metrics(metrics, out)
+        rd = RunDir(out)
+        rd.write_config(cfg)
+        rd.write_predictions(preds)
+        rd.write_metrics(metrics)
         return metrics

@@ -23,6 +23,7 @@ import torch
 
 from lga.errors import LgaError
 from lga.outputs import make_output_dir
+from lga.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,15 @@ def resolve_model_dir(source: str | Path) -> Path:
         LgaError: neither (e.g. a zero-shot run, which saves no model).
     """
     src = Path(source)
-    for candidate in (src / "model", src):
-        if (candidate / "config.json").is_file():
-            return candidate
-    if (src / "metrics.json").is_file():
+    rd = RunDir(src)
+    if rd.model_dir is not None:
+        return rd.model_dir
+    if (src / "config.json").is_file():
+        return src
+    if rd.finished:
         raise LgaError(
-            f"{src} has no model/ folder: it is a zero-shot run (nothing was "
-            "fine-tuned); pass a fine-tuned run or a model directory"
+            f"{src} has no model/ folder: the run ({rd.read_metrics().get('method', '?')}) "
+            "changed no weights; pass a fine-tuned run or a model directory"
         )
     raise LgaError(f"{src} is neither a run directory with model/ nor a model directory")
 

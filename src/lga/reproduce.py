@@ -19,6 +19,7 @@ from lga.config import Strict, deep_merge, read_yaml, resolve_config
 from lga.data.dataset import GroupDataset, load_dataset, subsample
 from lga.errors import ConfigError
 from lga.outputs import make_output_dir
+from lga.rundir import RunDir
 from lga.train.config import FitConfig, Method, resolve_run_file
 
 log = logging.getLogger(__name__)
@@ -189,10 +190,10 @@ def reproduce(
         for method in cfg.methods:
             rd = run_dir(out, method, seed)
             runs.append(rd)
-            if (rd / "metrics.json").is_file():
+            if RunDir(rd).finished:
                 log.info("%s: done already", rd)
                 continue
-            resume = any((rd / "checkpoints").glob("*"))  # a killed run continues where it stopped
+            resume = RunDir(rd).resumable  # a killed run continues where it stopped
             log.info("fitting %s (seed %d)%s", method.value, seed, " (resuming)" if resume else "")
             fit(
                 fit_config(cfg, method, seed, root, store, group=out.resolve().name),

@@ -62,15 +62,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def resolve_student(spec: str) -> tuple[str, str, dict]:
     """(checkpoint to load, default label, run config) for a --student value."""
     from lga.report.runs import fine_tunes, load_run
+    from lga.rundir import RunDir
 
     path = Path(spec)
-    if (path / "metrics.json").is_file():
+    rd = RunDir(path)
+    if rd.finished:
         run = load_run(path)
         label = run.method if fine_tunes(run.method) else "pre-trained"
-        # A zero-shot or linear-probe run's model/ is a local copy of its base checkpoint.
-        return str(run.model_dir or run.base), label, run.config
-    if (path / "model" / "config.json").is_file():
-        return str(path / "model"), path.name, {}
+        # A frozen method's image encoder is its base checkpoint's (a head, if any, aside).
+        return (rd.model_source() if fine_tunes(run.method) else run.base), label, run.config
+    if rd.model_dir is not None:
+        return str(rd.model_dir), path.name, {}
     name = path.parent.name if path.name == "model" else path.name
     return spec, name or spec, {}
 

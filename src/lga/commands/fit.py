@@ -182,13 +182,14 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = resolve_fit_config(args)
     out = args.out or default_run_name("fit", cfg.student.spec, cfg.method.value)
-    metrics = fit(
+    result = fit(
         cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
     )
-    if "stopped_at_step" in metrics:
-        print(f"stopped after step {metrics['stopped_at_step']}; continue with --resume")
-    elif metrics:  # the main process
+    if not result.finished:
+        print(f"stopped after step {result.stopped_at_step}; continue with --resume")
+    elif result.metrics:  # the main process
         print(f"{cfg.method.value} / {cfg.student.spec} on {cfg.data.root} [test]")
-        print(format_metrics(metrics))
-        print(f"wrote {out}/metrics.json, predictions.parquet, model/, train_log.jsonl")
+        print(format_metrics(result.metrics))
+        written = "metrics.json, predictions.parquet, train_log.jsonl"
+        print(f"wrote {out}/{written}" + (", model/" if result.run.model_dir else ""))
     return 0

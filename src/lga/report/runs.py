@@ -7,7 +7,6 @@ one method: the report groups them and gives mean ± std.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from lga.errors import LgaError
+from lga.rundir import CHECKPOINTS, METRICS, MODEL, RunDir
 from lga.train.config import Method
 
 log = logging.getLogger(__name__)
@@ -69,9 +68,8 @@ class Run:
 
     @property
     def model_dir(self) -> Path | None:
-        """``RUN/model`` when the run saved a fine-tuned model, else None."""
-        d = self.path / "model"
-        return d if (d / "config.json").is_file() else None
+        """``RUN/model`` when the run saved a model (fine-tuned, or with a head), else None."""
+        return RunDir(self.path).model_dir
 
     @property
     def seed_label(self) -> str:
@@ -85,13 +83,7 @@ class Run:
 
     def predictions(self) -> pd.DataFrame:
         """``predictions.parquet`` (or ``.csv``) of the run."""
-        for name, reader in (
-            ("predictions.parquet", pd.read_parquet),
-            ("predictions.csv", pd.read_csv),
-        ):
-            if (self.path / name).is_file():
-                return reader(self.path / name)
-        raise LgaError(f"{self.path} has no predictions.parquet or predictions.csv")
+        return RunDir(self.path).read_predictions()
 
     @property
     def n_train(self) -> int | None:
@@ -155,17 +147,6 @@ def fine_tunes(method: str) -> bool:
         return True
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    f = path / "config.yaml"
-    if not f.is_file():
-        return {}
-    try:
-        raw = yaml.safe_load(f.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise LgaError(f"cannot parse {f}: {e}") from e
-    return raw if isinstance(raw, dict) else {}
-
-
 def find_seed(config: Mapping[str, Any]) -> dict[str, Any]:
     """The seed keys present in a resolved config (``SEED_KEYS``), e.g. ``{"train.seed": 1}``."""
     return {k: v for k in SEED_KEYS if (v := dig(config, k)) is not None}
@@ -178,17 +159,12 @@ def load_run(path: str | Path) -> Run:
         LgaError: the folder or its ``metrics.json`` is missing or unreadable.
     """
     path = Path(path)
-    f = path / "metrics.json"
-    if not f.is_file():
-        raise LgaError(f"{path} is not a run directory: no metrics.json")
-    try:
-        metrics = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise LgaError(f"cannot parse {f}: {e}") from e
+    rd = RunDir(path)
+    metrics = rd.read_metrics()
     for key in ("accuracy", "group_accuracy", "worst_group_accuracy"):
         if key not in metrics:
-            raise LgaError(f"{f} has no {key!r}; is it an lga metrics file?")
-    config = _read_config(path)
+            raise LgaError(f"{rd.metrics_file} has no {key!r}; is it an lga metrics file?")
+    config = rd.read_config()
     method = metrics.get("method") or config.get("method") or path.name
     base = dig(config, "student.spec") or metrics.get("student") or "?"
     return Run(path, str(method), str(base), find_seed(config), metrics, config)
@@ -243,13 +219,13 @@ def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     directories below it (e.g. the output folder of ``lga demo``), found recursively."""
     out: list[Path] = []
     for p in map(Path, paths):
-        if (p / "metrics.json").is_file() or not p.is_dir():
+        if RunDir(p).finished or not p.is_dir():
             out.append(p)
             continue
         found = sorted(
             f.parent
-            for f in p.rglob("metrics.json")
-            if not {"model", "checkpoints"} & set(f.relative_to(p).parts[:-1])
+            for f in p.rglob(METRICS)
+            if not {MODEL, CHECKPOINTS} & set(f.relative_to(p).parts[:-1])
         )
         if not found:
             raise LgaError(f"{p} holds no run directory (no metrics.json in it or below it)")

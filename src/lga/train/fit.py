@@ -15,7 +15,6 @@ run, the checkpoint chosen on validation, and the test split evaluated from the 
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ import torch.nn.functional as F
 import yaml
 
 from lga.cache import FeatureCache, default_cache_dir
-from lga.config import dump_config
 from lga.data.dataset import GroupDataset, load_dataset, missing_classes, subsample
 from lga.errors import ConfigError, DataError, LgaError
 from lga.evaluate import (
@@ -36,11 +34,10 @@ from lga.evaluate import (
     predictions_table,
     templates_for,
     train_group_counts,
-    write_metrics,
-    write_predictions,
 )
 from lga.features import cache_key, image_features
 from lga.outputs import make_output_dir
+from lga.rundir import RunDir
 from lga.student import Student, class_prompts, load_student, resolve_student_spec
 from lga.train.config import RUN_CONTROL_KEYS, FitConfig, Method
 from lga.train.data import (
@@ -56,18 +53,30 @@ from lga.train.linear_probe import PROBE_FILE, balance_weights, fit_linear_probe
 from lga.train.methods import build_method
 from lga.train.model import set_trainable
 from lga.train.tracking import init_trackers, tracker_values
-from lga.train.trainer import (
-    CHECKPOINTS,
-    SELECT_KEYS,
-    FineTuner,
-    TrainLog,
-    evaluate_split,
-    save_pretrained_atomic,
-)
+from lga.train.trainer import SELECT_KEYS, FineTuner, evaluate_split
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("metrics.json", "predictions.parquet", "train_log.jsonl", "model", "logs", CHECKPOINTS)
+
+@dataclass
+class FitResult:
+    """What ``fit`` did.
+
+    Attributes:
+        run: the run directory.
+        metrics: the test metrics written to ``metrics.json`` (``{}`` on the other processes
+            of a multi-process run, and when the run stopped early).
+        stopped_at_step: the step at which ``train.stop_after_steps`` ended this invocation
+            (continue with ``resume=True``); None when the run finished.
+    """
+
+    run: RunDir
+    metrics: dict
+    stopped_at_step: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped_at_step is None
 
 
 @dataclass
@@ -117,43 +126,6 @@ def _comparable(cfg_dict: dict) -> dict:
     return d
 
 
-# What a run has produced once it has started: such a run is continued or replaced, never reused.
-STARTED_FILES = ("metrics.json", "predictions.parquet", "train_log.jsonl", "model", CHECKPOINTS)
-# Everything lga writes in a run directory (``--overwrite`` removes these and nothing else).
-LGA_FILES = (
-    "config.yaml",
-    "balance.json",
-    *RUN_FILES,
-    "metrics.tmp",
-    "model.tmp",
-    "model.old",
-)
-
-
-def run_started(out: Path) -> bool:
-    """Whether ``out`` holds results of a run (a bare ``config.yaml`` is not a run)."""
-    return any((out / name).exists() for name in STARTED_FILES)
-
-
-def empty_run_dir(out: Path) -> None:
-    """Remove what lga wrote in ``out``; refuse, naming them, if other files are there.
-
-    Raises:
-        LgaError: ``out`` holds files lga did not write (nothing is removed then).
-    """
-    if not out.is_dir():
-        return
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in LGA_FILES)
-    if foreign:
-        raise LgaError(
-            f"--overwrite: {out} holds files lga did not write ({', '.join(foreign[:10])}"
-            f"{', ...' if len(foreign) > 10 else ''}); move them away or choose another --out"
-        )
-    for name in LGA_FILES:
-        p = out / name
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-
-
 def prepare_run_dir(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool) -> None:
     """Check ``out`` against the request and write ``config.yaml`` (main process only).
 
@@ -165,7 +137,8 @@ def prepare_run_dir(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool)
             ``resume`` is asked with a configuration different from the run's, ``overwrite``
             would remove files lga did not write, or ``out`` cannot be written.
     """
-    saved = out / "config.yaml"
+    rd = RunDir(out)
+    saved = rd.config_file
     if resume and saved.is_file():
         diff = _config_diff(
             _comparable(yaml.safe_load(saved.read_text())), _comparable(cfg.model_dump(mode="json"))
@@ -175,14 +148,14 @@ def prepare_run_dir(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool)
                 f"--resume: the configuration differs from {saved}:\n  " + "\n  ".join(diff)
             )
     elif overwrite:
-        empty_run_dir(out)
-    elif saved.is_file() and run_started(out):
+        rd.empty()
+    elif saved.is_file() and rd.started:
         raise LgaError(
             f"{out} already holds a run; continue it with --resume, replace it "
             "with --overwrite, or choose another --out"
         )
     make_output_dir(out, what="run folder")
-    dump_config(cfg, saved)
+    rd.write_config(cfg)
 
 
 def load_run_data(cfg: FitConfig, *, check_images: bool, progress: bool) -> RunData:
@@ -243,8 +216,9 @@ def _final_metrics(cfg: FitConfig, data: RunData, preds, **extra) -> dict:
 
 
 def _write_results(out: Path, preds, metrics: dict) -> dict:
-    write_predictions(preds, out)
-    write_metrics(metrics, out)
+    rd = RunDir(out)
+    rd.write_predictions(preds)
+    rd.write_metrics(metrics)
     log.info(
         "wrote %s/metrics.json: accuracy %.2f%%, worst group %.2f%% (%s)",
         out,
@@ -282,12 +256,12 @@ def _zero_shot(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict
             predictions_table(data.val, predict_zero_shot(student, data.val, **kw)),
             cfg.eval.select_by,
         )
-        TrainLog(out / "train_log.jsonl", True).write(
+        RunDir(out).train_log().write(
             {"step": 0, "epoch": 0.0, "val": metrics, "score": score, "best": True}
         )
         extra["val_score"] = score
     preds = predictions_table(data.test, predict_zero_shot(student, data.test, **kw))
-    save_pretrained_atomic(student.model, student.processor, out / "model")
+    # No model/: the run scored cfg.student.spec unchanged (RunDir.model_source).
     return _write_results(out, preds, _final_metrics(cfg, data, preds, **extra))
 
 
@@ -310,10 +284,9 @@ def _frozen_features(cfg: FitConfig, data: RunData, progress: bool):
 
 
 def _save_head(student: Student, head, data: RunData, out: Path) -> None:
-    save_pretrained_atomic(
+    RunDir(out).save_model(
         student.model,
         student.processor,
-        out / "model",
         extra=lambda d: head.save(d / PROBE_FILE, data.full.spec.classes),
     )
 
@@ -338,7 +311,7 @@ def _linear_probe(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> d
     val_metrics, score = data.score(
         predictions_table(data.val, probe.probs(val_x)), cfg.eval.select_by
     )
-    TrainLog(out / "train_log.jsonl", True).write(
+    RunDir(out).train_log().write(
         {
             "step": 0,
             "epoch": 0.0,
@@ -366,7 +339,7 @@ def _dfr(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict:
         cfg.dfr,
         seed=cfg.train.seed,
     )
-    TrainLog(out / "train_log.jsonl", True).write(
+    RunDir(out).train_log().write(
         {
             "step": 0,
             "epoch": 0.0,
@@ -425,7 +398,9 @@ def make_accelerator(cfg: FitConfig, out: Path):
         gradient_accumulation_steps=tc.gradient_accumulation_steps,
         cpu=cfg.student.device == "cpu",
         log_with=list(cfg.tracking.report_to) or None,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        project_config=ProjectConfiguration(
+            project_dir=str(out), logging_dir=str(RunDir(out).logs)
+        ),
         kwargs_handlers=[
             DistributedDataParallelKwargs(find_unused_parameters=tc.find_unused_parameters)
         ],
@@ -550,14 +525,13 @@ def _balance_weights(cfg: FitConfig, data: RunData, student, out: Path) -> np.nd
     }
     log.info("sample.balance=background: %s", summary)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "balance.json").write_text(json.dumps(summary, indent=2) + "\n")
+        RunDir(out).write_balance(summary)
     return weights
 
 
 def _fine_tune(
     cfg: FitConfig, data: RunData, out: Path, acc, *, resume: bool, progress: bool
-) -> dict:
+) -> FitResult:
     tuner = build_fine_tuner(cfg, data, out, acc, progress=progress)
     templates = tuner.templates
     finished = tuner.train(resume=resume)
@@ -568,10 +542,10 @@ def _fine_tune(
             tuner.state.step,
             tuner.total_steps,
         )
-        return {"stopped_at_step": tuner.state.step}
+        return FitResult(RunDir(out), {}, stopped_at_step=tuner.state.step)
     if not acc.is_main_process:
-        return {}
-    best = load_student(cfg.student.model_copy(update={"spec": str(out / "model")}))
+        return FitResult(RunDir(out), {})
+    best = load_student(cfg.student.model_copy(update={"spec": str(RunDir(out).model_path)}))
     preds = evaluate_split(best, data.test, cfg, templates)
     metrics = _write_results(
         out,
@@ -588,7 +562,7 @@ def _fine_tune(
     )
     if cfg.tracking.report_to:
         acc.log(tracker_values(metrics, "test"), step=tuner.total_steps)
-    return metrics
+    return FitResult(RunDir(out), metrics)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -613,12 +587,12 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-) -> dict:
+) -> FitResult:
     """Run one method and write the run directory ``out``.
 
     Under ``accelerate launch`` every process calls this; only the main process writes files
-    and returns the metrics (the others return ``{}``). The frozen methods run on the main
-    process alone.
+    and gets the metrics (the others get ``{}``). The frozen methods run on the main process
+    alone.
 
     Args:
         cfg: the resolved configuration.
@@ -628,8 +602,8 @@ def fit(
         progress: progress bars.
 
     Returns:
-        The test metrics written to ``metrics.json`` (``{"stopped_at_step": n}`` when
-        ``train.stop_after_steps`` ended the run early).
+        The run directory, the test metrics written to its ``metrics.json``, and the step at
+        which ``train.stop_after_steps`` ended the run early (then no metrics), if it did.
 
     Raises:
         LgaError: a bad run directory, dataset, configuration or description store.
@@ -641,18 +615,18 @@ def fit(
         return _fit(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     except BaseException:
         # A run that failed before producing anything leaves no folder behind.
-        if created and out.is_dir() and not run_started(out):
+        if created and out.is_dir() and not RunDir(out).started:
             shutil.rmtree(out, ignore_errors=True)
         raise
 
 
-def _fit(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool, progress: bool) -> dict:
+def _fit(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool, progress: bool) -> FitResult:
     if not cfg.method.fine_tunes:
         from accelerate import PartialState
 
         state = PartialState()
         if not state.is_main_process:
-            return {}
+            return FitResult(RunDir(out), {})
         if state.num_processes == 1:
             PartialState._reset_state()
         data = load_run_data(cfg, check_images=True, progress=progress)  # before the run dir
@@ -661,7 +635,7 @@ def _fit(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool, progress: 
         metrics = run[cfg.method](cfg, data, out, progress)
         if cfg.tracking.report_to:
             _track_frozen(cfg, out, metrics)
-        return metrics
+        return FitResult(RunDir(out), metrics)
     acc = make_accelerator(cfg, out)
     try:
         # One process decodes every image to validate the dataset; the others read the metadata.
@@ -680,9 +654,7 @@ def _track_frozen(cfg: FitConfig, out: Path, metrics: dict) -> None:
     acc = make_accelerator(cfg, out)
     try:
         init_trackers(acc, cfg, out, _flat(cfg.model_dump(mode="json")))
-        log_file = out / "train_log.jsonl"
-        lines = log_file.read_text().splitlines() if log_file.is_file() else []
-        records = [json.loads(line) for line in lines if line]
+        records = RunDir(out).read_train_log()
         val = next((r["val"] for r in reversed(records) if "val" in r), None)
         if val is not None:
             acc.log(tracker_values(val, "val"), step=0)

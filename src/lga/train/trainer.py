@@ -35,6 +35,7 @@ from lga.data.dataset import GroupDataset
 from lga.evaluate import predict_zero_shot, predictions_table, zero_shot_probs
 from lga.features import PixelDataset
 from lga.losses import gather_with_grad
+from lga.rundir import CHECKPOINT_STATE, RunDir
 from lga.student import Student, class_text_features
 from lga.train.config import FitConfig
 from lga.train.data import CachedPixels, GlobalBatchSampler, TextTable
@@ -44,8 +45,6 @@ from lga.train.tracking import tracker_values
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.json"
 SELECT_KEYS = {
     "worst_group": "worst_group_accuracy",
     "accuracy": "accuracy",
@@ -86,56 +85,6 @@ class TrainState:
 
     def improves(self, score: float) -> bool:
         return self.best_score is None or score > self.best_score
-
-
-class TrainLog:
-    """``RUN/train_log.jsonl``: one JSON object per logged step and per validation."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def truncate_after(self, step: int) -> None:
-        """Drop records past ``step`` (a killed run's tail, about to be redone on resume)."""
-        if not (self.enabled and self.path.is_file()):
-            return
-        lines = [
-            ln
-            for ln in self.path.read_text().splitlines()
-            if ln.strip() and json.loads(ln)["step"] <= step
-        ]
-        self.path.write_text("".join(ln + "\n" for ln in lines))
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
-    root = run_dir / CHECKPOINTS
-    if not root.is_dir():
-        return None
-    done = sorted(p for p in root.glob("step_*") if (p / STATE_FILE).is_file())
-    return done[-1] if done else None
-
-
-def save_pretrained_atomic(
-    model: torch.nn.Module, processor, path: Path, extra: Callable[[Path], None] | None = None
-) -> None:
-    """``save_pretrained`` of model and processor into a temporary folder, then swap it in."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    if extra is not None:
-        extra(tmp)
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def evaluate_split(student: Student, ds: GroupDataset, cfg: FitConfig, templates: list[str]):
@@ -206,6 +155,7 @@ class FineTuner:
     ):
         self.cfg, self.acc, self.student, self.method = cfg, accelerator, student, method
         self.table, self.sample, self.val, self.out = table, sample, val, out
+        self.run = RunDir(out)
         self.score_val, self.templates, self.progress = score_val, templates, progress
         self.labels = torch.as_tensor(sample.y.copy(), dtype=torch.long)  # (N,)
         tc = cfg.train
@@ -248,7 +198,7 @@ class FineTuner:
                 persistent_workers=cfg.data.num_workers > 0,
             )
         self.state = TrainState()
-        self.log = TrainLog(out / "train_log.jsonl", accelerator.is_main_process)
+        self.log = self.run.train_log(accelerator.is_main_process)
 
     def _cache(self, ds: GroupDataset) -> CachedPixels:
         return CachedPixels.build(
@@ -370,7 +320,7 @@ class FineTuner:
             if best:
                 self.state.best_score, self.state.best_step = score, step
                 self.state.best_val = metrics
-                save_pretrained_atomic(student.model, student.processor, self.out / "model")
+                self.run.save_model(student.model, student.processor)
             self.log.write(
                 {
                     "step": step,
@@ -392,7 +342,7 @@ class FineTuner:
         self.acc.wait_for_everyone()
 
     def save_checkpoint(self) -> None:
-        root = self.out / CHECKPOINTS
+        root = self.run.checkpoints
         final = root / f"step_{self.state.step:08d}"
         tmp = root / f".{final.name}.tmp"
         if self.acc.is_main_process:
@@ -401,7 +351,7 @@ class FineTuner:
         self.acc.save_state(str(tmp))
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps(self.state.__dict__, indent=1))
+            (tmp / CHECKPOINT_STATE).write_text(json.dumps(self.state.__dict__, indent=1))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             for old in sorted(root.glob("step_*"))[: -self.cfg.train.keep_checkpoints]:
@@ -410,12 +360,12 @@ class FineTuner:
 
     def resume(self) -> bool:
         """Load the newest complete checkpoint, if any; the log's later records are dropped."""
-        ck = latest_checkpoint(self.out)
+        ck = self.run.latest_checkpoint()
         if ck is None:
-            log.warning("no checkpoint in %s: starting from the beginning", self.out / CHECKPOINTS)
+            log.warning("no checkpoint in %s: starting from the beginning", self.run.checkpoints)
             return False
         self.acc.load_state(str(ck))
-        self.state = TrainState(**json.loads((ck / STATE_FILE).read_text()))
+        self.state = TrainState(**json.loads((ck / CHECKPOINT_STATE).read_text()))
         self.log.truncate_after(self.state.step)
         log.info("resumed from %s (step %d of %d)", ck, self.state.step, self.total_steps)
         return True

@@ -7,7 +7,6 @@ group, so a test knows every number the report should print.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ import yaml
 
 from lga.data.dataset import GroupDataset
 from lga.metrics import group_metrics
+from lga.rundir import RunDir
 
 
 def _probs(
@@ -84,11 +84,12 @@ def write_fake_run(
     )
     for k, c in enumerate(ds.spec.classes):
         preds[f"prob_{c}"] = probs[:, k]
-    preds.to_parquet(out / "predictions.parquet", index=False)
+    rd = RunDir(out)
+    rd.write_predictions(preds)
     train = ds.split("train")
     metrics = {
         "method": method,
-        "student": str(out / "model") if model_dir else base,
+        "student": str(rd.model_path) if model_dir else base,
         "split": split,
         **group_metrics(
             preds["pred"],
@@ -101,7 +102,7 @@ def write_fake_run(
     }
     if n_train is not None:
         metrics["n_train"] = n_train
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    rd.write_metrics(metrics)
     config = {
         "method": method,
         "data": {"root": str(ds.root), "dataset_config": None},
@@ -109,7 +110,7 @@ def write_fake_run(
     }
     for k, v in (seed or {}).items():
         config[k] = {**config.get(k, {}), **v} if isinstance(v, dict) else v
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    rd.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     if model_dir is not None:
-        shutil.copytree(model_dir, out / "model", dirs_exist_ok=True)
+        shutil.copytree(model_dir, rd.model_path, dirs_exist_ok=True)
     return metrics
