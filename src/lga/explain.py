@@ -269,12 +269,12 @@ def saliency_figure(
     """One figure for one image: the image, then per student its rollout and Grad-CAM overlays.
 
     Returns:
-        The matplotlib figure (the caller saves and closes it).
+        The matplotlib figure (a ``Figure``, made without pyplot; the caller saves it).
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     n = len(maps)
-    fig = plt.figure(figsize=(2.3 + 4.2 * n, 3.2), layout="constrained")
+    fig = Figure(figsize=(2.3 + 4.2 * n, 3.2), layout="constrained")
     subs = fig.subfigures(1, n + 1, width_ratios=[1.1] + [2] * n, wspace=0.02)
     ax = subs[0].subplots()
     ax.imshow(maps[0].image)
@@ -338,11 +338,6 @@ def write_saliency_figures(
         true_classes: optional true class index per image (shown under the image).
         titles: optional figure title per image.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = Path(out_dir)
     make_output_dir(out, what="explain folder")
     results = explain(students, images, class_names=class_names, templates=templates)
@@ -356,6 +351,5 @@ def write_saliency_figures(
         )
         path = out / f"{names[k]}.png"
         fig.savefig(path, dpi=dpi)
-        plt.close(fig)
         paths.append(path)
     return paths

@@ -55,15 +55,10 @@ def sweep(
 
 def sweep_plot(results: dict, path: str | Path, *, dpi: int = 130) -> Path:
     """Worst-group and overall accuracy (%) against training images, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from lga.report.plots import method_colors
+    from lga.report.plots import method_colors, subplots
 
     colors = method_colors(list(results))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = subplots(1, 2, figsize=(10, 4), sharey=True, layout="tight")
     for ax, metric, title in zip(
         axes, ("worst", "overall"), ("worst-group accuracy", "overall accuracy"), strict=True
     ):
@@ -80,7 +75,5 @@ def sweep_plot(results: dict, path: str | Path, *, dpi: int = 130) -> Path:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
     axes[1].legend(fontsize=8)
-    fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return Path(path)

@@ -1,7 +1,8 @@
 """The report's figures: group accuracies, class probabilities of chosen images, alignment.
 
-Every function draws one figure, saves it as PNG and closes it; none keeps global state beyond
-selecting matplotlib's non-interactive backend.
+Every function draws one figure and saves it as PNG. Figures are built as
+``matplotlib.figure.Figure`` objects, not through pyplot: no backend is selected and no global
+state is touched, so importing this module in a notebook leaves its inline figures alone.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from lga.report.table import ResultsTable, group_display  # noqa: E402
+from lga.report.table import ResultsTable, group_display
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +68,14 @@ def _bars(
         )
 
 
+def subplots(nrows: int, ncols: int, *, figsize, layout: str | None = None, **kw):
+    """``pyplot.subplots`` without pyplot: a ``Figure`` (no backend, no global figure list)."""
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(nrows, ncols, **kw)
+
+
 def _save(fig, path: Path, dpi: int) -> Path:
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     log.info("wrote %s", path)
     return path
 
@@ -94,7 +97,7 @@ def group_accuracy_plot(table: ResultsTable, path: str | Path, *, dpi: int = DPI
     weighted and worst-group accuracy side by side."""
     groups, counts = table.groups, table.group_counts
     cols = table.columns
-    fig, (ax, ax2) = plt.subplots(
+    fig, (ax, ax2) = subplots(
         1,
         2,
         figsize=(max(9.0, 2.2 * len(groups) + 5), 4.8),
@@ -197,7 +200,7 @@ def class_probs_plot(
     class prompt (true class in blue), as on the seed's slides."""
     models = list(items[0].probs)
     n_cols = len(models) + 1
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         len(items),
         n_cols,
         figsize=(1.9 + 3.1 * len(models), 1.75 * len(items) + 0.5),
@@ -315,7 +318,7 @@ def alignment_plot(
     groups = list(dict.fromkeys(df["group"]))
     n = len(targets)
     n_cols = min(n, 2)
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         math.ceil(n / n_cols),
         n_cols,
         figsize=(6.2 * n_cols, 3.6 * math.ceil(n / n_cols)),
