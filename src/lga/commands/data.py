@@ -1,16 +1,23 @@
-"""`lga data check` and `lga data synth`."""
+"""`lga data check`, `lga data synth` and `lga data import`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lga.data.dataset import GroupDataset, check_dataset, split_group_table
 from lga.data.spec import load_dataset_spec
+from lga.errors import LgaError
+
+if TYPE_CHECKING:
+    from lga.data.importers import ImportPlan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="check or generate datasets in the Waterbirds layout")
+    data = sub.add_parser(
+        "data", help="check, generate or import datasets in the Waterbirds layout"
+    )
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     check = dsub.add_parser(
@@ -58,6 +65,71 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="bird size multiplier (1: 25-45%% of the side; the demo uses 1.6)",
     )
     synth.set_defaults(func=_synth)
+    _register_import(dsub)
+
+
+def _register_import(dsub: argparse._SubParsersAction) -> None:
+    imp = dsub.add_parser(
+        "import",
+        help="turn CelebA or a table of image paths and labels into a dataset",
+        description="Write metadata.csv and dataset.yaml beside the images, so that the source "
+        "folder becomes a dataset as it is (no image is copied), or with --out into a separate "
+        "folder where the images are symlinked (or copied with --copy).",
+    )
+    isub = imp.add_subparsers(dest="import_source", metavar="SOURCE", required=True)
+    celeba = isub.add_parser(
+        "celeba",
+        help="CelebA: img_align_celeba/, list_attr_celeba and list_eval_partition (.csv or .txt)",
+        description="Class = --target, spurious attribute = --spurious (CelebA's -1/1 become "
+        "0/1); splits from list_eval_partition. The default attributes get the shipped "
+        "celeba-blond config (Sagawa et al. 2020: blond hair x male). "
+        "Example: lga data import celeba ~/data/celeba",
+    )
+    celeba.add_argument("src", type=Path, help="the CelebA folder")
+    celeba.add_argument("--target", default="Blond_Hair", help="class attribute (Blond_Hair)")
+    celeba.add_argument("--spurious", default="Male", help="spurious attribute (Male)")
+    _add_import_args(celeba)
+    celeba.set_defaults(func=_import_celeba)
+
+    table = isub.add_parser(
+        "table",
+        help="a csv/tsv/parquet/jsonl table: image path, label, spurious attribute, split",
+        description="One row per image. Image paths are relative to the table's folder, or "
+        "absolute. Splits: train/val/test or 0/1/2 (also training, valid, validation, dev, "
+        "testing; any case). Labels and places: integer indices (-1/1 become 0/1) or names "
+        "(numbered in sorted order unless --classes/--places or --dataset-config name them). "
+        "Example: lga data import table ~/data/faces/labels.parquet --image-col path "
+        "--label-col hair --place-col gender --split-col fold --classes dark,blond",
+    )
+    table.add_argument("file", type=Path, help="the table (.csv, .tsv, .parquet, .jsonl)")
+    table.add_argument("--image-col", default="image", help="image path column (image)")
+    table.add_argument("--label-col", default="label", help="class column (label)")
+    table.add_argument("--place-col", default="place", help="spurious attribute column (place)")
+    table.add_argument("--split-col", default="split", help="split column (split)")
+    table.add_argument("--classes", default=None, help="class names in code order: a,b")
+    table.add_argument("--places", default=None, help="spurious attribute names in order: a,b")
+    _add_import_args(table)
+    table.set_defaults(func=_import_table)
+
+
+def _add_import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset-config",
+        default=None,
+        help="shipped name or YAML file for dataset.yaml; default: made from the names",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write a separate dataset folder (images symlinked) instead of importing in place",
+    )
+    p.add_argument("--copy", action="store_true", help="with --out: copy the images, not link")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a metadata.csv/dataset.yaml that no earlier import wrote",
+    )
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -99,4 +171,46 @@ def _synth(args: argparse.Namespace) -> int:
     out = generate(args.out, cfg, progress=True)
     print(f"wrote {cfg.n_train + cfg.n_val + cfg.n_test} images to {out}")
     print(f"check it with: lga data check {out}")
+    return 0
+
+
+def _import_celeba(args: argparse.Namespace) -> int:
+    from lga.data.importers import read_celeba
+
+    spec = load_dataset_spec(args.dataset_config) if args.dataset_config else None
+    plan = read_celeba(args.src, target=args.target, spurious=args.spurious, spec=spec)
+    return _write_import(plan, args)
+
+
+def _import_table(args: argparse.Namespace) -> int:
+    from lga.data.importers import parse_names, read_table
+
+    spec = load_dataset_spec(args.dataset_config) if args.dataset_config else None
+    plan = read_table(
+        args.file,
+        image_col=args.image_col,
+        label_col=args.label_col,
+        place_col=args.place_col,
+        split_col=args.split_col,
+        classes=parse_names(args.classes),
+        places=parse_names(args.places),
+        spec=spec,
+    )
+    return _write_import(plan, args)
+
+
+def _write_import(plan: ImportPlan, args: argparse.Namespace) -> int:
+    from lga.data.importers import write_import
+
+    if args.copy and args.out is None:
+        raise LgaError("--copy needs --out (an import in place copies nothing)")
+    res = write_import(plan, args.out, copy=args.copy, overwrite=args.overwrite, progress=True)
+    spec = res.spec
+    print(
+        f"imported {res.n_images} images into {res.root} ({res.mode.value}; {spec.name}: "
+        f"classes {spec.classes}, {spec.spurious_attribute} {spec.places})"
+    )
+    checked = check_dataset(res.root, spec, check_images=False)
+    print(split_group_table(GroupDataset(res.root, spec, checked.table)).to_string())
+    print(f"check the images with: lga data check {res.root}")
     return 0

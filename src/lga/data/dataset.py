@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from lga.data.images import MAX_PIXELS, ImageLoadError, load_rgb
+from lga.data.provenance import linked_roots
 from lga.data.spec import DatasetSpec, load_dataset_spec
 from lga.data.validation_cache import ValidationCache, file_signature
 from lga.errors import DataError
@@ -177,10 +178,14 @@ def _metadata_error(meta: Path, why: str, cause: Exception | None = None) -> NoR
     ) from cause
 
 
-def _escapes(root: Path, name: str, real_root: str | None = None) -> str | None:
+def _escapes(
+    root: Path, name: str, real_root: str | None = None, linked: tuple[str, ...] = ()
+) -> str | None:
     """Why ``name`` is not a safe path inside ``root``, or None when it is.
 
     ``real_root``: ``os.path.realpath(root)`` when the caller has it (once per dataset, not row).
+    ``linked``: real folders that symlinks may point into (those ``lga data import --out``
+    linked the images from, as its ``import.yaml`` records).
     """
     if not name:
         return "empty img_filename"
@@ -194,7 +199,8 @@ def _escapes(root: Path, name: str, real_root: str | None = None) -> str | None:
         return f"path {name!r} escapes the dataset folder ('..')"
     resolved = os.path.realpath(root / name)
     real_root = real_root or os.path.realpath(root)
-    if os.path.commonpath([resolved, real_root]) != real_root:
+    inside = [real_root, *linked]
+    if not any(os.path.commonpath([resolved, folder]) == folder for folder in inside):
         return f"path {name!r} escapes the dataset folder (symlink to {resolved})"
     return None
 
@@ -206,6 +212,7 @@ def _row_problems(df: pd.DataFrame, spec: DatasetSpec, root: Path) -> dict[int, 
     dup = ids.duplicated(keep=False) & (ids != "")
     limits = {"y": (len(spec.classes), spec.classes), "place": (len(spec.places), spec.places)}
     real_root = os.path.realpath(root)
+    linked = tuple(linked_roots(root))
     for pos, row in enumerate(df.itertuples(index=False)):
         rec = row._asdict()
         img_id = str(rec["img_id"]).strip() or f"<row {pos + 2}>"
@@ -237,7 +244,7 @@ def _row_problems(df: pd.DataFrame, spec: DatasetSpec, root: Path) -> dict[int, 
                     ProblemKind.DUPLICATE_ID,
                 )
             )
-        why = _escapes(root, str(rec["img_filename"]).strip(), real_root)
+        why = _escapes(root, str(rec["img_filename"]).strip(), real_root, linked)
         if why:
             out.append(Problem(file, why, img_id, ProblemKind.UNSAFE_PATH))
         if out:
