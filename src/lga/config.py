@@ -8,6 +8,7 @@ config is written into the run directory.
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -138,3 +139,34 @@ def resolve_config(
 def dump_config(cfg: BaseModel, path: str | Path) -> None:
     """Write the resolved config as YAML (paths as strings, secrets never included)."""
     Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def shipped_names(kind: str) -> list[str]:
+    """The configs shipped in ``lga/configs/<kind>/`` (runs, datasets, prompts, reproduce)."""
+    root = resources.files("lga") / "configs" / kind
+    return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_config_file(name_or_path: str | Path, kind: str, what: str) -> Path:
+    """The one rule for "a shipped name or a YAML file": an existing file is taken as it is; a
+    name with a YAML suffix or a ``/`` is a path that must exist; anything else must name a
+    config shipped in ``lga/configs/<kind>/``.
+
+    Args:
+        name_or_path: what the user gave.
+        kind: the folder of shipped configs (``runs``, ``datasets``, ``prompts``, ``reproduce``).
+        what: the thing's name in messages (``run config``, ``dataset config``, ...).
+
+    Raises:
+        ConfigError: a missing file, or an unknown name (the shipped ones are listed).
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    name = str(name_or_path)
+    if path.suffix in (".yaml", ".yml") or "/" in name:
+        raise ConfigError(f"{what} file not found: {path}")
+    names = shipped_names(kind)
+    if name not in names:
+        raise ConfigError(f"unknown {what} {name!r}; shipped: {names}, or give a YAML file")
+    return Path(str(resources.files("lga") / "configs" / kind / f"{name}.yaml"))

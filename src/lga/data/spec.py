@@ -6,12 +6,12 @@ the shipped config named on the command line (default ``waterbirds``) applies.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lga.config import resolve_config_file, shipped_names
 from lga.errors import ConfigError
 
 DATASET_FILE = "dataset.yaml"
@@ -68,8 +68,7 @@ class DatasetSpec(BaseModel):
 
 
 def shipped_dataset_names() -> list[str]:
-    root = resources.files("lga") / "configs" / "datasets"
-    return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
+    return shipped_names("datasets")
 
 
 def _read_spec_file(path: Path) -> DatasetSpec:
@@ -97,17 +96,4 @@ def load_dataset_spec(
         if data_dir is not None and (Path(data_dir) / DATASET_FILE).is_file():
             return _read_spec_file(Path(data_dir) / DATASET_FILE)
         name_or_path = "waterbirds"
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"dataset config file not found: {path}")
-        return _read_spec_file(path)
-    names = shipped_dataset_names()
-    if str(name_or_path) not in names:
-        raise ConfigError(
-            f"unknown dataset config {name_or_path!r}; shipped: {names}, or give a YAML file"
-        )
-    with resources.as_file(
-        resources.files("lga") / "configs" / "datasets" / f"{name_or_path}.yaml"
-    ) as p:
-        return _read_spec_file(p)
+    return _read_spec_file(resolve_config_file(name_or_path, "datasets", "dataset config"))

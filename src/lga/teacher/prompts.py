@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import string
 from enum import Enum
-from importlib import resources
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lga.config import resolve_config_file, shipped_names
 from lga.data.spec import DatasetSpec
 from lga.errors import ConfigError
 
@@ -110,8 +110,7 @@ def _render(set_name: str, template: PromptTemplate, values: dict[str, str]) -> 
 
 def shipped_prompt_sets() -> list[str]:
     """Names of the prompt sets shipped with lga."""
-    root = resources.files("lga") / "configs" / "prompts"
-    return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
+    return shipped_names("prompts")
 
 
 def _read(path: Path) -> PromptSet:
@@ -127,19 +126,7 @@ def _read(path: Path) -> PromptSet:
 
 def load_prompt_set(name_or_path: str | Path) -> PromptSet:
     """A shipped prompt set by name (``waterbirds``, ``generic``) or a YAML file."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"prompt set file not found: {path}")
-        return _read(path)
-    names = shipped_prompt_sets()
-    if str(name_or_path) not in names:
-        raise ConfigError(
-            f"unknown prompt set {name_or_path!r}; shipped: {names}, or give a YAML file"
-        )
-    shipped = resources.files("lga") / "configs" / "prompts" / f"{name_or_path}.yaml"
-    with resources.as_file(shipped) as p:
-        return _read(p)
+    return _read(resolve_config_file(name_or_path, "prompts", "prompt set"))
 
 
 def resolve_prompts(

@@ -15,14 +15,12 @@ evaluation, the pre-trained model included (``eval.at_start``).
 from __future__ import annotations
 
 from enum import Enum
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PositiveFloat, model_validator
 
-from lga.config import DataConfig, Strict, StudentConfig
-from lga.errors import ConfigError
+from lga.config import DataConfig, Strict, StudentConfig, resolve_config_file, shipped_names
 
 
 class Method(str, Enum):
@@ -237,19 +235,9 @@ RUN_CONTROL_KEYS = (
 
 
 def shipped_run_configs() -> list[str]:
-    root = resources.files("lga") / "configs" / "runs"
-    return sorted(f.name.removesuffix(".yaml") for f in root.iterdir() if f.name.endswith(".yaml"))
+    return shipped_names("runs")
 
 
 def resolve_run_file(name: str) -> Path:
     """A YAML path, or the name of a shipped run config."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    if path.suffix in (".yaml", ".yml") or "/" in name:
-        raise ConfigError(f"run config not found: {name}")
-    if name not in shipped_run_configs():
-        raise ConfigError(
-            f"unknown run config {name!r}; shipped: {shipped_run_configs()}, or give a YAML file"
-        )
-    return Path(str(resources.files("lga") / "configs" / "runs" / f"{name}.yaml"))
+    return resolve_config_file(name, "runs", "run config")
