@@ -128,7 +128,9 @@ def test_no_key_no_authorization_header(birds, tmp_path, monkeypatch):
 
 def test_payload_and_response_parsing():
     body = chat_payload("m", "Describe.", "data:image/png;base64,AAAA", 64)
-    assert body["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png")
+    image, text = body["messages"][0]["content"]  # the image first, as LLaVA was trained
+    assert image["image_url"]["url"].startswith("data:image/png")
+    assert text == {"type": "text", "text": "Describe."}
     assert body["max_tokens"] == 64 and body["temperature"] == 0
     ok = b'{"choices": [{"message": {"role": "assistant", "content": " A gull. "}}]}'
     assert parse_completion(ok) == "A gull."
@@ -144,3 +146,14 @@ def test_payload_and_response_parsing():
         with pytest.raises(ValueError, match="malformed"):
             parse_completion(bad)
     assert answer_for("p", "u") == answer_for("p", "u")
+
+
+def test_requests_put_the_image_first_and_reuse_connections(birds, tmp_path):
+    with FakeChatServer() as server:
+        assert describe(birds, tmp_path / "d.sqlite", server, "--concurrency", "3") == 0
+        requests, connections = server.requests, server.connections
+    assert len(requests) == 24
+    assert {r.content_types for r in requests} == {("image_url", "text")}
+    ports = {r.client_port for r in requests}
+    # Keep-alive: 24 requests (and the preflight) over at most 3 pooled connections.
+    assert 1 <= len(ports) <= connections <= 3
