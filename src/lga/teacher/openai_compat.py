@@ -181,7 +181,7 @@ class _ImageURLs:
 RESERVED_OPTIONS = {
     "model": "the model is the part of --teacher after '#'",
     "messages": "lga builds the messages (the image, then the prompt)",
-    "max_tokens": "use --max-new-tokens",
+    "max_tokens": "use --max-new-tokens (teacher.max_new_tokens in a reproduce config)",
     "max_completion_tokens": "use --max-new-tokens (sent as max_tokens)",
     "temperature": "lga decodes greedily (temperature 0) so that a stored answer is reproducible",
     "stream": "lga reads whole (non-streamed) answers",
