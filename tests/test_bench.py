@@ -91,6 +91,12 @@ def test_teacher_concurrency_speedup(data, tmp_path):
     check_figure(r, "teacher_concurrency_speedup")
     assert r["sizes"]["items"] == 8 and r["sizes"]["image_px"] == 32
     assert r["items_per_s"]["ideal"] == 400.0
+    # 8 requests and a preflight per teacher, over keep-alive connections (at most C of them).
+    for name, c in (("concurrency_1", 1), ("concurrency_4", 4)):
+        stats = r["connections"][name]
+        assert stats["requests"] == 9 and 1 <= stats["connections"] <= c
+        assert stats["requests_per_connection"] == round(9 / stats["connections"], 1)
+    assert "requests over" in bench.format_table({"teacher_concurrency_speedup": r})
 
 
 def test_train_pipeline_efficiency_times_the_real_trainer(data, store, tiny_clip_dir, tmp_path):

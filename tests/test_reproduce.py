@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from lga.cli import main
+from lga.errors import ConfigError
 from lga.reproduce import fit_config, load_reproduce_config, training_images
 from lga.train.config import Method
 
@@ -96,3 +97,31 @@ def test_sweep_over_sizes(config_file, tmp_path, capsys):
     assert (out / "sweep.png").stat().st_size > 0
     assert (out / "descriptions.sqlite").is_file()  # one store serves every size
     assert "worst group" in capsys.readouterr().out
+
+
+def test_failed_descriptions_exit_non_zero_before_fitting(config_file, tmp_path, capsys):
+    from lga.testing.fake_chat_server import FakeChatServer
+
+    out = tmp_path / "repro"
+    with FakeChatServer(lambda n: "500") as server:
+        overrides = [
+            f"teacher.spec=openai:{server.base_url}#tiny",
+            "teacher.max_retries=0",
+            "teacher.backoff=0.01",
+            'teacher.options={top_k: 3, stop: ["\\n"]}',  # YAML: a list of one newline
+            "seeds=[0]",
+            "fit.sample.n_train=4",
+        ]
+        assert main(["reproduce", str(config_file), "--out", str(out), *overrides]) == 1
+        requests = server.requests
+    items = len(requests)
+    assert 4 <= items < 20, "every item asked once (no retries), under the failure streak limit"
+    assert all(r.body["top_k"] == 3 and r.body["stop"] == ["\n"] for r in requests)
+    err = capsys.readouterr().err
+    assert f"{items} failed: {items} HTTP 500" in err and "no method fitted" in err
+    assert not (out / "runs").exists() and not (out / "report").exists()
+
+
+def test_teacher_options_lga_sets_are_refused_in_configs(config_file):
+    with pytest.raises(ConfigError, match="teacher.max_new_tokens"):
+        load_reproduce_config(config_file, overrides=["teacher.options={max_tokens: 3}"])

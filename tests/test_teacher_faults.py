@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import email.utils
+import json
 import logging
 import socket
 import time
-import urllib.error
+from datetime import datetime, timedelta, timezone
 
+import httpcore
+import httpx
 import pytest
 from PIL import Image
 
 from lga.cli import main
+from lga.errors import ConfigError
 from lga.store import DONE, FAILED, DescriptionStore
 from lga.teacher.base import FailureKind, WorkItem
-from lga.teacher.openai_compat import OpenAITeacher, classify_connection_error
+from lga.teacher.openai_compat import (
+    OpenAITeacher,
+    TeacherUnreachable,
+    classify_connection_error,
+    retry_after_s,
+)
 from lga.teacher.prompts import Format, Prompt, Target
 from lga.testing.fake_chat_server import FakeChatServer
 from lga.testing.tiny_birds import make_tiny_birds
@@ -95,6 +105,19 @@ def test_retry_after_is_honoured():
     assert 0.95 <= waited < 3.0, "the retry waits the server's Retry-After, not the 0.01s backoff"
     quick, out = timed(None)
     assert out.ok and out.attempts == 2 and quick < 0.5
+    # The HTTP-date form: 2 s ahead at a 1 s resolution waits between 1 and 2 s.
+    when = datetime.now(timezone.utc) + timedelta(seconds=2)
+    waited, out = timed(email.utils.format_datetime(when, usegmt=True))
+    assert out.ok and out.attempts == 2 and 0.9 <= waited < 3.0
+
+
+def test_retry_after_forms():
+    now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    assert retry_after_s("7", now=now) == 7.0 and retry_after_s("1.5", now=now) == 1.5
+    assert retry_after_s("Wed, 01 Jan 2025 12:00:30 GMT", now=now) == 30.0
+    assert retry_after_s("Wed, 01 Jan 2025 11:00:00 GMT", now=now) == 0.0  # in the past
+    assert retry_after_s("-3", now=now) == 0.0
+    assert retry_after_s("soon", now=now) is None and retry_after_s(None) is None
 
 
 def test_nothing_listening_fails_fast_with_the_cause(birds, tmp_path, capsys):
@@ -109,11 +132,35 @@ def test_nothing_listening_fails_fast_with_the_cause(birds, tmp_path, capsys):
     assert df is None or df.empty, "no failed rows for a server that is not there"
 
 
-def test_unknown_host_is_named():
-    err = urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
-    assert classify_connection_error(err)[0] is FailureKind.DNS
-    refused = urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+def _wrapped(cause: BaseException, outer: type[Exception] = httpx.ConnectError) -> Exception:
+    """``cause`` as httpx raises it: an httpx error from an httpcore error from the socket's."""
+    try:
+        try:
+            raise cause
+        except OSError as e:
+            raise httpcore.ConnectError(str(e)) from e
+    except httpcore.ConnectError as e:
+        try:
+            raise outer(str(e)) from e
+        except outer as wrapped:
+            return wrapped
+
+
+def test_connection_errors_are_classified_through_httpx_wrapping():
+    dns = _wrapped(socket.gaierror(-2, "Name or service not known"))
+    kind, words = classify_connection_error(dns)
+    assert kind is FailureKind.DNS and "Name or service not known" in words
+    refused = _wrapped(ConnectionRefusedError(111, "Connection refused"))
     assert classify_connection_error(refused)[0] is FailureKind.CONNECTION_REFUSED
+    assert classify_connection_error(httpx.ReadTimeout("timed out"))[0] is FailureKind.TIMEOUT
+    lost = httpx.RemoteProtocolError("peer closed connection without sending complete body")
+    assert classify_connection_error(lost)[0] is FailureKind.CONNECTION_LOST
+
+
+def test_unknown_host_stops_the_run_naming_it():
+    teacher = OpenAITeacher("http://no-such-host.invalid:9/v1", MODEL, timeout=5)
+    with pytest.raises(TeacherUnreachable, match="DNS failure"):
+        teacher.preflight()
 
 
 def test_server_gone_mid_run_trips_the_breaker_and_keeps_answers(birds, tmp_path, capsys):
@@ -230,3 +277,25 @@ def test_consecutive_failures_stop_the_run(birds, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "5 failed: 5 HTTP 500" in err and "5 failed items in a row" in err
     assert len(rows(store)) == 5
+
+
+def test_httpx_logs_never_show_the_key(caplog):
+    # httpx logs request lines at INFO and httpcore every step at DEBUG (what -vv shows).
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    with FakeChatServer({1: "echo-auth"}) as server:
+        teacher = OpenAITeacher(server.base_url, MODEL, backoff=0.01)
+        teacher.preflight()
+        _, out = teacher.ask(ITEM)
+        assert server.requests[0].authorization == f"Bearer {KEY}"
+    assert out.ok and out.attempts == 2
+    assert "HTTP Request: POST" in caplog.text and "send_request_headers" in caplog.text
+    assert KEY not in caplog.text
+
+
+def test_keys_of_the_api_never_enter_the_settings(monkeypatch):
+    with pytest.raises(ConfigError, match=r"holds the API key.*OPENAI_API_KEY"):
+        OpenAITeacher("http://127.0.0.1:9/v1", MODEL, request_options={"user": f"x-{KEY}"})
+    teacher = OpenAITeacher("http://127.0.0.1:9/v1", MODEL, request_options={"top_k": 7})
+    assert KEY not in repr(teacher) + json.dumps(teacher.settings) + teacher.id

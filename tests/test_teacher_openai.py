@@ -128,7 +128,9 @@ def test_no_key_no_authorization_header(birds, tmp_path, monkeypatch):
 
 def test_payload_and_response_parsing():
     body = chat_payload("m", "Describe.", "data:image/png;base64,AAAA", 64)
-    assert body["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png")
+    image, text = body["messages"][0]["content"]  # the image first, as LLaVA was trained
+    assert image["image_url"]["url"].startswith("data:image/png")
+    assert text == {"type": "text", "text": "Describe."}
     assert body["max_tokens"] == 64 and body["temperature"] == 0
     ok = b'{"choices": [{"message": {"role": "assistant", "content": " A gull. "}}]}'
     assert parse_completion(ok) == "A gull."
@@ -144,3 +146,61 @@ def test_payload_and_response_parsing():
         with pytest.raises(ValueError, match="malformed"):
             parse_completion(bad)
     assert answer_for("p", "u") == answer_for("p", "u")
+
+
+def test_requests_put_the_image_first_and_reuse_connections(birds, tmp_path):
+    with FakeChatServer() as server:
+        assert describe(birds, tmp_path / "d.sqlite", server, "--concurrency", "3") == 0
+        requests, connections = server.requests, server.connections
+    assert len(requests) == 24
+    assert {r.content_types for r in requests} == {("image_url", "text")}
+    ports = {r.client_port for r in requests}
+    # Keep-alive: 24 requests (and the preflight) over at most 3 pooled connections.
+    assert 1 <= len(ports) <= connections <= 3
+
+
+def test_teacher_options_reach_the_body_with_their_json_types(birds, tmp_path, api_key):
+    store = tmp_path / "d.sqlite"
+    options = ["top_k=7", "repetition_penalty=1.1", 'stop=["\\n", "USER:"]']
+    options += ["skip_special_tokens=false", "guided_choice=null", "seed=abc", "top_k=8"]
+    with FakeChatServer() as server:
+        assert describe(birds, store, server, "--limit", "1") == 0
+        flags = [a for o in options for a in ("--teacher-option", o)]
+        assert describe(birds, store, server, "--limit", "1", *flags) == 0
+        plain, with_options = server.requests[:4], server.requests[4:]
+    assert len(with_options) == 4, "other options are another settings variant: asked again"
+    assert not {"top_k", "stop"} & set(plain[0].body)
+    body = with_options[0].body
+    assert body["top_k"] == 8 and type(body["repetition_penalty"]) is float  # the last top_k
+    assert body["stop"] == ["\n", "USER:"] and body["skip_special_tokens"] is False
+    assert body["guided_choice"] is None and body["seed"] == "abc"
+    assert body["model"] == MODEL and body["max_tokens"] == 128 and body["temperature"] == 0
+    with DescriptionStore(store, create=False) as s:
+        df = s.frame()
+    assert len(df) == 8 and df["settings_hash"].nunique() == 2
+    assert KEY.encode() not in store_bytes(store)
+    assert b'"top_k": 8' in store_bytes(store), "the options are recorded with the settings"
+
+
+@pytest.mark.parametrize(
+    ("option", "words"),
+    [
+        ("model=x", "part of --teacher after '#'"),
+        ("messages=[]", "lga builds the messages"),
+        ("max_tokens=5", "--max-new-tokens"),
+        ("temperature=0.7", "greedily"),
+        ("top_k", "not KEY=VALUE"),
+        ("=3", "bad teacher option name"),
+    ],
+)
+def test_teacher_options_lga_sets_are_refused(birds, tmp_path, capsys, option, words):
+    with FakeChatServer() as server:
+        code = describe(birds, tmp_path / "d.sqlite", server, "--teacher-option", option)
+        assert code == 1 and server.requests == [] and server.preflights == 0
+    assert words in capsys.readouterr().err
+
+
+def test_teacher_options_are_refused_for_other_backends(birds, tmp_path, capsys):
+    args = ["describe", "--data", str(birds), "--store", str(tmp_path / "d.sqlite")]
+    assert main([*args, "--teacher", "oracle", "--teacher-option", "top_k=1"]) == 1
+    assert "openai: teachers" in capsys.readouterr().err

@@ -6,7 +6,8 @@ same work in one process, interleaved round by round (best time of ``repeats`` r
 - ``teacher_batch_speedup``: items/s of the ``hf:`` teacher (the real transformers backend, a
   tiny random LLaVA) at batch size B over batch size 1, every answer exactly ``max_new_tokens``.
 - ``teacher_concurrency_speedup``: items/s of the ``openai:`` teacher at concurrency C over 1,
-  against the loopback chat-completions server with a fixed latency.
+  against the loopback chat-completions server with a fixed latency; with the requests sent per
+  connection opened (``connections``: keep-alive reuse).
 - ``train_pipeline_efficiency``: images/s of a whole ``lga`` optimizer step through the real
   trainer (its batches, description tokens, text tower, loss, clipping, AdamW) over images/s of
   the bare model forward+backward on the same batch shapes, for a ViT-B/32-shaped random CLIP.
@@ -459,8 +460,12 @@ def teacher_concurrency_speedup(
             )
             for c in (1, concurrency)
         }
-        with _describe_runs(images, teachers, prompts, workdir, runs=repeats) as runs:
-            t = interleaved(runs, repeats)
+        try:
+            with _describe_runs(images, teachers, prompts, workdir, runs=repeats) as runs:
+                t = interleaved(runs, repeats)
+        finally:
+            for teacher in teachers.values():
+                teacher.close()
     n = len(images) * len(prompts)
     t1, tc = t["concurrency_1"], t[f"concurrency_{concurrency}"]
     return figure(
@@ -484,7 +489,14 @@ def teacher_concurrency_speedup(
             f"concurrency_{concurrency}": round(n / tc, 2),
             "ideal": round(concurrency / latency_s, 1),
         },
+        connections={name: _per_connection(tr.connection_stats) for name, tr in teachers.items()},
     )
+
+
+def _per_connection(stats: dict[str, int]) -> dict[str, float]:
+    """Requests (the preflights included) and connections opened over all runs of a teacher."""
+    per = stats["requests"] / stats["connections"] if stats["connections"] else 0.0
+    return {**stats, "requests_per_connection": round(per, 1)}
 
 
 def _image_px(images: Any) -> int:
@@ -960,6 +972,9 @@ def _measure_concurrency(plan: BenchPlan, workdir: Path, device: str) -> dict[st
         "With large images the PNG encoding (once per image, shared by its prompts) and the "
         "loopback server's decoding share the CPU: see png_encode"
         + (" and large_images" if plan.concurrency_large_image_size else "")
+        + ". connections: requests (preflights included) per TCP connection opened; an idle "
+        "connection closes after httpx's 5 s keep-alive expiry (uvicorn's default too), so each "
+        "round reconnects after the other teacher's round"
     )
     if plan.concurrency_large_image_size:
         large = at(plan.concurrency_large_image_size)[1]
@@ -1033,6 +1048,16 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(
             f"{name:<30} {_fmt(r['value'], r['unit']):>12} {op + _fmt(r['goal'], r['unit']):>10}  "
             f"{'pass' if r['passed'] else 'FAIL'}"
+        )
+    connections = results.get("teacher_concurrency_speedup", {}).get("connections", {})
+    if connections:
+        lines.append(
+            "openai: teacher connections: "
+            + ", ".join(
+                f"{name} {c['requests']} requests over {c['connections']} "
+                f"({c['requests_per_connection']:g} per connection)"
+                for name, c in connections.items()
+            )
         )
     m = results.get("machine", {})
     if m:

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # httpx logs every request line at INFO (a teacher run sends thousands): only with -vv.
+    logging.getLogger("httpx").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
     if verbose < 2:
         # transformers/hf_hub chatter (weight-loading bars, backend notices) is not for the user.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -11,16 +11,19 @@ from __future__ import annotations
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from lga.config import Strict, deep_merge, read_yaml, resolve_config
 from lga.data.dataset import GroupDataset, load_dataset, subsample
-from lga.errors import ConfigError
+from lga.errors import ConfigError, LgaError
 from lga.outputs import make_output_dir
 from lga.rundir import RunDir
 from lga.train.config import FitConfig, Method, resolve_run_file
+
+if TYPE_CHECKING:
+    from lga.teacher import DescribeSummary
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,27 @@ class TeacherRun(Strict):
     batch_size: int = Field(default=8, gt=0)
     concurrency: int = Field(default=8, gt=0)
     max_new_tokens: int = Field(default=128, gt=0)
+    # openai: the request settings of `lga describe` (--timeout, --max-retries, ...)
+    timeout: float = Field(default=30.0, gt=0)
+    item_deadline: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    backoff: float = Field(default=1.0, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)  # --teacher-option: extra body fields
+
+    @field_validator("options")
+    @classmethod
+    def _lga_sets_these(cls, options: dict[str, Any]) -> dict[str, Any]:
+        from lga.teacher.openai_compat import check_request_options
+
+        return check_request_options(options)
+
+
+class DescribeFailed(LgaError):
+    """Describing left failed items: no method is fitted on a partial store (rerun to retry)."""
+
+    def __init__(self, message: str, summary: DescribeSummary):
+        super().__init__(message)
+        self.summary = summary
 
 
 class ReproduceConfig(Strict):
@@ -135,8 +159,15 @@ def training_images(cfg: ReproduceConfig, root: Path, store: Path) -> GroupDatas
     return train.select(train.table["img_id"].isin(ids).to_numpy())
 
 
-def describe_samples(cfg: ReproduceConfig, root: Path, store: Path, progress: bool) -> None:
-    """Ask the teacher about every training image any seed uses (finished ones are skipped)."""
+def describe_samples(
+    cfg: ReproduceConfig, root: Path, store: Path, progress: bool
+) -> DescribeSummary:
+    """Ask the teacher about every training image any seed uses (finished ones are skipped).
+
+    Raises:
+        DescribeFailed: items are left failed (their rows say why; a rerun retries them).
+        DescribeStopped: the run stopped early (unreachable server, refusals, a failure streak).
+    """
     from lga.data.spec import load_dataset_spec
     from lga.store import DescriptionStore
     from lga.teacher import (
@@ -149,12 +180,18 @@ def describe_samples(cfg: ReproduceConfig, root: Path, store: Path, progress: bo
 
     ds = training_images(cfg, root, store)
     prompts = resolve_prompts(load_dataset_spec(cfg.data.dataset_config, root), None)
+    t = cfg.teacher
     options = TeacherOptions(
-        max_new_tokens=cfg.teacher.max_new_tokens,
-        batch_size=cfg.teacher.batch_size,
-        concurrency=cfg.teacher.concurrency,
+        max_new_tokens=t.max_new_tokens,
+        batch_size=t.batch_size,
+        concurrency=t.concurrency,
+        timeout=t.timeout,
+        item_deadline=t.item_deadline,
+        max_retries=t.max_retries,
+        backoff=t.backoff,
+        request_options=t.options,
     )
-    teacher = build_teacher(parse_teacher_spec(cfg.teacher.spec), options, data_root=root)
+    teacher = build_teacher(parse_teacher_spec(t.spec), options, data_root=root)
     try:
         with DescriptionStore(store) as s:
             summary = describe(ds, teacher, s, prompts, progress=progress)
@@ -162,7 +199,12 @@ def describe_samples(cfg: ReproduceConfig, root: Path, store: Path, progress: bo
         teacher.close()
     log.info("descriptions: %s", summary.line())
     if summary.failed:
-        raise ConfigError(f"{summary.failed} description(s) failed; rerun to retry them ({store})")
+        raise DescribeFailed(
+            f"{summary.failure_line()}: no method fitted on incomplete descriptions; the answers "
+            f"are kept in {store}, rerun the same command to retry the failed ones",
+            summary,
+        )
+    return summary
 
 
 def run_dir(out: Path, method: Method, seed: int) -> Path:

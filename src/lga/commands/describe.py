@@ -19,6 +19,7 @@ EXAMPLES = """examples:
       --store wb.sqlite --limit 2000 --batch-size 16
   OPENAI_API_KEY=... lga describe --data DIR --store wb.sqlite --concurrency 32 \\
       --teacher openai:http://localhost:8000/v1#llava-hf/llava-1.5-7b-hf
+  lga describe ... --teacher openai:... --teacher-option top_k=1 --teacher-option 'stop=["\\n"]'
   lga describe ... --shard 0/4 --store wb-0.sqlite   # then: lga store merge wb.sqlite wb-*.sqlite
 """
 
@@ -102,6 +103,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a claim of a run that died expires after S seconds (default 120)",
     )
     p.add_argument(
+        "--teacher-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra field of every request body (openai; repeatable), VALUE read as JSON "
+        "when it parses (top_k=7, repetition_penalty=1.1, skip_special_tokens=false, "
+        "'stop=[\"\\n\"]'), else as a string. Part of the teacher settings in the store: other "
+        "options are another variant. Not model or messages (lga sets them), max_tokens "
+        "(--max-new-tokens) or temperature (always 0, greedy)",
+    )
+    p.add_argument(
         "--api-key-env",
         default=None,
         metavar="VAR",
@@ -155,9 +167,11 @@ def _describe(args: argparse.Namespace) -> int:
         resolve_prompts,
         select_images,
     )
+    from lga.teacher.openai_compat import parse_request_options
     from lga.teacher.runner import check_boxes
 
     spec = parse_teacher_spec(args.teacher)
+    request_options = parse_request_options(args.teacher_option)
     shard = parse_shard(args.shard) if args.shard else None
     visual = VisualPrompt(args.visual_prompt)
     ds_spec = load_dataset_spec(args.dataset_config, args.data)
@@ -185,6 +199,7 @@ def _describe(args: argparse.Namespace) -> int:
         max_retries=args.max_retries,
         backoff=args.backoff,
         max_connect_failures=args.max_connect_failures,
+        request_options=request_options,
         api_key_env=args.api_key_env,
         device=args.device,
         trust_remote_code=args.trust_remote_code,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             help="run every method of a config over its seeds, then the report",
             description="CONFIG is a shipped name (demo, waterbirds-vitb32, waterbirds-vitl14) "
             "or a YAML file. Finished descriptions and runs are never redone, so a killed "
-            "reproduction resumes. Example: lga reproduce waterbirds-vitl14 --data "
+            "reproduction resumes. When describing leaves failed items (or stops early), the "
+            "failures are summarised and it exits 1 before fitting; a rerun retries them. "
+            "Example: lga reproduce waterbirds-vitl14 --data "
             "~/data/waterbird_complete95_forest2water2 --out repro-l14",
         ),
     )
@@ -73,11 +76,16 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def _run(config: str, out: Path, *, data: Path | None, quick: bool, overrides: list[str]) -> int:
     from lga.report.build import build_report
-    from lga.reproduce import load_reproduce_config, reproduce
+    from lga.reproduce import DescribeFailed, load_reproduce_config, reproduce
+    from lga.teacher import DescribeStopped
 
     cfg = load_reproduce_config(config, quick=quick, overrides=overrides)
     start = time.monotonic()
-    runs = reproduce(cfg, out, data_root=data)
+    try:
+        runs = reproduce(cfg, out, data_root=data)
+    except (DescribeFailed, DescribeStopped) as e:  # as `lga describe`: non-zero, nothing fitted
+        print(f"describe: {e.summary.line()}", file=sys.stderr)
+        raise  # the CLI prints the failures by kind and exits 1
     build_report(runs, out / "report")
     print((out / "report" / "results.md").read_text())
     print(

@@ -7,8 +7,9 @@ over a dataset into a :class:`lga.store.DescriptionStore`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lga.teacher.base import (
     Backend,
@@ -70,6 +71,8 @@ class TeacherOptions:
         backoff: first retry delay in seconds, doubled per retry (openai).
         max_connect_failures: refused/unresolvable connections in a row that stop the run
             (openai).
+        request_options: extra request-body fields, e.g. ``{"top_k": 7}`` (openai); part of
+            the teacher's settings, so answers under other options are another store variant.
         api_key_env: environment variable holding the API key; None: OPENAI_API_KEY if set.
         device: auto, cpu, cuda, cuda:N (hf).
         trust_remote_code: run a checkpoint's own code (hf).
@@ -83,6 +86,7 @@ class TeacherOptions:
     max_retries: int = 5
     backoff: float = 1.0
     max_connect_failures: int = 10
+    request_options: dict[str, Any] = field(default_factory=dict)
     api_key_env: str | None = None
     device: str = "auto"
     trust_remote_code: bool = False
@@ -101,10 +105,16 @@ def build_teacher(
         options: backend settings.
         data_root: the dataset folder (the oracle reads ``attributes.csv`` there).
     """
+    from lga.errors import ConfigError
+
     spec = parse_teacher_spec(spec) if isinstance(spec, str) else spec
     opt = options or TeacherOptions()
+    if opt.request_options and spec.backend is not Backend.OPENAI:
+        raise ConfigError(
+            f"teacher options (--teacher-option) are request-body fields of openai: teachers; "
+            f"the {spec.backend.value} teacher takes none"
+        )
     if spec.backend is Backend.ORACLE:
-        from lga.errors import ConfigError
         from lga.teacher.oracle import OracleTeacher
 
         if data_root is None:
@@ -132,6 +142,7 @@ def build_teacher(
         max_retries=opt.max_retries,
         backoff=opt.backoff,
         max_connect_failures=opt.max_connect_failures,
+        request_options=opt.request_options,
         api_key_env=opt.api_key_env or DEFAULT_KEY_ENV,
         require_key=opt.api_key_env is not None,
     )

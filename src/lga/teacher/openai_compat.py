@@ -1,25 +1,35 @@
 """A teacher behind any OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp, TGI).
 
-Standard library only (``urllib`` in a thread pool): ``concurrency`` requests in flight, a
-timeout per request, retries with exponential backoff and jitter on 429, 5xx, timeouts,
-connection errors and malformed bodies, all within a deadline per item. An item that still fails
-becomes a failed outcome (the run goes on; the next run retries it). Bad credentials, a wrong URL
-or an unknown model (401, 403, 404) stop the run: every item would fail the same way. So does a
-server that cannot be reached: a preflight ``GET /models`` before the first item, then a circuit
-breaker after ``max_connect_failures`` refused (or unresolvable) connections in a row.
+One ``httpx.Client`` per teacher, its connection pool sized to ``concurrency`` and kept alive
+(a run of thousands of requests opens about ``concurrency`` connections), shared by
+``concurrency`` worker threads: a timeout per request, retries with exponential backoff and
+jitter on 429, 5xx, timeouts, connection errors and malformed bodies (a server's
+``Retry-After``, in seconds or as an HTTP date, is honoured), all within a deadline per item.
+An item that still fails becomes a failed outcome (the run goes on; the next run retries it).
+Bad credentials, a wrong URL or an unknown model (401, 403, 404) stop the run: every item would
+fail the same way. So does a server that cannot be reached: a preflight ``GET /models`` before
+the first item, then a circuit breaker after ``max_connect_failures`` refused (or unresolvable)
+connections in a row.
 
-Answers are capped: a body over ``max_body_bytes`` is not read, and an answer longer than
-``max_answer_chars`` (16 characters per token asked for, by default) is cut and marked truncated.
+Answers are capped: a body is streamed and reading stops past ``max_body_bytes``, and an answer
+longer than ``max_answer_chars`` (16 characters per token asked for, by default) is cut and
+marked truncated.
+
+Every request is one user turn with the image first, then the prompt (LLaVA-1.5 was trained on
+``USER: <image>\\n{prompt}``; image-first also lets a server's prefix cache reuse the image's
+tokens across the prompts of one image). ``request_options`` (``--teacher-option``) are added to
+every request body and are part of the teacher's settings (the store key).
 
 The API key is read from the environment and only ever put in the ``Authorization`` header: it
-is not part of the teacher id or settings, and it is scrubbed from every error message.
+is not part of the teacher id or settings, and it is scrubbed from every error message. (httpx
+logs each request's method, URL and status at INFO; request headers are never logged.)
 """
 
 from __future__ import annotations
 
 import base64
+import email.utils
 import errno
-import http.client
 import io
 import itertools
 import json
@@ -27,16 +37,17 @@ import logging
 import os
 import queue
 import random
+import re
 import socket
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
+import httpx
 from PIL import Image
 
 from lga.data.images import ImageLoadError
@@ -83,19 +94,30 @@ class _Permanent(_Failure):
     """This item cannot succeed by retrying (e.g. HTTP 400 for its image)."""
 
 
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    """``e``, then what caused it (httpx wraps httpcore's error, which wraps the socket's)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__ or getattr(e, "reason", None)
+        e = e if isinstance(e, BaseException) else None
+
+
 def classify_connection_error(e: BaseException) -> tuple[FailureKind, str]:
     """The kind of a failed connection or read, and its reason in words."""
-    reason = getattr(e, "reason", None) if isinstance(e, urllib.error.URLError) else e
-    reason = reason if isinstance(reason, BaseException) else e
-    words = f"{type(reason).__name__}: {reason}"
-    if isinstance(reason, socket.gaierror):
-        return FailureKind.DNS, words
-    if isinstance(reason, ConnectionRefusedError):
-        return FailureKind.CONNECTION_REFUSED, words
-    if isinstance(reason, TimeoutError):
-        return FailureKind.TIMEOUT, words
-    if isinstance(reason, OSError) and reason.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-        return FailureKind.UNREACHABLE, words
+    chain = list(_causes(e))
+    root = chain[-1]
+    words = f"{type(root).__name__}: {root}" if str(root) else type(e).__name__
+    for cause in chain:
+        if isinstance(cause, socket.gaierror):
+            return FailureKind.DNS, words
+        if isinstance(cause, ConnectionRefusedError):
+            return FailureKind.CONNECTION_REFUSED, words
+        if isinstance(cause, (TimeoutError, httpx.TimeoutException)):
+            return FailureKind.TIMEOUT, words
+        if isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return FailureKind.UNREACHABLE, words
     return FailureKind.CONNECTION_LOST, words  # reset, closed mid-answer, incomplete body
 
 
@@ -155,13 +177,72 @@ class _ImageURLs:
         return url[0]
 
 
-def chat_payload(model: str, prompt: str, image_url: str, max_tokens: int) -> dict[str, Any]:
-    """A chat-completions request: one user turn with the text and the image."""
+# Request fields lga sets itself, and how the user sets them instead.
+RESERVED_OPTIONS = {
+    "model": "the model is the part of --teacher after '#'",
+    "messages": "lga builds the messages (the image, then the prompt)",
+    "max_tokens": "use --max-new-tokens (teacher.max_new_tokens in a reproduce config)",
+    "max_completion_tokens": "use --max-new-tokens (sent as max_tokens)",
+    "temperature": "lga decodes greedily (temperature 0) so that a stored answer is reproducible",
+    "stream": "lga reads whole (non-streamed) answers",
+}
+_OPTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+def check_request_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The extra request-body fields, checked: valid names, none that lga sets itself.
+
+    Raises:
+        ConfigError: naming the bad key and, for a reserved one, how it is set.
+    """
+    for key in options:
+        if not isinstance(key, str) or not _OPTION_KEY.fullmatch(key):
+            raise ConfigError(f"bad teacher option name {key!r}")
+        if key in RESERVED_OPTIONS:
+            raise ConfigError(f"teacher option {key!r} is set by lga: {RESERVED_OPTIONS[key]}")
+    return dict(options)
+
+
+def parse_request_options(pairs: Iterable[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as request-body fields, each VALUE parsed as JSON when it parses.
+
+    ``top_k=7`` gives 7, ``repetition_penalty=1.1`` 1.1, ``skip_special_tokens=false`` False,
+    ``stop=["\\n"]`` a list, ``guided_choice=[...]`` a list; ``seed=abc`` stays the string
+    ``"abc"``. A key given twice keeps its last value.
+
+    Raises:
+        ConfigError: a pair without ``=``, a bad key, or a key lga sets itself.
+    """
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"teacher option {pair!r} is not KEY=VALUE (e.g. top_k=7)")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return check_request_options(options)
+
+
+def chat_payload(
+    model: str,
+    prompt: str,
+    image_url: str,
+    max_tokens: int,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A chat-completions request: one user turn, the image first, then the prompt.
+
+    ``options`` are extra body fields (``top_k``, ``stop``...); they cannot replace lga's own
+    (:func:`check_request_options` refuses those).
+    """
     content = [
-        {"type": "text", "text": prompt},
         {"type": "image_url", "image_url": {"url": image_url}},
+        {"type": "text", "text": prompt},
     ]
     return {
+        **(options or {}),
         "model": model,
         "messages": [{"role": "user", "content": content}],
         "max_tokens": max_tokens,
@@ -192,22 +273,54 @@ def parse_completion(raw: bytes) -> str:
     return content.strip()
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+def retry_after_s(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait: a number, or an HTTP date (RFC 9110).
+
+    None when absent or unreadable; a date in the past gives 0.
+    """
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+class _ConnectionStats:
+    """Requests sent and TCP connections opened (httpcore's ``trace`` events), thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock, self.requests, self.connections = threading.Lock(), 0, 0
+
+    def request(self) -> None:
+        with self._lock:
+            self.requests += 1
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            with self._lock:
+                self.connections += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {"requests": self.requests, "connections": self.connections}
 
 
 class OpenAITeacher:
-    """Chat completions over HTTP, ``concurrency`` at a time.
+    """Chat completions over HTTP, ``concurrency`` at a time, over pooled keep-alive connections.
 
     Args:
         base_url: the API root, e.g. ``http://localhost:8000/v1`` (``/chat/completions`` is added).
         model: the served model name.
         max_new_tokens: sent as ``max_tokens``.
-        concurrency: requests in flight.
+        concurrency: requests in flight, and the size of the connection pool.
         timeout: seconds per request without progress (connect, and each read of the answer).
         item_deadline: seconds an item may take in all, retries and their waits included: a
             server that accepts and never answers costs an item this long, not
@@ -219,7 +332,9 @@ class OpenAITeacher:
             that stop the run with :class:`TeacherUnreachable`.
         max_answer_chars: longer answers are cut to this and marked truncated (default
             ``16 * max_new_tokens``).
-        max_body_bytes: a response body larger than this is not read (the item fails).
+        max_body_bytes: reading a response body stops past this many bytes (the item fails).
+        request_options: extra request-body fields (``top_k``, ``stop``...), part of
+            ``settings``; not ``model``, ``messages``, ``max_tokens`` or ``temperature``.
         api_key_env: the environment variable holding the API key; none is sent when it is
             unset (local servers), unless ``require_key``.
         require_key: fail when the variable is unset (set when the user named one).
@@ -240,6 +355,7 @@ class OpenAITeacher:
         max_connect_failures: int = 10,
         max_answer_chars: int | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        request_options: Mapping[str, Any] | None = None,
         api_key_env: str = DEFAULT_KEY_ENV,
         require_key: bool = False,
     ):
@@ -250,12 +366,24 @@ class OpenAITeacher:
             )
         if timeout <= 0 or item_deadline <= 0:
             raise ConfigError("timeout and item_deadline must be > 0 seconds")
+        self._key = os.environ.get(api_key_env) or None
+        if self._key is None and require_key:
+            raise ConfigError(f"environment variable {api_key_env} (the API key) is not set")
+        self._key_env = api_key_env
+        self.request_options = check_request_options(request_options or {})
+        if self._key and self._key in json.dumps(self.request_options):
+            raise ConfigError(
+                f"a teacher option holds the API key: it goes in ${api_key_env} only, so that "
+                "it is never stored with the settings"
+            )
         self.id = f"openai:{model}"
         self.settings: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "temperature": 0,
             "image_format": "png",
         }
+        if self.request_options:  # absent when none: earlier stores keep their settings key
+            self.settings["request_options"] = dict(sorted(self.request_options.items()))
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
         self.model, self.max_new_tokens = model, max_new_tokens
@@ -265,19 +393,33 @@ class OpenAITeacher:
         self.max_answer_chars = max_answer_chars or CHARS_PER_TOKEN_CAP * max_new_tokens
         self.max_body_bytes = max_body_bytes
         self._breaker = _Breaker(max_connect_failures)
-        self._key = os.environ.get(api_key_env) or None
-        if self._key is None and require_key:
-            raise ConfigError(f"environment variable {api_key_env} (the API key) is not set")
-        self._key_env = api_key_env
         self._stop = threading.Event()
         self._image_urls = _ImageURLs()
-        host = urllib.parse.urlsplit(self.url).hostname or ""
-        # Loopback servers are reached directly even when a proxy is configured.
-        handlers = [urllib.request.ProxyHandler({})] if host in _LOOPBACK else []
-        self._opener = urllib.request.build_opener(*handlers)
+        self._stats = _ConnectionStats()
+        self._client_lock = threading.Lock()
+        self._http: httpx.Client | None = None
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAITeacher(url={self.url!r}, model={self.model!r})"
+
+    @property
+    def connection_stats(self) -> dict[str, int]:
+        """Requests sent (retries and the preflight included) and TCP connections opened."""
+        return self._stats.snapshot()
+
+    def _client(self) -> httpx.Client:
+        """The pooled client, made on first use (and again after :meth:`close`)."""
+        with self._client_lock:
+            if self._http is None:
+                host = urllib.parse.urlsplit(self.url).hostname or ""
+                n = self.concurrency
+                self._http = httpx.Client(
+                    limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+                    timeout=self.timeout,
+                    # Loopback servers are reached directly even when a proxy is configured.
+                    trust_env=host not in _LOOPBACK,
+                )
+            return self._http
 
     # -- the describe loop ----------------------------------------------------------------------
 
@@ -316,15 +458,14 @@ class OpenAITeacher:
             TeacherUnreachable: the connection is refused, the host unknown, or nothing answers
                 within ``timeout`` (naming the URL and the cause).
         """
-        url = self.base_url + "/models"
-        req = urllib.request.Request(url, headers=self._headers(), method="GET")
+        self._stats.request()
         try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
-                status = resp.status
-        except urllib.error.HTTPError as e:  # a server answered, if not with a model list
-            status = e.code
-            e.close()
-        except (OSError, http.client.HTTPException) as e:
+            resp = self._client().get(
+                self.base_url + "/models",
+                headers=self._headers(),
+                extensions={"trace": self._stats.trace},
+            )
+        except httpx.TransportError as e:
             kind, reason = classify_connection_error(e)
             raise TeacherUnreachable(
                 self._redact(
@@ -332,7 +473,9 @@ class OpenAITeacher:
                     f"{reason}); is it running, and is the URL right?"
                 )
             ) from None
-        log.info("teacher server %s answered GET /models with HTTP %s", self.base_url, status)
+        log.info(
+            "teacher server %s answered GET /models with HTTP %s", self.base_url, resp.status_code
+        )
 
     def _start(self, source: Iterator[WorkItem], finished: queue.Queue, n: int) -> int:
         started = 0
@@ -351,7 +494,12 @@ class OpenAITeacher:
             finished.put(e)
 
     def close(self) -> None:
+        """Stop retry waits and close the pooled connections."""
         self._stop.set()
+        with self._client_lock:
+            http, self._http = self._http, None
+        if http is not None:
+            http.close()
 
     # -- one item -------------------------------------------------------------------------------
 
@@ -366,9 +514,10 @@ class OpenAITeacher:
             image_url = self._image_urls(item.load_image())
         except (ImageLoadError, OSError, LgaError) as e:
             return item, Outcome(error=f"image: {e}", kind=FailureKind.IMAGE)
-        body = json.dumps(
-            chat_payload(self.model, item.prompt.text, image_url, self.max_new_tokens)
-        ).encode()
+        payload = chat_payload(
+            self.model, item.prompt.text, image_url, self.max_new_tokens, self.request_options
+        )
+        body = json.dumps(payload).encode()
         attempt, last = 0, _Retryable("not attempted", FailureKind.OTHER)
         while attempt <= self.max_retries and not (attempt and self._stop.is_set()):
             attempt += 1
@@ -421,7 +570,7 @@ class OpenAITeacher:
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return min(self.max_backoff, max(0.0, retry_after))
+            return min(self.max_backoff, retry_after)
         cap = min(self.max_backoff, self.backoff * 2**attempt)
         return cap / 2 + random.uniform(0, cap / 2)  # "equal jitter": spread the retries out
 
@@ -433,15 +582,22 @@ class OpenAITeacher:
 
     def _post(self, body: bytes, deadline: float) -> tuple[str, bool]:
         """One request: the answer text (capped) and whether it was cut."""
-        req = urllib.request.Request(self.url, data=body, headers=self._headers(), method="POST")
         # Every connect and read waits at most the time left to the item.
         timeout = max(0.001, min(self.timeout, deadline - time.monotonic()))
+        self._stats.request()
         try:
-            with self._opener.open(req, timeout=timeout) as resp:
+            with self._client().stream(
+                "POST",
+                self.url,
+                content=body,
+                headers=self._headers(),
+                timeout=timeout,
+                extensions={"trace": self._stats.trace},
+            ) as resp:
+                if resp.status_code >= 400:
+                    raise self._http_error(resp)
                 raw = self._read(resp, deadline)
-        except urllib.error.HTTPError as e:
-            raise self._http_error(e) from None
-        except (OSError, http.client.HTTPException) as e:  # timeouts, refused/reset connections
+        except httpx.TransportError as e:  # timeouts, refused/reset connections, bad framing
             kind, reason = classify_connection_error(e)
             raise _Retryable(f"{kind.value} ({reason})", kind) from None
         try:
@@ -453,15 +609,15 @@ class OpenAITeacher:
             return text[: self.max_answer_chars], True
         return text, False
 
-    def _read(self, resp: http.client.HTTPResponse, deadline: float) -> bytes:
+    def _read(self, resp: httpx.Response, deadline: float) -> bytes:
         """The body, at most ``max_body_bytes``, read by the item deadline."""
         length = resp.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > self.max_body_bytes:
             raise self._too_large(int(length))
         chunks, size = [], 0
-        while chunk := resp.read1(65536):
+        for chunk in resp.iter_bytes():
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > self.max_body_bytes:  # leaving the stream closes it: the rest is not read
                 raise self._too_large(size)
             if time.monotonic() > deadline:  # a server trickling bytes
                 raise _Retryable("answer still arriving at the item deadline", FailureKind.TIMEOUT)
@@ -475,25 +631,30 @@ class OpenAITeacher:
             FailureKind.TOO_LARGE,
         )
 
-    def _http_error(self, e: urllib.error.HTTPError) -> Exception:
+    def _http_error(self, resp: httpx.Response) -> Exception:
+        detail = b""
         try:
-            detail = e.read(300).decode("utf-8", "replace")
-        except (OSError, http.client.HTTPException):
-            detail = ""
-        finally:
-            e.close()
-        message = f"HTTP {e.code} from {self.url}: {detail}".strip()
-        if e.code in (401, 403):
+            for chunk in resp.iter_bytes():
+                detail += chunk
+                if len(detail) >= 300:
+                    break
+        except httpx.TransportError:
+            pass
+        code = resp.status_code
+        text = detail[:300].decode("utf-8", "replace")
+        message = f"HTTP {code} from {self.url}: {text}".strip()
+        if code in (401, 403):
             return TeacherServerError(
                 self._redact(f"{message} (check the API key in ${self._key_env})")
             )
-        if e.code == 404:
+        if code == 404:
             return TeacherServerError(
                 self._redact(f"{message} (wrong base URL, or model {self.model!r} not served?)")
             )
-        if e.code in (408, 409, 429) or e.code >= 500:
-            return _Retryable(message, FailureKind.HTTP, e.code, _retry_after(e.headers))
-        return _Permanent(message, FailureKind.HTTP, e.code)
+        if code in (408, 409, 429) or code >= 500:
+            retry_after = retry_after_s(resp.headers.get("Retry-After"))
+            return _Retryable(message, FailureKind.HTTP, code, retry_after)
+        return _Permanent(message, FailureKind.HTTP, code)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text

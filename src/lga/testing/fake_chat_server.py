@@ -2,8 +2,10 @@
 
 ``FakeChatServer(faults=...)`` answers ``POST /v1/chat/completions`` with a deterministic
 description of the prompt and image it received, and records every request (headers, whether it
-carried a valid base64 image). ``GET /v1/models`` (the client's preflight) lists the model and is
-counted apart (``preflights``). ``faults`` maps the 1-based request number to a fault:
+carried a valid base64 image, the order of its content parts, its body, the client's port).
+``GET /v1/models`` (the client's preflight) lists the model and is counted apart
+(``preflights``). It speaks HTTP/1.1 with keep-alive, like vLLM, and counts the connections it
+accepts (``connections``). ``faults`` maps the 1-based request number to a fault:
 
 - an HTTP status (``"500"``, ``"429"``, ``"401"``...), with a ``Retry-After: retry_after``
   header when ``retry_after`` is set;
@@ -45,6 +47,9 @@ class Request:
     prompt: str | None
     image_ok: bool
     fault: Fault
+    content_types: tuple[str, ...] = ()  # the user message's content part types, in order
+    body: dict = field(default_factory=dict, repr=False)  # the request body as sent
+    client_port: int = 0  # the client's port: one per connection
 
 
 @dataclass
@@ -57,6 +62,7 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: list[Request] = field(default_factory=list)
     preflights: int = 0
+    connections: int = 0
 
 
 def every_nth(n: int, fault: str = "500") -> Callable[[int], Fault]:
@@ -74,15 +80,17 @@ def _image_ok(url: str | None) -> bool:
     return True
 
 
-def _parse(body: dict) -> tuple[str | None, str | None]:
+def _parse(body: dict) -> tuple[str | None, str | None, tuple[str, ...]]:
     prompt = image = None
+    types: list[str] = []
     for message in body.get("messages", []):
         for part in message.get("content", []) if isinstance(message.get("content"), list) else []:
+            types.append(str(part.get("type")))
             if part.get("type") == "text":
                 prompt = part.get("text")
             elif part.get("type") == "image_url":
                 image = (part.get("image_url") or {}).get("url")
-    return prompt, image
+    return prompt, image, tuple(types)
 
 
 def answer_for(prompt: str, image_url: str) -> str:
@@ -92,7 +100,15 @@ def answer_for(prompt: str, image_url: str) -> str:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a client may send many requests per connection
+    disable_nagle_algorithm = True  # headers and body go out at once, as a real server's do
     server: _Server
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):  # the client reset a kept-alive connection
+            pass
 
     def log_message(self, *args: object) -> None:  # keep test output clean
         pass
@@ -111,7 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except json.JSONDecodeError:
             body = {}
-        prompt, image = _parse(body)
+        prompt, image, types = _parse(body)
         with state.lock:
             number = len(state.requests) + 1
             fault = state.faults(number)
@@ -123,6 +139,9 @@ class _Handler(BaseHTTPRequestHandler):
                     prompt,
                     _image_ok(image),
                     fault,
+                    types,
+                    body,
+                    self.client_address[1],
                 )
             )
         if self.path.rstrip("/") != "/v1/chat/completions":
@@ -200,6 +219,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     state: _State
 
+    def process_request(self, request, client_address) -> None:  # noqa: ANN001 - socketserver's
+        with self.state.lock:
+            self.state.connections += 1
+        super().process_request(request, client_address)
+
 
 class FakeChatServer:
     """Start with ``with FakeChatServer(...) as srv:``; ``srv.base_url`` ends in ``/v1``.
@@ -249,6 +273,12 @@ class FakeChatServer:
     def preflights(self) -> int:
         with self._server.state.lock:
             return self._server.state.preflights
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far (preflight included)."""
+        with self._server.state.lock:
+            return self._server.state.connections
 
     def __enter__(self) -> FakeChatServer:
         self._thread.start()
