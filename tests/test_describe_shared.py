@@ -88,13 +88,32 @@ def test_three_processes_share_one_store(tmp_path):
     assert claims(store) == 0, "finished runs leave no claims"
 
 
+def _stop_outside_a_transaction(pid: int, store: Path) -> None:
+    """SIGSTOP ``pid`` at a moment it holds no write lock on the store (a process stopped inside
+    a transaction would block every other writer, which is not what this test is about)."""
+    for _ in range(100):
+        os.kill(pid, signal.SIGSTOP)
+        con = sqlite3.connect(str(store), timeout=0.2, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # locked: let it finish its transaction
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            con.close()
+    raise AssertionError("the first run never left its transaction")
+
+
 def test_claims_of_a_hung_process_are_taken_over_after_their_lease(tmp_path):
     n_images = 8
     total = n_images * N_PROMPTS
+    lease = 8.0  # long enough for the second run to start and finish within it, even under load
     birds = make_tiny_birds(tmp_path / "birds", n_images)
     store = tmp_path / "d.sqlite"
-    with FakeChatServer(delay_s=2.0) as server:
-        cmd = args(birds, store, server, "--claim-lease", "3")
+    with FakeChatServer(delay_s=30.0) as server:
+        cmd = args(birds, store, server, "--claim-lease", str(lease))
         proc = subprocess.Popen(
             [sys.executable, "-m", "lga.cli", *cmd],
             env=env(),
@@ -105,17 +124,17 @@ def test_claims_of_a_hung_process_are_taken_over_after_their_lease(tmp_path):
             deadline = time.monotonic() + 60
             while claims(store) == 0 and time.monotonic() < deadline:
                 time.sleep(0.05)
-            held = claims(store)
-            assert held > 0, "the first run claimed items"
+            assert claims(store) > 0, "the first run claimed items"
             # A stopped process is alive but renews nothing: only its lease can free its items.
-            os.kill(proc.pid, signal.SIGSTOP)
+            _stop_outside_a_transaction(proc.pid, store)
             stopped = time.monotonic()
+            held = claims(store)
             server.delay_s = 0.0
             assert main(cmd) == 0  # lease still running: its items are left to it
-            assert time.monotonic() - stopped < 3, "the second run must start within the lease"
+            assert time.monotonic() - stopped < lease, "the second run must end within the lease"
             with DescriptionStore(store, read_only=True) as s:
                 assert len(s.frame()) == total - held
-            time.sleep(max(0.0, stopped + 3.5 - time.monotonic()))
+            time.sleep(max(0.0, stopped + lease + 0.5 - time.monotonic()))
             assert main(cmd) == 0  # the lease has run out: taken over
         finally:
             os.kill(proc.pid, signal.SIGKILL)
