@@ -17,7 +17,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 from lga.data.dataset import load_dataset
-from lga.store import DONE, DescriptionStore, Row, dataset_key
+from lga.store.core import DONE, DescriptionStore, Row, dataset_key
 
 PROMPTS = ("object_description", "object_keywords", "background_description", "background_keywords")
 TEACHER = "test-teacher"
@@ -101,7 +101,7 @@ def fill_store(
     path: Path, data_root: Path, *, prompts: Iterable[str] = PROMPTS, skip: Iterable[int] = ()
 ) -> Path:
     """Write a done answer for every image and prompt (but the ``skip`` img_ids)."""
-    from lga.store import parse_keywords
+    from lga.store.core import parse_keywords
 
     ds = load_dataset(data_root, check_images=False)
     key, skipped = dataset_key(ds), set(skip)

@@ -57,7 +57,7 @@ def check_figure(result: dict, name: str) -> None:
 
 def test_bench_dataset_has_three_splits_and_descriptions(data, store):
     from lga.data.dataset import load_dataset
-    from lga.store import DescriptionStore
+    from lga.store.core import DescriptionStore
 
     ds = load_dataset(data)
     assert [len(ds.split(s)) for s in ("train", "val", "test")] == [8, 4, 8]
@@ -322,8 +322,8 @@ def test_validation_cache_is_per_folder_and_survives_garbage(
 
 
 def test_validation_cache_root_matches_the_feature_cache(tmp_path, monkeypatch):
-    from lga.cache import default_cache_dir
     from lga.data.validation_cache import cache_root
+    from lga.student.cache import default_cache_dir
 
     assert cache_root() == default_cache_dir()
     monkeypatch.setenv("LGA_CACHE", str(tmp_path))

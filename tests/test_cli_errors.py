@@ -10,7 +10,7 @@ import pytest
 
 from lga.cli import main
 from lga.errors import ConfigError
-from lga.student import resolve_student_spec
+from lga.student.model import resolve_student_spec
 
 
 def _one_line_error(capsys) -> str:
@@ -37,7 +37,7 @@ def test_missing_student_folder_is_named_before_any_hub_lookup(small_dataset, tm
 
 
 def test_student_spec_resolution(tmp_path):
-    from lga.toy import toy_checkpoint
+    from lga.workflows.toy import toy_checkpoint
 
     assert resolve_student_spec("toy") == str(toy_checkpoint())
     assert resolve_student_spec("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
@@ -98,7 +98,7 @@ def test_os_errors_and_bugs_are_one_line_unless_verbose(monkeypatch, capsys):
 
 
 def test_broken_pipe_is_quiet(tmp_path):
-    from lga.store import DescriptionStore
+    from lga.store.core import DescriptionStore
 
     DescriptionStore(tmp_path / "s.sqlite").close()
     proc = subprocess.Popen(

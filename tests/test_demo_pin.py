@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from lga.reproduce import load_reproduce_config, reproduce
+from lga.workflows.reproduce import load_reproduce_config, reproduce
 
 
 @pytest.mark.slow

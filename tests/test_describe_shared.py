@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lga.cli import main
-from lga.store import DONE, DescriptionStore
+from lga.store.core import DONE, DescriptionStore
 from lga.testing.fake_chat_server import FakeChatServer
 from lga.testing.tiny_birds import make_tiny_birds
 

@@ -62,7 +62,7 @@ def test_eval_writes_run_directory(small_dataset, tiny_clip_dir, tmp_path, capsy
 
 
 def test_feature_cache_reused_and_invalidated(small_dataset, tiny_clip_dir, tmp_path, monkeypatch):
-    from lga import features
+    from lga.student import features
 
     calls = []
     real = features.Student.image_features
@@ -148,9 +148,9 @@ def test_cli_help(capsys):
 
 def test_pixel_memo_decodes_once_per_process(small_dataset, tiny_clip_dir, monkeypatch):
     """Evaluating two models on the same split decodes its images once; a budget bounds it."""
-    from lga import features
     from lga.data.dataset import load_dataset
-    from lga.student import load_student
+    from lga.student import features
+    from lga.student.model import load_student
 
     decoded = []
     real = features.PixelDataset.__getitem__

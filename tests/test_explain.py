@@ -1,4 +1,4 @@
-"""Tests of lga.explain: rollout and Grad-CAM against hand computations, figures on a tiny CLIP."""
+"""lga.report.explain: rollout and Grad-CAM against hand computations, figures on a tiny CLIP."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from lga.cli import main
-from lga.explain import (
+from lga.report.explain import (
     attention_rollout,
     explain,
     grad_cam,
@@ -16,7 +16,7 @@ from lga.explain import (
     token_relevance,
     write_saliency_figures,
 )
-from lga.student import load_student
+from lga.student.model import load_student
 
 CLASSES = ["landbird", "waterbird"]
 TEMPLATES = ["a photo of a {}."]
@@ -95,8 +95,8 @@ def test_saliency_maps_on_tiny_clip(student):
 
 
 def test_saliency_probs_match_zero_shot(student):
-    from lga.evaluate import zero_shot_probs
-    from lga.student import class_text_features
+    from lga.evaluation.zero_shot import zero_shot_probs
+    from lga.student.model import class_text_features
 
     imgs = _images(2)
     maps = saliency(student, imgs, class_names=CLASSES, templates=TEMPLATES, label="a")

@@ -1,4 +1,4 @@
-"""Tests of lga.export: the exported text encoder is the fine-tuned CLIP's text tower."""
+"""Tests of lga.student.export: the exported text encoder is the fine-tuned CLIP's text tower."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from lga.cli import main
 from lga.errors import LgaError
-from lga.export import export_text_encoder
+from lga.student.export import export_text_encoder
 
 TEXTS = ["a photo of a waterbird .", "the bird has webbed feet long neck", "lake"]
 

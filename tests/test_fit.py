@@ -23,7 +23,7 @@ from lga.cli import build_parser, main
 from lga.commands.fit import resolve_fit_config
 from lga.config import resolve_config
 from lga.errors import ConfigError, LgaError
-from lga.evaluate import metrics_from_predictions, train_group_counts
+from lga.evaluation.zero_shot import metrics_from_predictions, train_group_counts
 from lga.rundir import RunDir
 from lga.train import FitConfig, fit
 from lga.train.config import shipped_run_configs
@@ -181,7 +181,7 @@ def test_pixel_cache_changes_nothing(fit_env):
 def test_linear_probe_file_reproduces_predictions(fit_env):
     out = made_run(fit_env, "linear-probe")["out"]
     from lga.data import load_dataset
-    from lga.student import load_student
+    from lga.student.model import load_student
 
     probe = load_file(str(out / "model" / "linear_probe.safetensors"))
     assert probe["weight"].shape == (2, 16) and probe["bias"].shape == (2,)

@@ -1,4 +1,4 @@
-"""Tests of lga.losses against slow loop versions written straight from the formulas."""
+"""Tests of lga.train.losses against slow loop versions written straight from the formulas."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from lga.losses import (
+from lga.train.losses import (
     background_repulsion,
     class_prompt_ce,
     clip_loss,

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lga import losses
 from lga.config import DataConfig
 from lga.errors import ConfigError
+from lga.train import losses
 from lga.train.config import FitConfig, Method
 from lga.train.data import CAPTION, GlobalBatchSampler, build_text_table, keyword_prompts
 from lga.train.linear_probe import fit_linear_probe, train_logreg
@@ -228,7 +228,7 @@ def test_set_trainable_modes(clip_model):
 
 
 def test_dual_encoder_matches_get_features(clip_model):
-    from lga.student import pooled
+    from lga.student.model import pooled
 
     pixels = torch.randn(3, 3, 32, 32)
     ids = torch.tensor([[1, 5, 6, 0], [1, 7, 0, 0]])

@@ -5,8 +5,8 @@ from hypothesis import strategies as st
 
 from conftest import write_dataset
 from lga.data import load_dataset
-from lga.evaluate import train_group_counts
-from lga.metrics import format_metrics, group_metrics, weighted_accuracy
+from lga.evaluation.metrics import format_metrics, group_metrics, weighted_accuracy
+from lga.evaluation.zero_shot import train_group_counts
 
 CLASSES, PLACES = ["landbird", "waterbird"], ["land", "water"]
 

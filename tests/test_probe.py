@@ -1,4 +1,4 @@
-"""lga.probe: the balanced probe, the zero-shot bias, the biased-sample probe; `lga probe`."""
+"""lga.evaluation.probe: the balanced probe, the zero-shot bias, the biased-sample probe."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from fit_support import make_fit_dataset
 from lga.cli import main
-from lga.probe import probe_features
+from lga.evaluation.probe import probe_features
 from lga.train.linear_probe import balanced_rows
 
 

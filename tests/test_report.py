@@ -270,7 +270,7 @@ def _is_png(path: Path) -> bool:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, dataset) -> Path:
     """Object and background descriptions of every test image."""
-    from lga.store import DONE, DescriptionStore, Row, dataset_key
+    from lga.store.core import DONE, DescriptionStore, Row, dataset_key
 
     ds = load_dataset(dataset, check_images=False)
     test = ds.split("test")
@@ -351,7 +351,7 @@ def test_alignment_with_descriptions(full_report):
 
 def test_alignment_margin_is_own_minus_other(dataset, tiny_clip_dir):
     from lga.report import diagnostics
-    from lga.student import load_student
+    from lga.student.model import load_student
 
     ds = load_dataset(dataset, check_images=False)
     sample = diagnostics.AlignmentSample(diagnostics.per_group_sample(ds.split("test"), 2), "t")
@@ -369,7 +369,7 @@ def test_alignment_of_a_changed_model(runs, store, dataset, tmp_path):
     import shutil
 
     from lga.report import diagnostics
-    from lga.student import load_student
+    from lga.student.model import load_student
 
     shutil.copytree(runs / "lga-0", tmp_path / "runs" / "lga-0")
     model_dir = tmp_path / "runs" / "lga-0" / "model"

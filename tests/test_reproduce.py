@@ -7,8 +7,8 @@ import yaml
 
 from lga.cli import main
 from lga.errors import ConfigError
-from lga.reproduce import fit_config, load_reproduce_config, training_images
 from lga.train.config import Method
+from lga.workflows.reproduce import fit_config, load_reproduce_config, training_images
 
 
 @pytest.fixture()

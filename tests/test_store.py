@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from lga.cli import main
 from lga.errors import LgaError
-from lga.store import (
+from lga.store.core import (
     DONE,
     FAILED,
     DescriptionStore,
@@ -314,21 +314,21 @@ def test_damage_met_after_open_is_the_same_error(damaged_store, monkeypatch):
 
 
 def test_merge_failing_midway_leaves_old_output_untouched(tmp_path, monkeypatch):
-    import lga.store
+    import lga.store.core
 
     a, b, out = (tmp_path / n for n in ("a.sqlite", "b.sqlite", "out.sqlite"))
     for path, rows in ((a, [row(1)]), (b, [row(2)]), (out, [row(9)])):
         with DescriptionStore(path) as s:
             s.put(rows)
     before = out.read_bytes()
-    real = lga.store._merge_one
+    real = lga.store.core._merge_one
 
     def fail_on_b(store, src):
         if src == b:
             raise OSError("disk full")
         return real(store, src)
 
-    monkeypatch.setattr(lga.store, "_merge_one", fail_on_b)
+    monkeypatch.setattr(lga.store.core, "_merge_one", fail_on_b)
     with pytest.raises(OSError, match="disk full"):
         merge_stores(out, [a, b])
     assert out.read_bytes() == before
@@ -338,7 +338,7 @@ def test_merge_failing_midway_leaves_old_output_untouched(tmp_path, monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         merge_stores(fresh, [a, b])
     assert not fresh.exists()
-    monkeypatch.setattr(lga.store, "_merge_one", real)
+    monkeypatch.setattr(lga.store.core, "_merge_one", real)
     assert merge_stores(out, [a, b])["rows"] == 3
 
 

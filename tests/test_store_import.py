@@ -16,7 +16,7 @@ from fit_support import (
 )
 from lga.cli import main
 from lga.data.dataset import load_dataset
-from lga.store import DescriptionStore
+from lga.store.core import DescriptionStore
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from PIL import Image
 
 from lga.config import StudentConfig
 from lga.errors import ConfigError
-from lga.student import class_prompts, class_text_features, load_student, resolve_dtype
+from lga.student.model import class_prompts, class_text_features, load_student, resolve_dtype
 
 
 @pytest.fixture(scope="module")

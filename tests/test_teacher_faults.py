@@ -16,7 +16,7 @@ from PIL import Image
 
 from lga.cli import main
 from lga.errors import ConfigError
-from lga.store import DONE, FAILED, DescriptionStore
+from lga.store.core import DONE, FAILED, DescriptionStore
 from lga.teacher.base import FailureKind, WorkItem
 from lga.teacher.openai_compat import (
     OpenAITeacher,

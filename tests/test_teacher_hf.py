@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lga.cli import main
-from lga.store import DONE, DescriptionStore
+from lga.store.core import DONE, DescriptionStore
 from lga.teacher.hf import HFTeacher
 from lga.testing.tiny_birds import make_tiny_birds
 from lga.testing.tiny_llava import build_tiny_llava

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from lga.cli import main
-from lga.store import DONE, FAILED, DescriptionStore
+from lga.store.core import DONE, FAILED, DescriptionStore
 from lga.teacher.openai_compat import chat_payload, parse_completion
 from lga.testing.fake_chat_server import FakeChatServer, answer_for, every_nth
 from lga.testing.tiny_birds import make_tiny_birds

@@ -13,7 +13,7 @@ from lga.cli import main
 from lga.data.dataset import load_dataset
 from lga.data.spec import DatasetSpec, load_dataset_spec
 from lga.errors import ConfigError, LgaError
-from lga.store import DONE, DescriptionStore
+from lga.store.core import DONE, DescriptionStore
 from lga.teacher import (
     Backend,
     build_teacher,

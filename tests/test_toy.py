@@ -5,7 +5,7 @@ import json
 import pytest
 from safetensors import safe_open
 
-from lga.toy import PROVENANCE_FILE, ToyConfig, pretrain_toy, toy_checkpoint
+from lga.workflows.toy import PROVENANCE_FILE, ToyConfig, pretrain_toy, toy_checkpoint
 
 
 def _shapes(path) -> dict[str, tuple]:
@@ -39,7 +39,7 @@ def test_shipped_toy_was_made_with_the_current_defaults():
 
 
 def test_shipped_toy_clip_loads_and_knows_the_vocabulary():
-    from lga.student import load_student
+    from lga.student.model import load_student
 
     student = load_student(str(toy_checkpoint()))
     tokens = student.tokenize(["a photo of a waterbird with webbed feet on a lake."])
@@ -55,7 +55,7 @@ def test_shipped_toy_probe_figures_recompute():
     import torch
     from transformers import CLIPModel, CLIPProcessor
 
-    from lga.toy import probe_model, probe_world
+    from lga.workflows.toy import probe_model, probe_world
 
     made = json.loads((toy_checkpoint() / PROVENANCE_FILE).read_text())
     n = torch.get_num_threads()

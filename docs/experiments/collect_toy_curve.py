@@ -1,6 +1,6 @@
 """Turn a pretraining log of docs/experiments/pretrain_probe.py into a JSON curve file.
 
-    python docs/experiments/collect_toy_curve.py NAME LOG 'CONFIG_JSON' > toys/NAME.json
+python docs/experiments/collect_toy_curve.py NAME LOG 'CONFIG_JSON' > toys/NAME.json
 """
 
 import json

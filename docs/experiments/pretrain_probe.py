@@ -3,7 +3,7 @@
     python docs/experiments/pretrain_probe.py OUT 'CONFIG_JSON' [THREADS] > LOG
 
 Prints a ``PROBE <epoch> {json}`` line about six times during training (balanced probe, zero-shot
-per group, probe fit on the biased sample: lga.probe) and saves the checkpoint to OUT.
+per group, probe fit on the biased sample: lga.evaluation.probe) and saves the checkpoint to OUT.
 """
 
 import json
@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from lga.toy import ToyConfig, pretrain_toy, probe_model, probe_world
+from lga.workflows.toy import ToyConfig, pretrain_toy, probe_model, probe_world
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 2)

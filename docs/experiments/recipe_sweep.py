@@ -30,8 +30,8 @@ import numpy as np
 import yaml
 
 from lga.config import resolve_config
-from lga.reproduce import fit_config, load_reproduce_config
 from lga.train import FitConfig, Method, fit
+from lga.workflows.reproduce import fit_config, load_reproduce_config
 
 
 def val_curve(run: Path) -> list[tuple[int, float, float]]:

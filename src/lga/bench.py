@@ -234,7 +234,7 @@ def make_bench_dataset(
 def fill_descriptions(store_path: str | Path, data_root: str | Path, *, seed: int = 0) -> Path:
     """A store with a distinct 40-word answer to each of the four prompts for every image."""
     from lga.data.dataset import load_dataset
-    from lga.store import DONE, DescriptionStore, Row, dataset_key
+    from lga.store.core import DONE, DescriptionStore, Row, dataset_key
 
     ds = load_dataset(data_root, check_images=False)
     key, rng = dataset_key(ds), np.random.default_rng(seed)
@@ -324,7 +324,7 @@ def _describe_runs(
     the teacher's throughput) and closed on exit.
     """
     from lga.errors import LgaError
-    from lga.store import DescriptionStore
+    from lga.store.core import DescriptionStore
     from lga.teacher import describe
 
     stores = {
@@ -712,7 +712,7 @@ class _BareStep:
         self.n_texts, self.n_tokens = ids.shape
 
     def __call__(self) -> None:
-        from lga.student import pooled
+        from lga.student.model import pooled
 
         with self.acc.autocast():
             u = pooled(self.model.get_image_features(pixel_values=self.pixels))  # (B, D)
@@ -838,7 +838,7 @@ def store_writes_per_s(
     the same is measured one row per transaction (the worst case: a server teacher answering
     one item at a time) for the record.
     """
-    from lga.store import DONE, DescriptionStore, Row
+    from lga.store.core import DONE, DescriptionStore, Row
 
     workdir = Path(workdir)
     rng = np.random.default_rng(0)

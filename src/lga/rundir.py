@@ -4,8 +4,8 @@ Every producer (``lga eval`` and every ``lga fit`` method) writes the same shape
 goes through :class:`RunDir`::
 
     RUN/config.yaml          the resolved configuration (FitConfig, or EvalRunConfig for eval)
-    RUN/metrics.json         the evaluated split's metrics (``lga.metrics`` schema) and the run's
-                             facts (method, student, selection, sample size)
+    RUN/metrics.json         the evaluated split's metrics (``lga.evaluation.metrics``
+                             schema) and the run's facts (method, student, selection, size)
     RUN/predictions.parquet  one row per evaluated image: every metric can be recomputed from it
     RUN/train_log.jsonl      one record per logged step and per validation (runs that validate)
     RUN/model/               only when the run changed the model: fine-tuned weights

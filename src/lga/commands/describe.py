@@ -155,7 +155,7 @@ def _boxes(args: argparse.Namespace):
 def _describe(args: argparse.Namespace) -> int:
     from lga.data.dataset import load_dataset
     from lga.data.spec import load_dataset_spec
-    from lga.store import DescriptionStore
+    from lga.store.core import DescriptionStore
     from lga.teacher import (
         DescribeStopped,
         TeacherOptions,

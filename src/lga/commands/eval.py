@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from lga.config import EvalRunConfig, resolve_config
-from lga.metrics import format_metrics
+from lga.evaluation.metrics import format_metrics
 
 
 def add_student_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -90,7 +90,7 @@ def default_run_name(prefix: str, student: str, suffix: str) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lga.evaluate import run_eval
+    from lga.evaluation.zero_shot import run_eval
 
     cfg = resolve_config(
         EvalRunConfig,

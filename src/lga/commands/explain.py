@@ -99,9 +99,9 @@ def _run(args: argparse.Namespace) -> int:
     from lga.config import StudentConfig
     from lga.data.images import load_rgb
     from lga.data.spec import load_dataset_spec
-    from lga.explain import write_saliency_figures
+    from lga.report.explain import write_saliency_figures
     from lga.report.runs import dig
-    from lga.student import load_student
+    from lga.student.model import load_student
 
     resolved = [resolve_student(s) for s in args.students]
     run_cfg = next((cfg for _, _, cfg in resolved if cfg), {})

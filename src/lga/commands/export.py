@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lga.export import export_text_encoder
+    from lga.student.export import export_text_encoder
 
     out = export_text_encoder(args.run, args.out, with_projection=args.with_projection)
     cls = "CLIPTextModelWithProjection" if args.with_projection else "CLIPTextModel"

@@ -8,7 +8,7 @@ from pathlib import Path
 from lga.commands import intermixed
 from lga.commands.eval import add_data_args, add_student_args, default_run_name
 from lga.config import deep_merge, read_yaml, resolve_config
-from lga.metrics import format_metrics
+from lga.evaluation.metrics import format_metrics
 from lga.train.config import Method, resolve_run_file
 
 METHODS = tuple(m.value for m in Method)

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lga.probe import DEFAULT_L2, probe_checkpoint
+    from lga.evaluation.probe import DEFAULT_L2, probe_checkpoint
 
     if args.fit_split == args.score_split:
         from lga.errors import ConfigError

@@ -76,8 +76,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def _run(config: str, out: Path, *, data: Path | None, quick: bool, overrides: list[str]) -> int:
     from lga.report.build import build_report
-    from lga.reproduce import DescribeFailed, load_reproduce_config, reproduce
     from lga.teacher import DescribeStopped
+    from lga.workflows.reproduce import DescribeFailed, load_reproduce_config, reproduce
 
     cfg = load_reproduce_config(config, quick=quick, overrides=overrides)
     start = time.monotonic()
@@ -123,8 +123,8 @@ def _sizes(text: str) -> list[int]:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from lga.reproduce import load_reproduce_config
-    from lga.sweep import sweep, sweep_plot
+    from lga.workflows.reproduce import load_reproduce_config
+    from lga.workflows.sweep import sweep, sweep_plot
 
     cfg = load_reproduce_config(args.config, quick=args.quick, overrides=_overrides(args))
     results = sweep(cfg, args.sizes, args.out, data_root=args.data)

@@ -84,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _stats(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from lga.store import DescriptionStore
+    from lga.store.core import DescriptionStore
 
     with DescriptionStore(args.file, read_only=True) as store:
         s = store.stats()
@@ -111,7 +111,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from lga.store import export_store
+    from lga.store.core import export_store
 
     n = export_store(args.file, args.to)
     print(f"wrote {n} record(s) to {args.to}")
@@ -119,7 +119,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from lga.store import merge_stores
+    from lga.store.core import merge_stores
 
     res = merge_stores(args.out, args.inputs)
     print(
@@ -132,7 +132,7 @@ def _merge(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from lga.data.dataset import load_dataset
     from lga.data.spec import load_dataset_spec
-    from lga.store_import import import_descriptions
+    from lga.store.importing import import_descriptions
     from lga.teacher import resolve_prompts
 
     spec = load_dataset_spec(args.dataset_config, args.data)
@@ -145,7 +145,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _recover(args: argparse.Namespace) -> int:
-    from lga.store import recover_store
+    from lga.store.core import recover_store
 
     counts = recover_store(args.file, args.to)
     print(

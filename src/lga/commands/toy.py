@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lga.toy import PROVENANCE_FILE, ToyConfig, pretrain_toy
+    from lga.workflows.toy import PROVENANCE_FILE, ToyConfig, pretrain_toy
 
     changes = {k: v for k, v in (("seed", args.seed), ("n_images", args.n_images),
                                  ("epochs", args.epochs)) if v is not None}  # fmt: skip

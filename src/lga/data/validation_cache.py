@@ -29,10 +29,10 @@ Signature = tuple[int, int, int]  # (size, mtime_ns, ctime_ns)
 
 
 def cache_root() -> Path:
-    """``$LGA_CACHE`` or ``~/.cache/lga``: the root of :func:`lga.cache.default_cache_dir`.
+    """``$LGA_CACHE`` or ``~/.cache/lga``: the root of :func:`lga.student.cache.default_cache_dir`.
 
-    Read here rather than imported from :mod:`lga.cache`, which loads torch: ``lga data check``
-    does not need it.
+    Read here rather than imported from :mod:`lga.student.cache`, which loads torch:
+    ``lga data check`` does not need it.
     """
     return Path(os.environ.get("LGA_CACHE", Path.home() / ".cache" / "lga"))
 

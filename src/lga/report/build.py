@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,60 +25,13 @@ from lga.errors import LgaError
 from lga.outputs import make_output_dir
 from lga.report import diagnostics, plots
 from lga.report import table as tables
+from lga.report.model import Report, ReportOptions
 from lga.report.runs import MethodRuns, Run, dig, group_runs, load_runs
-from lga.student import Student, load_student
+from lga.student.model import Student, load_student
 
 log = logging.getLogger(__name__)
 
 PRETRAINED = "pre-trained"
-
-
-@dataclass
-class ReportOptions:
-    """What ``build_report`` makes besides the tables.
-
-    Attributes:
-        images: img_ids for the class-probability and saliency figures (None: picked).
-        n_images: how many to pick from the zero-shot run's worst group.
-        descriptions: a description store, for the alignment to object/background descriptions.
-        teacher: the teacher whose descriptions to read, when the store holds several.
-        alignment: compute the alignment diagnostics (loads the models).
-        saliency: draw saliency maps of the chosen images (loads the models).
-        alignment_split: the split the diagnostic images come from.
-        alignment_per_group: images per group for the diagnostics.
-        device: where the models run.
-        dpi: resolution of the figures.
-    """
-
-    images: list[int] | None = None
-    n_images: int = 4
-    descriptions: Path | None = None
-    teacher: str | None = None
-    alignment: bool = True
-    saliency: bool = True
-    alignment_split: str = "test"
-    alignment_per_group: int = 100
-    device: str = "auto"
-    dpi: int = 130
-
-
-@dataclass
-class Report:
-    """What was written (paths relative to the output folder) and what was left out and why."""
-
-    out: Path
-    table: tables.ResultsTable
-    files: dict[str, Path] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    alignment: pd.DataFrame | None = None
-    chosen: list[int] = field(default_factory=list)
-    chosen_group: str | None = None
-    chosen_from: str | None = None
-    alignment_source: str | None = None
-
-    def note(self, text: str) -> None:
-        log.warning("report: %s", text)
-        self.notes.append(text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,8 +244,8 @@ def pretrained_probs(
     """Zero-shot class probabilities of a few images (when no zero-shot run was given)."""
     import torch
 
-    from lga.evaluate import zero_shot_probs
-    from lga.student import class_text_features
+    from lga.evaluation.zero_shot import zero_shot_probs
+    from lga.student.model import class_text_features
 
     sub = ds.select(np.flatnonzero(np.isin(ds.img_ids, list(ids))))
     imgs = [sub.load_image(k) for k in range(len(sub))]
@@ -433,7 +385,7 @@ def _saliency_part(
 ) -> None:
     if not opts.saliency or not pairs or not report.chosen:
         return
-    from lga.explain import write_saliency_figures
+    from lga.report.explain import write_saliency_figures
 
     pos = [int(np.flatnonzero(ds.img_ids == i)[0]) for i in report.chosen if i in set(ds.img_ids)]
     images = [ds.load_image(p) for p in pos]

@@ -21,8 +21,8 @@ import torch
 
 from lga.data.dataset import GroupDataset
 from lga.errors import LgaError
-from lga.features import image_features
-from lga.student import Student, class_text_features
+from lga.student.features import image_features
+from lga.student.model import Student, class_text_features
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def read_descriptions(
     Raises:
         LgaError: the store is missing or ambiguous (several teachers: pass ``teacher``).
     """
-    from lga.store import DescriptionStore, dataset_key
+    from lga.store.core import DescriptionStore, dataset_key
 
     ids = ds.img_ids.tolist()
     with DescriptionStore(store_path, read_only=True) as store:

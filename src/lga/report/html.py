@@ -14,7 +14,7 @@ from lga.report import diagnostics
 from lga.report import table as tables
 
 if TYPE_CHECKING:
-    from lga.report.build import Report
+    from lga.report.model import Report
 
 log = logging.getLogger(__name__)
 

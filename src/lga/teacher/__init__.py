@@ -2,7 +2,7 @@
 
 ``build_teacher("hf:llava-hf/llava-1.5-7b-hf")``, ``build_teacher("openai:http://host/v1#model")``
 or ``build_teacher("oracle", data_root=...)`` give a :class:`Teacher`; :func:`describe` runs it
-over a dataset into a :class:`lga.store.DescriptionStore`.
+over a dataset into a :class:`lga.store.core.DescriptionStore`.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from lga.data.dataset import GroupDataset
 from lga.errors import ConfigError, LgaError
-from lga.store import (
+from lga.store.core import (
     DONE,
     FAILED,
     ClaimState,

@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from lga.data.dataset import GroupDataset
-from lga.metrics import group_metrics
+from lga.evaluation.metrics import group_metrics
 from lga.rundir import RunDir
 
 

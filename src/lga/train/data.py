@@ -24,7 +24,7 @@ from torch.utils.data import Sampler
 
 from lga.data.dataset import GroupDataset
 from lga.errors import ConfigError, LgaError
-from lga.features import memo_pixels
+from lga.student.features import memo_pixels
 from lga.train.config import DescriptionsConfig
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def read_descriptions(
         return {}
     if cfg.store is None:
         raise LgaError(f"prompts {prompts} need a description store (--descriptions STORE)")
-    from lga.store import DescriptionStore, dataset_key
+    from lga.store.core import DescriptionStore, dataset_key
 
     key = dataset_key(full)
     ids = sample.img_ids.tolist()
@@ -96,7 +96,7 @@ def read_keywords(
 ) -> dict[int, list[str]]:
     """Parsed keyword answers of ``prompt`` for the sample (all must be present)."""
     read_descriptions(cfg, full, sample, [prompt])  # the coverage check and its error
-    from lga.store import DescriptionStore, dataset_key
+    from lga.store.core import DescriptionStore, dataset_key
 
     with DescriptionStore(cfg.store, read_only=True) as store:
         return store.keywords(

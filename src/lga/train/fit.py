@@ -25,20 +25,20 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from lga.cache import FeatureCache, default_cache_dir
 from lga.data.dataset import GroupDataset, load_dataset, missing_classes, subsample
 from lga.errors import ConfigError, DataError, LgaError
-from lga.evaluate import (
+from lga.evaluation.zero_shot import (
     metrics_from_predictions,
     predict_zero_shot,
     predictions_table,
     templates_for,
     train_group_counts,
 )
-from lga.features import cache_key, image_features
 from lga.outputs import make_output_dir
 from lga.rundir import RunDir
-from lga.student import Student, class_prompts, load_student, resolve_student_spec
+from lga.student.cache import FeatureCache, default_cache_dir
+from lga.student.features import cache_key, image_features
+from lga.student.model import Student, class_prompts, load_student, resolve_student_spec
 from lga.train.config import RUN_CONTROL_KEYS, FitConfig, Method
 from lga.train.data import (
     CAPTION,

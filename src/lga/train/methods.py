@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from lga import losses
+from lga.train import losses
 from lga.train.config import FitConfig, Method
 from lga.train.data import CAPTION
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lga.errors import ConfigError
-from lga.student import pooled
+from lga.student.model import pooled
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 One optimizer step consumes one global batch of ``train.batch_size`` images: ``accum`` micro-steps,
 each split across the processes (:class:`~lga.train.data.GlobalBatchSampler`). Per-image
-embeddings are gathered with gradients (:func:`lga.losses.gather_with_grad`) so that every
+embeddings are gathered with gradients (:func:`lga.train.losses.gather_with_grad`) so that every
 process computes the loss of the whole micro-batch, and contrastive negatives span it.
 
 Validation runs every ``eval.every`` steps (or each epoch) on the main process; the best state
@@ -32,13 +32,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lga.data.dataset import GroupDataset
-from lga.evaluate import predict_zero_shot, predictions_table, zero_shot_probs
-from lga.features import PixelDataset
-from lga.losses import gather_with_grad
+from lga.evaluation.zero_shot import predict_zero_shot, predictions_table, zero_shot_probs
 from lga.rundir import CHECKPOINT_STATE, RunDir
-from lga.student import Student, class_text_features
+from lga.student.features import PixelDataset
+from lga.student.model import Student, class_text_features
 from lga.train.config import FitConfig
 from lga.train.data import CachedPixels, GlobalBatchSampler, TextTable
+from lga.train.losses import gather_with_grad
 from lga.train.methods import Embeddings, FineTuneMethod
 from lga.train.model import DualEncoder, param_groups
 from lga.train.tracking import tracker_values

@@ -185,7 +185,9 @@ def resolve_student_spec(spec: str) -> str:
     Raises:
         ConfigError: the spec is a path that does not exist or is not a folder.
     """
-    from lga.toy import resolve_student as resolve_toy  # lazy: lga.toy imports this module
+    from lga.workflows.toy import (
+        resolve_student as resolve_toy,  # lazy: lga.workflows.toy imports this module
+    )
 
     spec = resolve_toy(spec)
     path = Path(spec).expanduser()

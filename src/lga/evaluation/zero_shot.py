@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lga.cache import FeatureCache, default_cache_dir
 from lga.config import EvalRunConfig
 from lga.data.dataset import GroupDataset, load_dataset
 from lga.errors import LgaError
-from lga.features import cache_key, image_features
-from lga.metrics import group_metrics
+from lga.evaluation.metrics import group_metrics
 from lga.rundir import RunDir
-from lga.student import Student, class_text_features, load_student
+from lga.student.cache import FeatureCache, default_cache_dir
+from lga.student.features import cache_key, image_features
+from lga.student.model import Student, class_text_features, load_student
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
     folder with ``linear_probe.safetensors``), through that head: the run's predictions again.
     """
     from lga.outputs import output_dir
-    from lga.student import resolve_student_spec
+    from lga.student.model import resolve_student_spec
 
     resolve_student_spec(cfg.student.spec)  # a missing folder fails before any work
     with output_dir(out, what="--out folder"):

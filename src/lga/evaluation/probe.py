@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from lga.metrics import group_metrics
+from lga.evaluation.metrics import group_metrics
 from lga.train.linear_probe import balanced_rows, train_logreg
 
 log = logging.getLogger(__name__)
@@ -134,12 +134,12 @@ def probe_checkpoint(
 
     Image features go through the feature cache like ``lga eval``'s.
     """
-    from lga.cache import FeatureCache, default_cache_dir
     from lga.data.dataset import load_dataset
-    from lga.evaluate import templates_for
-    from lga.features import cache_key, image_features
-    from lga.student import class_text_features, load_student
-    from lga.toy import resolve_student
+    from lga.evaluation.zero_shot import templates_for
+    from lga.student.cache import FeatureCache, default_cache_dir
+    from lga.student.features import cache_key, image_features
+    from lga.student.model import class_text_features, load_student
+    from lga.workflows.toy import resolve_student
 
     ds = load_dataset(data, dataset_config)
     st = load_student(resolve_student(student))

@@ -29,8 +29,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from lga.losses import clip_loss
-from lga.student import pooled
+from lga.student.model import pooled
+from lga.train.losses import clip_loss
 
 log = logging.getLogger(__name__)
 
@@ -512,10 +512,10 @@ def probe_world(
 
 @torch.no_grad()
 def probe_model(model, processor, world: dict) -> dict:
-    """:func:`lga.probe.probe_features` of an in-memory toy on a :func:`probe_world`."""
+    """:func:`lga.evaluation.probe.probe_features` of an in-memory toy on a :func:`probe_world`."""
     from lga.data.synth import SYNTH_SPEC
-    from lga.probe import probe_features
-    from lga.student import Student, class_text_features
+    from lga.evaluation.probe import probe_features
+    from lga.student.model import Student, class_text_features
 
     model.eval()
     student = Student(model, processor, "in-memory toy", "")

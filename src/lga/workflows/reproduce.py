@@ -113,7 +113,7 @@ def fit_config(
 ) -> FitConfig:
     """The FitConfig of one (method, seed): shared settings, method changes, seed, data; the
     trackers' group defaults to ``group`` (the reproduction folder's name)."""
-    from lga.toy import resolve_student
+    from lga.workflows.toy import resolve_student
 
     base = {}
     if cfg.fit_base:
@@ -169,7 +169,7 @@ def describe_samples(
         DescribeStopped: the run stopped early (unreachable server, refusals, a failure streak).
     """
     from lga.data.spec import load_dataset_spec
-    from lga.store import DescriptionStore
+    from lga.store.core import DescriptionStore
     from lga.teacher import (
         TeacherOptions,
         build_teacher,

@@ -29,7 +29,7 @@ from PIL import Image
 
 from lga.errors import LgaError
 from lga.outputs import make_output_dir
-from lga.student import Student, class_text_features
+from lga.student.model import Student, class_text_features
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from lga.cache import FeatureCache
 from lga.data.dataset import GroupDataset
 from lga.data.images import ImageLoadError
 from lga.errors import DataError
-from lga.student import Student
+from lga.student.cache import FeatureCache
+from lga.student.model import Student
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from lga.config import deep_merge
 from lga.report.runs import load_runs
-from lga.reproduce import ReproduceConfig, prepare_data, reproduce
+from lga.workflows.reproduce import ReproduceConfig, prepare_data, reproduce
 
 log = logging.getLogger(__name__)
 

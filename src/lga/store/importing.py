@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from lga.errors import DataError, LgaError
-from lga.store import DONE, DescriptionStore, Row, dataset_key, parse_keywords
+from lga.store.core import DONE, DescriptionStore, Row, dataset_key, parse_keywords
 
 log = logging.getLogger(__name__)
 

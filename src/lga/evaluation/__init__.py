@@ -1,0 +1,1 @@
+"""Evaluation: group metrics, zero-shot scoring and ``lga eval``, the feature probe."""

@@ -1,0 +1,1 @@
+"""The description store (``core``: SQLite, claims, export, merge) and its importer."""

@@ -1,0 +1,1 @@
+"""The CLIP student: loading (``model``), image features and their cache, export."""

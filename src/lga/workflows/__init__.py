@@ -1,0 +1,1 @@
+"""Workflows over the whole pipeline: reproduce a table, sweep sizes, pretrain the toy CLIP."""
