@@ -155,13 +155,11 @@ def _boxes(args: argparse.Namespace):
 def _describe(args: argparse.Namespace) -> int:
     from lga.data.dataset import load_dataset
     from lga.data.spec import load_dataset_spec
-    from lga.store.core import DescriptionStore
     from lga.teacher import (
         DescribeStopped,
         TeacherOptions,
         VisualPrompt,
-        build_teacher,
-        describe,
+        describe_with,
         parse_shard,
         parse_teacher_spec,
         resolve_prompts,
@@ -204,31 +202,33 @@ def _describe(args: argparse.Namespace) -> int:
         device=args.device,
         trust_remote_code=args.trust_remote_code,
     )
-    teacher = build_teacher(spec, options, data_root=args.data)
     where = f" shard {shard}" if shard else ""
-    print(
-        f"describe: {len(ds)} image(s){where} x {len(prompts)} prompt(s) "
-        f"({', '.join(p.name for p in prompts)}) with {teacher.id} -> {args.store}",
-        file=sys.stderr,
-    )
+
+    def announce(teacher) -> None:
+        print(
+            f"describe: {len(ds)} image(s){where} x {len(prompts)} prompt(s) "
+            f"({', '.join(p.name for p in prompts)}) with {teacher.id} -> {args.store}",
+            file=sys.stderr,
+        )
+
     try:
-        with DescriptionStore(args.store) as store:
-            summary = describe(
-                ds,
-                teacher,
-                store,
-                prompts,
-                visual_prompt=visual,
-                boxes=boxes,
-                progress=not args.no_progress,
-                max_consecutive_failures=args.max_consecutive_failures,
-                claim_lease_s=args.claim_lease,
-            )
+        summary = describe_with(
+            spec,
+            options,
+            ds,
+            args.store,
+            prompts,
+            data_root=args.data,
+            announce=announce,
+            visual_prompt=visual,
+            boxes=boxes,
+            progress=not args.no_progress,
+            max_consecutive_failures=args.max_consecutive_failures,
+            claim_lease_s=args.claim_lease,
+        )
     except DescribeStopped as e:
         _report(e.summary, args.store)
         raise  # the CLI prints the reason and exits 1
-    finally:
-        teacher.close()
     _report(summary, args.store)
     return 1 if summary.failed else 0
 

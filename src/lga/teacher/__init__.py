@@ -49,6 +49,7 @@ __all__ = [
     "WorkItem",
     "build_teacher",
     "describe",
+    "describe_with",
     "load_prompt_set",
     "parse_shard",
     "parse_teacher_spec",
@@ -146,3 +147,41 @@ def build_teacher(
         api_key_env=opt.api_key_env or DEFAULT_KEY_ENV,
         require_key=opt.api_key_env is not None,
     )
+
+
+def describe_with(
+    spec: str | TeacherSpec,
+    options: TeacherOptions,
+    ds: Any,
+    store: str | Path,
+    prompts: list[Prompt],
+    *,
+    data_root: str | Path,
+    announce: Any = None,
+    **run: Any,
+) -> DescribeSummary:
+    """Build the teacher, describe ``ds`` into the store file, close the teacher: what
+    ``lga describe``, ``lga reproduce`` and :func:`lga.describe` share.
+
+    Args:
+        spec, options: the teacher (:func:`build_teacher`).
+        ds: the images (after :func:`select_images`).
+        store: the description store file (created).
+        prompts: the rendered prompts.
+        data_root: the dataset folder.
+        announce: called with the built teacher before the first request (a CLI line).
+        **run: :func:`describe`'s keywords (``visual_prompt``, ``boxes``, ``progress``, ...).
+
+    Raises:
+        DescribeStopped: the run stopped early; what was done is stored.
+    """
+    from lga.store.core import DescriptionStore
+
+    teacher = build_teacher(spec, options, data_root=data_root)
+    try:
+        if announce is not None:
+            announce(teacher)
+        with DescriptionStore(store) as s:
+            return describe(ds, teacher, s, prompts, **run)
+    finally:
+        teacher.close()

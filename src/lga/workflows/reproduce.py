@@ -169,14 +169,7 @@ def describe_samples(
         DescribeStopped: the run stopped early (unreachable server, refusals, a failure streak).
     """
     from lga.data.spec import load_dataset_spec
-    from lga.store.core import DescriptionStore
-    from lga.teacher import (
-        TeacherOptions,
-        build_teacher,
-        describe,
-        parse_teacher_spec,
-        resolve_prompts,
-    )
+    from lga.teacher import TeacherOptions, describe_with, resolve_prompts
 
     ds = training_images(cfg, root, store)
     prompts = resolve_prompts(load_dataset_spec(cfg.data.dataset_config, root), None)
@@ -191,12 +184,7 @@ def describe_samples(
         backoff=t.backoff,
         request_options=t.options,
     )
-    teacher = build_teacher(parse_teacher_spec(t.spec), options, data_root=root)
-    try:
-        with DescriptionStore(store) as s:
-            summary = describe(ds, teacher, s, prompts, progress=progress)
-    finally:
-        teacher.close()
+    summary = describe_with(t.spec, options, ds, store, prompts, data_root=root, progress=progress)
     log.info("descriptions: %s", summary.line())
     if summary.failed:
         raise DescribeFailed(

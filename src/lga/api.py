@@ -1,0 +1,175 @@
+"""The Python API: the pipeline's stages as functions, for notebooks and scripts.
+
+Each function is what the matching ``lga`` command does, without the command line::
+
+    import lga
+
+    data = lga.make_synthetic("synth-wb", n_train=600, n_val=200, n_test=400)
+    lga.describe(data, teacher="oracle", store="synth-wb/descriptions.sqlite")
+    cfg = lga.fit_config("lga", data, student="toy", descriptions="synth-wb/descriptions.sqlite")
+    result = lga.fit(cfg, "runs/lga")
+    lga.evaluate(data, "runs/lga/model", "runs/lga-eval")
+    report = lga.make_report(["runs"], "report")
+
+Everything here is imported lazily by ``import lga`` (which stays fast) and none of it selects
+a matplotlib backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lga.data.dataset import GroupDataset
+    from lga.report.model import Report, ReportOptions
+    from lga.teacher.runner import DescribeSummary
+    from lga.train.config import FitConfig
+
+
+def make_synthetic(out: str | Path, **settings: Any) -> Path:
+    """Generate Waterbirds in miniature into ``out`` (``lga data synth``) and return the folder.
+
+    Args:
+        out: the dataset folder (new, empty, or an earlier output with the same settings).
+        **settings: fields of :class:`lga.data.synth.SynthConfig` (``n_train``, ``n_val``,
+            ``n_test``, ``correlation``, ``seed``, ``bird_scale``, ...).
+    """
+    from lga.data.synth import SynthConfig, generate
+
+    return generate(out, SynthConfig(**settings))
+
+
+def load_dataset(root: str | Path, dataset_config: str | None = None) -> GroupDataset:
+    """A dataset folder (``metadata.csv``; ``dataset.yaml`` or a shipped config), checked.
+
+    Use ``.split("train")`` and friends for the splits, ``.group_counts()`` for the groups.
+    """
+    from lga.data.dataset import load_dataset as _load
+
+    return _load(root, dataset_config)
+
+
+def describe(
+    data: str | Path,
+    *,
+    teacher: str = "oracle",
+    store: str | Path,
+    split: str = "train",
+    dataset_config: str | None = None,
+    prompts: str | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> DescribeSummary:
+    """Ask a teacher every prompt about every image of a split (``lga describe``).
+
+    Finished answers in ``store`` are kept, so a second call asks only what is missing.
+
+    Args:
+        data: the dataset folder.
+        teacher: ``oracle`` (synthetic datasets), ``hf:<hub id or folder>`` or
+            ``openai:<base_url>#<model>``.
+        store: the description store (SQLite file, created).
+        split: ``train``, ``val``, ``test`` or ``all``.
+        dataset_config: a shipped name or YAML file (default: the folder's dataset.yaml).
+        prompts: a prompt set name or YAML file (default: the dataset's).
+        progress: a progress bar.
+        **options: fields of :class:`lga.teacher.TeacherOptions` (``max_new_tokens``,
+            ``batch_size``, ``concurrency``, ...).
+
+    Raises:
+        DescribeStopped: the run stopped early; what was done is stored.
+    """
+    from lga.data.dataset import load_dataset as _load
+    from lga.data.spec import load_dataset_spec
+    from lga.teacher import TeacherOptions, describe_with, resolve_prompts, select_images
+
+    spec = load_dataset_spec(dataset_config, data)
+    ds = select_images(_load(data, spec, splits=[split], check_images=False), split=split)
+    return describe_with(
+        teacher,
+        TeacherOptions(**options),
+        ds,
+        store,
+        resolve_prompts(spec, prompts),
+        data_root=data,
+        progress=progress,
+    )
+
+
+def fit_config(
+    method: str,
+    data: str | Path,
+    *,
+    student: str = "toy",
+    descriptions: str | Path | None = None,
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> FitConfig:
+    """The validated configuration of one ``lga fit`` run.
+
+    Args:
+        method: ``zero-shot``, ``linear-probe``, ``erm``, ``spurious-aware``, ``lga`` or ``dfr``.
+        data: the dataset folder.
+        student: ``toy`` (the shipped toy CLIP), a hub id or a checkpoint folder.
+        descriptions: the description store (lga, ``sample.balance=background``).
+        config: a run file (YAML path or a shipped name such as ``waterbirds-vitl14``).
+        overrides: dotted ``KEY=VALUE`` settings applied last (``train.epochs=1``).
+
+    Raises:
+        ConfigError: an unknown key or a bad value, named.
+    """
+    from lga.config import deep_merge, read_yaml, resolve_config
+    from lga.train.config import FitConfig, resolve_run_file
+
+    base = read_yaml(resolve_run_file(str(config))) if config else {}
+    layer: dict[str, Any] = {
+        "method": method,
+        "data": {"root": str(data)},
+        "student": {"spec": student},
+    }
+    if descriptions is not None:
+        layer["descriptions"] = {"store": str(descriptions)}
+    return resolve_config(FitConfig, base=deep_merge(base, layer), overrides=list(overrides))
+
+
+def evaluate(
+    data: str | Path,
+    student: str | Path,
+    out: str | Path,
+    *,
+    split: str = "test",
+    dataset_config: str | None = None,
+    progress: bool = False,
+) -> dict:
+    """Score a checkpoint on a split and write a run directory (``lga eval``).
+
+    ``student`` may be ``toy``, a hub id, a checkpoint folder or a run's ``model/`` (a
+    linear-probe or DFR run's model is scored through its head). Returns the metrics.
+    """
+    from lga.config import EvalRunConfig, resolve_config
+    from lga.evaluation.zero_shot import run_eval
+
+    cfg = resolve_config(
+        EvalRunConfig,
+        base={
+            "data": {"root": str(data), "dataset_config": dataset_config},
+            "student": {"spec": str(student)},
+            "eval": {"split": split},
+        },
+    )
+    return run_eval(cfg, Path(out), progress=progress)
+
+
+def make_report(
+    runs: Sequence[str | Path], out: str | Path, options: ReportOptions | None = None
+) -> Report:
+    """The results table, plots and diagnostics of run directories (``lga report``).
+
+    A folder without ``metrics.json`` stands for the runs below it. The returned report holds
+    the table (``report.table``) and the written files (``report.files``: name -> path).
+    """
+    from lga.report.build import build_report
+
+    return build_report(runs, out, options)
