@@ -99,14 +99,27 @@ def _set_dotted(d: dict, path: list[str], value: Any) -> None:
     d[path[-1]] = value
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, what: str = "config") -> dict:
+    """A YAML file that holds a mapping.
+
+    Raises:
+        ConfigError: unreadable, not YAML, or not a mapping (the message names ``what``).
+    """
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read config {path}: {e}") from e
+        raise ConfigError(f"cannot read {what} {path}: {e}") from e
     if not isinstance(raw, dict):
-        raise ConfigError(f"config {path} must be a mapping at the top level")
+        raise ConfigError(f"{what} {path} must be a mapping at the top level")
     return raw
+
+
+def read_model_file(path: str | Path, model: type[M], what: str) -> M:
+    """A YAML file validated as ``model``; every fault is a :class:`ConfigError` naming it."""
+    try:
+        return model.model_validate(read_yaml(path, what))
+    except ValidationError as e:
+        raise ConfigError(f"invalid {what} {path}:\n{e}") from e
 
 
 def resolve_config(

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lga.config import resolve_config_file, shipped_names
-from lga.errors import ConfigError
+from lga.config import read_model_file, resolve_config_file, shipped_names
 
 DATASET_FILE = "dataset.yaml"
 
@@ -72,14 +70,7 @@ def shipped_dataset_names() -> list[str]:
 
 
 def _read_spec_file(path: Path) -> DatasetSpec:
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read dataset config {path}: {e}") from e
-    try:
-        return DatasetSpec.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(f"invalid dataset config {path}:\n{e}") from e
+    return read_model_file(path, DatasetSpec, "dataset config")
 
 
 def load_dataset_spec(

@@ -136,14 +136,11 @@ def probe_checkpoint(
     """
     from lga.data.dataset import load_dataset
     from lga.evaluation.zero_shot import templates_for
-    from lga.student.cache import FeatureCache, default_cache_dir
-    from lga.student.features import cache_key, image_features
+    from lga.student.features import feature_cache, image_features
     from lga.student.model import class_text_features, load_student
-    from lga.workflows.toy import resolve_student
 
     ds = load_dataset(data, dataset_config)
-    st = load_student(resolve_student(student))
-    cache_root = default_cache_dir()
+    st = load_student(student)  # "toy" included
 
     def feats(split: str):
         part = ds.split(split)
@@ -151,7 +148,7 @@ def probe_checkpoint(
             from lga.errors import DataError
 
             raise DataError(f"{data}: the {split} split has no rows")
-        cache = FeatureCache(cache_root, cache_key(st, part))
+        cache = feature_cache(st, part)
         x = image_features(st, part, batch_size=batch_size, cache=cache, progress=progress)
         return x, part.y, part.place
 

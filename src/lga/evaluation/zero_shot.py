@@ -14,8 +14,8 @@ from lga.data.dataset import GroupDataset, load_dataset
 from lga.errors import LgaError
 from lga.evaluation.metrics import group_metrics
 from lga.rundir import RunDir
-from lga.student.cache import FeatureCache, default_cache_dir
-from lga.student.features import cache_key, image_features
+from lga.student.cache import FeatureCache
+from lga.student.features import feature_cache, image_features
 from lga.student.model import Student, class_text_features, load_student
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,7 @@ def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
 
             raise DataError(f"split {cfg.eval.split!r} of {cfg.data.root} has no valid rows")
         student = load_student(cfg.student)
-        cache = None
-        if cfg.eval.use_cache:
-            cache = FeatureCache(cfg.eval.cache_dir or default_cache_dir(), cache_key(student, ds))
+        cache = feature_cache(student, ds, enabled=cfg.eval.use_cache, root=cfg.eval.cache_dir)
         kw = dict(
             batch_size=cfg.eval.batch_size,
             num_workers=cfg.data.num_workers,

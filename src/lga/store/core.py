@@ -58,6 +58,16 @@ VALUE_COLUMNS = (
     "truncated",
 )
 COLUMNS = KEY_COLUMNS + VALUE_COLUMNS
+# What the readers (texts, keywords, missing) may filter on besides the prompt name.
+FILTERS = ("dataset", "teacher", "settings_hash", "prompt_hash")
+
+
+def _filters(given: dict[str, str | None]) -> dict[str, str | None]:
+    unknown = sorted(set(given) - set(FILTERS))
+    if unknown:
+        raise TypeError(f"unknown store filter(s) {unknown}; the filters are {FILTERS}")
+    return {k: given.get(k) for k in FILTERS}
+
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -570,14 +580,7 @@ class DescriptionStore:
         return {int(r[0]): r[column] for r in rows if wanted is None or int(r[0]) in wanted}
 
     def texts(
-        self,
-        prompt: str,
-        img_ids: Iterable[int] | None = None,
-        *,
-        dataset: str | None = None,
-        teacher: str | None = None,
-        settings_hash: str | None = None,
-        prompt_hash: str | None = None,
+        self, prompt: str, img_ids: Iterable[int] | None = None, **filters: str | None
     ) -> dict[int, str]:
         """The finished answers to one prompt: ``{img_id: text}``.
 
@@ -585,46 +588,27 @@ class DescriptionStore:
             prompt: the prompt name (``object_description``, ...).
             img_ids: only these images (None: all); images without a done answer are left out
                 (see :meth:`missing`).
-            dataset: a dataset key (:func:`dataset_key`); None accepts any.
-            teacher: a teacher id (``oracle``, ``hf:llava-hf/llava-1.5-7b-hf``, ``openai:<model>``).
-            settings_hash: a generation-settings hash (see ``lga store stats``).
-            prompt_hash: a prompt-text hash, when the prompt's wording changed between runs.
+            **filters: which answers, each None for any (``FILTERS``): ``dataset`` (a dataset
+                key, :func:`dataset_key`), ``teacher`` (``oracle``,
+                ``hf:llava-hf/llava-1.5-7b-hf``, ``openai:<model>``), ``settings_hash`` (see
+                ``lga store stats``), ``prompt_hash`` (when the wording changed between runs).
 
         Raises:
             LgaError: the rows left by the filters come from more than one
                 (dataset, teacher, settings, prompt text): the message lists them.
+            TypeError: an unknown filter.
         """
-        filters = dict(
-            dataset=dataset, teacher=teacher, settings_hash=settings_hash, prompt_hash=prompt_hash
-        )
-        return self._select(prompt, img_ids, 1, filters)
+        return self._select(prompt, img_ids, 1, _filters(filters))
 
     def keywords(
-        self,
-        prompt: str,
-        img_ids: Iterable[int] | None = None,
-        *,
-        dataset: str | None = None,
-        teacher: str | None = None,
-        settings_hash: str | None = None,
-        prompt_hash: str | None = None,
+        self, prompt: str, img_ids: Iterable[int] | None = None, **filters: str | None
     ) -> dict[int, list[str]]:
         """Like :meth:`texts`, but the parsed keyword lists (``[]`` for a text prompt's rows)."""
-        filters = dict(
-            dataset=dataset, teacher=teacher, settings_hash=settings_hash, prompt_hash=prompt_hash
-        )
-        raw = self._select(prompt, img_ids, 2, filters)
+        raw = self._select(prompt, img_ids, 2, _filters(filters))
         return {i: json.loads(v) if v else [] for i, v in raw.items()}
 
     def missing(
-        self,
-        prompts: str | Iterable[str],
-        img_ids: Iterable[int],
-        *,
-        dataset: str | None = None,
-        teacher: str | None = None,
-        settings_hash: str | None = None,
-        prompt_hash: str | None = None,
+        self, prompts: str | Iterable[str], img_ids: Iterable[int], **filters: str | None
     ) -> dict[str, list[int]]:
         """Images without a done answer, per prompt name (prompts with none missing left out).
 
@@ -634,14 +618,7 @@ class DescriptionStore:
         ids = sorted({int(i) for i in img_ids})
         out = {}
         for name in names:
-            have = self.texts(
-                name,
-                ids,
-                dataset=dataset,
-                teacher=teacher,
-                settings_hash=settings_hash,
-                prompt_hash=prompt_hash,
-            )
+            have = self.texts(name, ids, **filters)
             lacking = [i for i in ids if i not in have]
             if lacking:
                 out[name] = lacking

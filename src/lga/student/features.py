@@ -15,6 +15,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from lga.data.dataset import GroupDataset
 from lga.data.images import ImageLoadError
 from lga.errors import DataError
-from lga.student.cache import FeatureCache
+from lga.student.cache import FeatureCache, default_cache_dir
 from lga.student.model import Student
 
 log = logging.getLogger(__name__)
@@ -223,3 +224,13 @@ def image_features(
     if cache is not None:
         return cache.get(ids)
     return torch.stack([computed[i] for i in range(len(ds))])
+
+
+def feature_cache(
+    student: Student, ds: GroupDataset, *, enabled: bool = True, root: str | Path | None = None
+) -> FeatureCache | None:
+    """The feature cache of ``student`` on ``ds``'s dataset, under ``root`` (default
+    ``$LGA_CACHE`` or ``~/.cache/lga``); None when ``enabled`` is false."""
+    if not enabled:
+        return None
+    return FeatureCache(root or default_cache_dir(), cache_key(student, ds))

@@ -13,10 +13,9 @@ import string
 from enum import Enum
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lga.config import resolve_config_file, shipped_names
+from lga.config import read_model_file, resolve_config_file, shipped_names
 from lga.data.spec import DatasetSpec
 from lga.errors import ConfigError
 
@@ -114,14 +113,7 @@ def shipped_prompt_sets() -> list[str]:
 
 
 def _read(path: Path) -> PromptSet:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read prompt set {path}: {e}") from e
-    try:
-        return PromptSet.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(f"invalid prompt set {path}:\n{e}") from e
+    return read_model_file(path, PromptSet, "prompt set")
 
 
 def load_prompt_set(name_or_path: str | Path) -> PromptSet:

@@ -36,8 +36,8 @@ from lga.evaluation.zero_shot import (
 )
 from lga.outputs import make_output_dir
 from lga.rundir import RunDir
-from lga.student.cache import FeatureCache, default_cache_dir
-from lga.student.features import cache_key, image_features
+from lga.student.cache import FeatureCache
+from lga.student.features import feature_cache, image_features
 from lga.student.model import Student, class_prompts, load_student, resolve_student_spec
 from lga.train.config import RUN_CONTROL_KEYS, FitConfig, Method
 from lga.train.data import (
@@ -234,9 +234,7 @@ def _write_results(out: Path, preds, metrics: dict) -> dict:
 
 
 def _feature_cache(cfg: FitConfig, student: Student, full: GroupDataset) -> FeatureCache | None:
-    if not cfg.eval.use_cache:
-        return None
-    return FeatureCache(cfg.eval.cache_dir or default_cache_dir(), cache_key(student, full))
+    return feature_cache(student, full, enabled=cfg.eval.use_cache, root=cfg.eval.cache_dir)
 
 
 def _zero_shot(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict:
