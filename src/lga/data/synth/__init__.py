@@ -19,9 +19,9 @@ Modules: ``species`` (classes, backgrounds, species and trait tables, attribute 
 and ``write`` (``SynthConfig``, ``plan``, ``generate`` and the files it writes).
 """
 
+from lga.data.attributes import ATTRIBUTE_COLUMNS, ATTRIBUTE_FILE
 from lga.data.synth.draw import render_example
 from lga.data.synth.species import (
-    ATTRIBUTE_COLUMNS,
     ATTRIBUTE_VALUES,
     BACKGROUNDS,
     CLASSES,
@@ -31,7 +31,6 @@ from lga.data.synth.species import (
     sample_attributes,
 )
 from lga.data.synth.write import (
-    ATTRIBUTE_FILE,
     SYNTH_SPEC,
     SynthConfig,
     generate,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lga.data.attributes import ATTRIBUTE_COLUMNS
 from lga.data.synth.species import (
-    ATTRIBUTE_COLUMNS,
     PLUMAGES,
     RGB,
     SPECIES,

@@ -7,26 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ATTRIBUTE_COLUMNS = (
-    "img_id",
-    "y",
-    "place",
-    "class_name",
-    "species",
-    "size",
-    "neck",
-    "legs",
-    "feet",
-    "bill",
-    "plumage",
-    "wing",
-    "pose",
-    "background",
-    "bbox_x0",
-    "bbox_y0",
-    "bbox_x1",
-    "bbox_y1",
-)
 CLASSES = ("landbird", "waterbird")
 PLACES = ("land", "water")
 BACKGROUNDS = {0: ("forest", "grass"), 1: ("lake", "ocean")}

@@ -21,10 +21,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from lga.data.attributes import ATTRIBUTE_COLUMNS, ATTRIBUTE_FILE, write_attributes
 from lga.data.dataset import METADATA_FILE
 from lga.data.spec import DATASET_FILE, DatasetSpec
 from lga.data.synth.draw import render_example
-from lga.data.synth.species import ATTRIBUTE_COLUMNS, CLASSES, PLACES
+from lga.data.synth.species import CLASSES, PLACES
 from lga.errors import LgaError
 from lga.outputs import make_output_dir
 
@@ -32,7 +33,6 @@ log = logging.getLogger("lga.data.synth")
 
 # Bump when drawing or sampling changes: a folder made by another version is regenerated.
 GENERATOR_VERSION = 1
-ATTRIBUTE_FILE = "attributes.csv"
 MARKER_FILE = "synth.yaml"  # written first: marks a folder as (possibly partial) synth output
 IMAGE_DIR = "images"
 
@@ -239,7 +239,7 @@ def generate(
         elapsed,
         len(table) / max(elapsed, 1e-9),
     )
-    _write_atomic(out / ATTRIBUTE_FILE, attributes)
+    write_attributes(out, attributes)
     spec = SYNTH_SPEC.model_dump(mode="json", exclude_none=True)
     (out / DATASET_FILE).write_text(yaml.safe_dump(spec, sort_keys=False))
     names = table["img_id"].map(_image_name)
