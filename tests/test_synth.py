@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from lga.data import synth
 from lga.data.dataset import COLUMNS, load_dataset
 from lga.data.spec import DatasetSpec
-from lga.data.synth import ATTRIBUTE_COLUMNS, ATTRIBUTE_VALUES, SynthConfig, generate
+from lga.data.synth import ATTRIBUTE_COLUMNS, ATTRIBUTE_VALUES, SynthConfig, draw, generate, write
 from lga.errors import LgaError
 
 SIZES = dict(n_train=200, n_val=200, n_test=200)
@@ -121,13 +121,13 @@ def test_bbox_covers_the_bird(dataset):
 
 
 def test_bird_fits_its_drawing_layer():
-    # _bird_sprite draws on a layer reaching 1.0 * scale (+2 px) around the body centre.
+    # bird_sprite draws on a layer reaching 1.0 * scale (+2 px) around the body centre.
     for i in range(300):
         rng = np.random.default_rng([11, i])
         attrs = synth.sample_attributes(rng, i % 2, (i // 2) % 2)
-        look = synth._look(rng, attrs)
+        look = draw._look(rng, attrs)
         layer = Image.new("RGBA", (400, 400))
-        synth._draw_bird(layer, (200.0, 200.0), 100.0, 1 - 2 * (i % 3 == 0), attrs, look, rng)
+        draw._draw_bird(layer, (200.0, 200.0), 100.0, 1 - 2 * (i % 3 == 0), attrs, look, rng)
         x0, y0, x1, y1 = layer.getbbox()
         assert max(200 - x0, 200 - y0, x1 - 200, y1 - 200) < 100, attrs
 
@@ -255,7 +255,7 @@ def test_reuses_or_replaces_an_earlier_output(tmp_path):
 
 def test_interrupted_run_never_looks_complete(tmp_path, monkeypatch):
     out, calls = tmp_path / "wb", []
-    real = synth.render_example
+    real = write.render_example
 
     def flaky(*args, **kwargs):
         calls.append(1)
@@ -263,11 +263,11 @@ def test_interrupted_run_never_looks_complete(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synth, "render_example", flaky)
+    monkeypatch.setattr(write, "render_example", flaky)
     with pytest.raises(KeyboardInterrupt):
         generate(out, SynthConfig(n_train=8, n_val=4, n_test=4))
     assert not (out / "metadata.csv").exists()
-    monkeypatch.setattr(synth, "render_example", real)
+    monkeypatch.setattr(write, "render_example", real)
     assert len(load_dataset(generate(out, SynthConfig(n_train=8, n_val=4, n_test=4)))) == 16
 
 

@@ -138,13 +138,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _boxes(args: argparse.Namespace):
+    from lga.data.attributes import attributes_path
     from lga.errors import ConfigError
-    from lga.teacher.oracle import ATTRIBUTES_FILE, load_attribute_boxes
+    from lga.teacher.oracle import load_attribute_boxes
     from lga.teacher.visual import load_boxes
 
     if args.boxes is not None:
         return load_boxes(args.boxes)
-    if (args.data / ATTRIBUTES_FILE).is_file():
+    if attributes_path(args.data).is_file():
         return load_attribute_boxes(args.data)
     raise ConfigError(
         "--visual-prompt circle needs object boxes: give --boxes FILE "

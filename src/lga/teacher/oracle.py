@@ -15,8 +15,7 @@ import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import pandas as pd
-
+from lga.data.attributes import ATTRIBUTE_FILE, BOX_COLUMNS, attributes_path, read_attributes
 from lga.errors import LgaError
 from lga.teacher.base import Outcome, Results, WorkItem
 from lga.teacher.prompts import Format, Target
@@ -24,7 +23,6 @@ from lga.teacher.visual import Box
 
 log = logging.getLogger(__name__)
 
-ATTRIBUTES_FILE = "attributes.csv"
 OBJECT_COLUMNS = (
     "class_name",
     "species",
@@ -36,7 +34,6 @@ OBJECT_COLUMNS = (
     "plumage",
     "wing",
 )
-BOX_COLUMNS = ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")
 REQUIRED = ("img_id", *OBJECT_COLUMNS, "background")
 
 SIZE = {"small": "small", "medium": "medium-sized", "large": "large"}
@@ -169,39 +166,20 @@ _ANSWERS = {
 }
 
 
-def _read_attributes(root: Path) -> pd.DataFrame:
-    path = root / ATTRIBUTES_FILE
-    if not path.is_file():
-        raise LgaError(
-            f"{path} not found: the oracle teacher only works on datasets made by "
-            "`lga data synth` (which records each image's attributes); use an hf: or openai: "
-            "teacher for other datasets"
-        )
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    df.columns = [c.strip() for c in df.columns]
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise LgaError(f"{path}: missing column(s) {missing}")
-    return df
-
-
 def load_attributes(root: str | Path) -> dict[int, dict[str, str]]:
     """``{img_id: {column: lower-case value}}`` from a synth dataset's ``attributes.csv``.
 
     Raises:
         LgaError: the file is missing (not a synth dataset), lacks a column, or has a bad img_id.
     """
-    df = _read_attributes(Path(root))
-    out = {}
-    for line, rec in enumerate(df.to_dict("records"), start=2):
-        try:
-            img_id = int(rec["img_id"])
-        except ValueError as e:
-            raise LgaError(
-                f"{Path(root) / ATTRIBUTES_FILE} line {line}: bad img_id {rec['img_id']!r}"
-            ) from e
-        out[img_id] = {k: str(v).strip().lower() for k, v in rec.items()}
-    return out
+    path = attributes_path(root)
+    if not path.is_file():
+        raise LgaError(
+            f"{path} not found: the oracle teacher only works on datasets made by "
+            "`lga data synth` (which records each image's attributes); use an hf: or openai: "
+            "teacher for other datasets"
+        )
+    return read_attributes(root, REQUIRED)
 
 
 def load_attribute_boxes(root: str | Path) -> dict[int, Box]:
@@ -233,7 +211,7 @@ class OracleTeacher:
     def answer(self, item: WorkItem) -> Outcome:
         attrs = self.attributes.get(item.img_id)
         if attrs is None:
-            return Outcome(error=f"img_id {item.img_id} has no row in {ATTRIBUTES_FILE}")
+            return Outcome(error=f"img_id {item.img_id} has no row in {ATTRIBUTE_FILE}")
         fn = _ANSWERS[(Target(item.prompt.target), Format(item.prompt.format))]
         return Outcome(text=fn(attrs, item.img_id, item.prompt.name), latency_s=0.0)
 

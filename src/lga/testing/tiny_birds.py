@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from lga.data.synth import ATTRIBUTE_COLUMNS
+from lga.data.attributes import write_attributes
 
 _WATER = {
     "species": "gull",
@@ -106,12 +106,12 @@ def make_tiny_birds(
         attrs_rows.append(attrs)
     _write_csv(root / "metadata.csv", meta)
     if attributes:
-        _write_csv(root / "attributes.csv", attrs_rows, ATTRIBUTE_COLUMNS)
+        write_attributes(root, attrs_rows)
     return root
 
 
-def _write_csv(path: Path, rows: list[dict], columns: tuple[str, ...] | None = None) -> None:
+def _write_csv(path: Path, rows: list[dict]) -> None:
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns or rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -148,15 +148,16 @@ def field_guide_plate(seed: int, img_id: int, y: int, size: int):
     looks like without the place it stands in.
     """
     from lga.data import synth
+    from lga.data.synth import draw
 
     rng = np.random.default_rng([seed, img_id, 7])
     attrs = synth.sample_attributes(rng, y, int(rng.integers(2)))
     attrs["background"] = "paper"
-    k = synth._render_scale(size)
+    k = draw.render_scale(size)
     side = size * k
     paper = tuple(int(v) for v in rng.integers(215, 250, 3))
     img = Image.new("RGB", (side, side), paper)
-    sprite = synth._bird_sprite(rng, attrs, int(side * rng.uniform(1.6, 2.2)))[0]
+    sprite = draw.bird_sprite(rng, attrs, int(side * rng.uniform(1.6, 2.2)))[0]
     scale = 0.85 * side / max(sprite.size)
     if scale < 1:
         sprite = sprite.resize(
@@ -165,7 +166,7 @@ def field_guide_plate(seed: int, img_id: int, y: int, size: int):
     x = (side - sprite.width) // 2 + int(rng.integers(-side // 10, side // 10 + 1))
     top = (side - sprite.height) // 2 + int(rng.integers(-side // 10, side // 10 + 1))
     img.paste(sprite, (x, top), sprite)
-    return synth._finish(rng, img, k), {"img_id": img_id, "y": y, **attrs}
+    return draw.finish(rng, img, k), {"img_id": img_id, "y": y, **attrs}
 
 
 def _guide_caption(attrs: dict, img_id: int, rng: np.random.Generator) -> str:
@@ -186,12 +187,13 @@ _HABITAT_CAPTIONS = ("a {cls} habitat, {where}.", "where {cls}s live: {where}.",
 def habitat_photo(rng: np.random.Generator, y: int, size: int):
     """A place where birds of class ``y`` live (land for landbirds), with no bird in it."""
     from lga.data import synth
+    from lga.data.synth import draw
 
     background = synth.BACKGROUNDS[y][int(rng.integers(2))]
-    k = synth._render_scale(size)
-    img, _ = synth._BACKGROUND_DRAWERS[background](rng, size * k)
+    k = draw.render_scale(size)
+    img, _ = draw.BACKGROUND_DRAWERS[background](rng, size * k)
     attrs = {"class_name": synth.CLASSES[y], "species": None, "background": background}
-    return synth._finish(rng, img, k), attrs
+    return draw.finish(rng, img, k), attrs
 
 
 def habitat_caption(rng: np.random.Generator, attrs: dict) -> str:

@@ -1,371 +1,29 @@
-"""Waterbirds in miniature: procedurally drawn birds on land/water backgrounds.
+"""Drawing "Waterbirds in miniature": backgrounds, the bird, composition and finishing.
 
-The embedded offline dataset, written in the WILDS Waterbirds layout (``metadata.csv`` + PNG
-images) with a ``dataset.yaml`` and per-image bird attributes in ``attributes.csv``.
-
-It reproduces the phenomenon that makes Waterbirds hard: the background (land: forest, grass;
-water: lake, ocean) fills most of the picture with large, low-frequency colour differences, so it
-is the easy cue; the bird is small (about 25-45% of the image side) and its class shows in finer
-details (feet, neck, legs, bill, plumage, pose) that vary within a class and overlap between
-classes. In the training split the background matches the class with probability
-``correlation``; validation and test are balanced over the four (class, place) groups.
-
-Every image is drawn from its own generator ``np.random.default_rng([seed, img_id])``, so output
-is byte-identical for a seed and images can be drawn in any order or in parallel.
+``render_example`` draws one image and its attribute row from the image's own generator
+``np.random.default_rng([seed, img_id])``.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import math
-import os
-import shutil
-import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import yaml
 from PIL import Image, ImageDraw
-from pydantic import BaseModel, ConfigDict, Field
-from tqdm.auto import tqdm
 
-from lga.data.dataset import METADATA_FILE
-from lga.data.spec import DATASET_FILE, DatasetSpec
-from lga.errors import LgaError
-from lga.outputs import make_output_dir
-
-log = logging.getLogger(__name__)
-
-__all__ = [
-    "ATTRIBUTE_COLUMNS",
-    "ATTRIBUTE_FILE",
-    "ATTRIBUTE_VALUES",
-    "SPECIES",
-    "SYNTH_SPEC",
-    "SynthConfig",
-    "generate",
-    "plan",
-    "render_example",
-    "sample_attributes",
-]
-
-# Bump when drawing or sampling changes: a folder made by another version is regenerated.
-GENERATOR_VERSION = 1
-ATTRIBUTE_FILE = "attributes.csv"
-MARKER_FILE = "synth.yaml"  # written first: marks a folder as (possibly partial) synth output
-IMAGE_DIR = "images"
-
-ATTRIBUTE_COLUMNS = (
-    "img_id",
-    "y",
-    "place",
-    "class_name",
-    "species",
-    "size",
-    "neck",
-    "legs",
-    "feet",
-    "bill",
-    "plumage",
-    "wing",
-    "pose",
-    "background",
-    "bbox_x0",
-    "bbox_y0",
-    "bbox_x1",
-    "bbox_y1",
-)
-CLASSES = ("landbird", "waterbird")
-PLACES = ("land", "water")
-BACKGROUNDS = {0: ("forest", "grass"), 1: ("lake", "ocean")}
-
-SYNTH_SPEC = DatasetSpec(
-    name="synth-waterbirds",
-    classes=list(CLASSES),
-    spurious_attribute="background",
-    places=list(PLACES),
-    object_noun="bird",
-    class_templates=["a photo of a {}."],
-    spurious_prompts={
-        "land": ["a photo of land.", "a photo of a forest.", "a photo of a grass field."],
-        "water": ["a photo of water.", "a photo of a lake.", "a photo of the ocean."],
-    },
-    prompt_set="waterbirds",  # the seed's four prompts, verbatim, as for real Waterbirds
+from lga.data.attributes import ATTRIBUTE_COLUMNS
+from lga.data.synth.species import (
+    PLUMAGES,
+    RGB,
+    SPECIES,
+    Plumage,
+    sample_attributes,
 )
 
-RGB = tuple[int, int, int]
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-class SynthConfig(BaseModel):
-    """What to generate. The defaults match the split sizes of Waterbirds.
-
-    Attributes:
-        seed: seed of the whole dataset (image ``i`` uses ``default_rng([seed, i])``).
-        n_train, n_val, n_test: images per split.
-        correlation: P(background matches class) in the training split: waterbirds on water,
-            landbirds on land. Validation and test are balanced over the four groups.
-        size: image side in pixels.
-        train_waterbird_fraction: share of waterbirds in the training split (Waterbirds: 23.2%).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    seed: int = 0
-    n_train: int = Field(4795, gt=0)
-    n_val: int = Field(1199, gt=0)
-    n_test: int = Field(5794, gt=0)
-    correlation: float = Field(0.95, ge=0.5, le=1.0)
-    size: int = Field(64, ge=32, le=1024)
-    # 1113 of the 4795 training images of Waterbirds are waterbirds.
-    bird_scale: float = Field(1.0, gt=0.2, le=2.5)
-    train_waterbird_fraction: float = Field(0.2321, gt=0.0, lt=1.0)
-
-    @property
-    def n_total(self) -> int:
-        return self.n_train + self.n_val + self.n_test
-
-
-# --------------------------------------------------------------------------- attributes
-
-
-@dataclass(frozen=True)
-class Species:
-    """A made-up but plausible species: a distribution over each visible attribute."""
-
-    name: str
-    y: int
-    traits: dict[str, dict[str, float]]  # attribute -> {value: probability}
-    bill_colours: tuple[RGB, ...]
-    leg_colours: tuple[RGB, ...]
-    cap: RGB | None = None  # a patch of colour on the crown (woodpecker, goldfinch)
-
-
-TRAITS = ("size", "neck", "legs", "feet", "bill", "plumage", "wing", "pose")
-
-
-def _species(name: str, y: int, *, bill_colours, leg_colours, cap=None, **traits) -> Species:
-    assert set(traits) == set(TRAITS), f"{name}: traits {sorted(traits)}"
-    ordered = {k: traits[k] for k in TRAITS}  # one sampling order for every species
-    return Species(name, y, ordered, bill_colours, leg_colours, cap)
-
-
-_ORANGE, _YELLOW, _PINK = (230, 130, 40), (225, 195, 60), (215, 160, 140)
-_DARK, _GREY = (45, 45, 45), (95, 95, 85)
-
-# The class shows in several attributes, none of them alone decisive: herons have clawed feet,
-# gulls and woodpeckers share straight bills, ducks can be small, cormorants perch.
-_WATERBIRDS = (
-    _species(
-        "gull",
-        1,
-        size={"medium": 0.7, "large": 0.3},
-        neck={"short": 0.6, "medium": 0.4},
-        legs={"short": 0.8, "long": 0.2},
-        feet={"webbed": 1.0},
-        bill={"long-straight": 0.5, "hooked": 0.5},
-        plumage={"white and grey": 0.8, "white": 0.2},
-        wing={"plain": 0.6, "spotted": 0.4},
-        pose={"standing": 0.35, "swimming": 0.3, "flying": 0.35},
-        bill_colours=(_YELLOW, (235, 170, 50)),
-        leg_colours=(_PINK, _YELLOW),
-    ),
-    _species(
-        "duck",
-        1,
-        size={"medium": 0.7, "small": 0.3},
-        neck={"short": 0.5, "medium": 0.5},
-        legs={"short": 1.0},
-        feet={"webbed": 1.0},
-        bill={"flat": 1.0},
-        plumage={"brown and green": 0.5, "brown": 0.3, "black and white": 0.2},
-        wing={"plain": 0.5, "barred": 0.5},
-        pose={"swimming": 0.6, "standing": 0.25, "flying": 0.15},
-        bill_colours=(_YELLOW, _ORANGE, (70, 70, 55)),
-        leg_colours=(_ORANGE,),
-    ),
-    _species(
-        "heron",
-        1,
-        size={"large": 0.8, "medium": 0.2},
-        neck={"long": 1.0},
-        legs={"long": 1.0},
-        feet={"clawed": 0.7, "webbed": 0.3},
-        bill={"long-straight": 1.0},
-        plumage={"grey and white": 0.6, "white": 0.4},
-        wing={"plain": 0.8, "barred": 0.2},
-        pose={"standing": 0.7, "flying": 0.3},
-        bill_colours=((210, 170, 60), (200, 150, 50)),
-        leg_colours=((90, 90, 70), (190, 170, 70)),
-    ),
-    _species(
-        "cormorant",
-        1,
-        size={"large": 0.5, "medium": 0.5},
-        neck={"long": 0.6, "medium": 0.4},
-        legs={"short": 1.0},
-        feet={"webbed": 1.0},
-        bill={"hooked": 1.0},
-        plumage={"black": 0.8, "brown": 0.2},
-        wing={"plain": 0.6, "barred": 0.4},
-        pose={"swimming": 0.4, "standing": 0.3, "perched": 0.3},
-        bill_colours=(_GREY, (200, 160, 60)),
-        leg_colours=((35, 35, 35),),
-    ),
-)
-_LANDBIRDS = (
-    _species(
-        "sparrow",
-        0,
-        size={"small": 1.0},
-        neck={"short": 0.85, "medium": 0.15},
-        legs={"short": 1.0},
-        feet={"clawed": 1.0},
-        bill={"short-conical": 1.0},
-        plumage={"brown and grey": 0.8, "brown": 0.2},
-        wing={"barred": 0.6, "spotted": 0.4},
-        pose={"perched": 0.5, "standing": 0.35, "flying": 0.15},
-        bill_colours=((90, 80, 70), (190, 165, 120)),
-        leg_colours=((150, 120, 100), (110, 90, 80)),
-    ),
-    _species(
-        "finch",
-        0,
-        size={"small": 1.0},
-        neck={"short": 1.0},
-        legs={"short": 1.0},
-        feet={"clawed": 1.0},
-        bill={"short-conical": 1.0},
-        plumage={"yellow and black": 0.5, "red and brown": 0.5},
-        wing={"barred": 0.7, "plain": 0.3},
-        pose={"perched": 0.6, "standing": 0.2, "flying": 0.2},
-        bill_colours=((215, 175, 130), (90, 80, 70)),
-        leg_colours=((170, 140, 120),),
-        cap=(30, 30, 30),
-    ),
-    _species(
-        "woodpecker",
-        0,
-        size={"medium": 0.7, "small": 0.3},
-        neck={"short": 0.6, "medium": 0.4},
-        legs={"short": 1.0},
-        feet={"clawed": 1.0},
-        bill={"long-straight": 0.6, "thin-pointed": 0.4},
-        plumage={"black and white": 0.8, "brown and grey": 0.2},
-        wing={"spotted": 0.6, "barred": 0.4},
-        pose={"perched": 0.7, "flying": 0.3},
-        bill_colours=(_DARK, (80, 80, 75)),
-        leg_colours=(_GREY,),
-        cap=(200, 35, 35),
-    ),
-    _species(
-        "warbler",
-        0,
-        size={"small": 1.0},
-        neck={"short": 1.0},
-        legs={"short": 0.9, "long": 0.1},
-        feet={"clawed": 1.0},
-        bill={"thin-pointed": 1.0},
-        plumage={"yellow and olive": 0.7, "grey and white": 0.3},
-        wing={"plain": 0.5, "barred": 0.5},
-        pose={"perched": 0.5, "standing": 0.2, "flying": 0.3},
-        bill_colours=(_DARK, (70, 65, 55)),
-        leg_colours=((150, 130, 110), (90, 85, 80)),
-    ),
-)
-SPECIES: dict[str, Species] = {s.name: s for s in (*_WATERBIRDS, *_LANDBIRDS)}
-
-
-@dataclass(frozen=True)
-class Plumage:
-    body: RGB
-    belly: RGB
-    head: RGB
-    wing: RGB
-    accent: RGB  # wing bars and spots
-
-
-PLUMAGES: dict[str, Plumage] = {
-    "white and grey": Plumage(
-        (236, 236, 232), (242, 242, 240), (240, 240, 236), (150, 155, 162), (40, 40, 45)
-    ),
-    "grey and white": Plumage(
-        (140, 146, 152), (228, 228, 224), (232, 232, 228), (110, 116, 124), (235, 235, 235)
-    ),
-    "white": Plumage(
-        (244, 244, 240), (248, 248, 246), (246, 246, 242), (222, 222, 218), (170, 170, 165)
-    ),
-    "brown and green": Plumage(
-        (128, 92, 62), (170, 140, 110), (30, 100, 55), (112, 104, 94), (55, 70, 165)
-    ),
-    "brown": Plumage((136, 100, 66), (172, 142, 106), (122, 90, 60), (104, 78, 54), (60, 45, 30)),
-    "black": Plumage((32, 32, 38), (50, 48, 46), (28, 28, 32), (48, 48, 54), (100, 100, 100)),
-    "black and white": Plumage(
-        (28, 28, 30), (232, 232, 228), (30, 30, 32), (34, 34, 36), (238, 238, 238)
-    ),
-    "brown and grey": Plumage(
-        (142, 106, 76), (176, 172, 162), (132, 126, 120), (118, 84, 54), (58, 40, 26)
-    ),
-    "yellow and black": Plumage(
-        (236, 202, 42), (242, 218, 86), (236, 202, 42), (32, 32, 32), (240, 240, 240)
-    ),
-    "red and brown": Plumage(
-        (152, 112, 86), (204, 164, 142), (192, 52, 46), (120, 86, 60), (232, 222, 210)
-    ),
-    "yellow and olive": Plumage(
-        (196, 192, 72), (236, 216, 82), (214, 200, 62), (118, 126, 60), (232, 232, 200)
-    ),
-}
-
-
-def _values(attr: str) -> tuple[str, ...]:
-    seen = dict.fromkeys(v for s in SPECIES.values() for v in s.traits[attr])
-    return tuple(seen)
-
-
-ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
-    "class_name": CLASSES,
-    "species": tuple(SPECIES),
-    "size": ("small", "medium", "large"),
-    "neck": ("short", "medium", "long"),
-    "legs": ("short", "long"),
-    "feet": ("webbed", "clawed"),
-    "bill": ("flat", "long-straight", "hooked", "short-conical", "thin-pointed"),
-    "plumage": tuple(PLUMAGES),
-    "wing": ("plain", "barred", "spotted"),
-    "pose": ("standing", "swimming", "flying", "perched"),
-    "background": ("forest", "grass", "lake", "ocean"),
-}
-assert all(set(_values(a)) <= set(ATTRIBUTE_VALUES[a]) for a in TRAITS)
-
-
-def _pick(rng: np.random.Generator, dist: dict[str, float]) -> str:
-    u, acc = rng.random() * sum(dist.values()), 0.0
-    for value, p in dist.items():
-        acc += p
-        if u < acc:
-            return value
-    return value  # rounding: u == sum
-
-
-def sample_attributes(rng: np.random.Generator, y: int, place: int) -> dict[str, str]:
-    """Species, visible traits and background kind of one image of class ``y`` at ``place``."""
-    species = [s for s in SPECIES.values() if s.y == y]
-    sp = species[int(rng.integers(len(species)))]
-    attrs = {"class_name": CLASSES[y], "species": sp.name}
-    attrs.update({k: _pick(rng, dist) for k, dist in sp.traits.items()})
-    if attrs["pose"] == "swimming" and place == 0:
-        attrs["pose"] = "standing"  # nothing swims on grass
-    attrs["background"] = BACKGROUNDS[place][int(rng.integers(2))]
-    return attrs
-
+__all__ = ["BACKGROUND_DRAWERS", "bird_sprite", "finish", "render_example", "render_scale"]
 
 # --------------------------------------------------------------------------- colour helpers
 
@@ -532,7 +190,7 @@ def _ocean(rng: np.random.Generator, side: int) -> tuple[Image.Image, int]:
     return img, horizon
 
 
-_BACKGROUND_DRAWERS = {"forest": _forest, "grass": _grass, "lake": _lake, "ocean": _ocean}
+BACKGROUND_DRAWERS = {"forest": _forest, "grass": _grass, "lake": _lake, "ocean": _ocean}
 
 
 # --------------------------------------------------------------------------- the bird
@@ -813,12 +471,12 @@ def _draw_bird(
 # --------------------------------------------------------------------------- composition
 
 
-def _render_scale(size: int) -> int:
+def render_scale(size: int) -> int:
     """Supersampling factor: draw at >= 128 px, then box-filter down (anti-aliasing)."""
     return max(1, min(4, math.ceil(128 / size)))
 
 
-def _bird_sprite(rng, attrs: dict[str, str], side: int) -> tuple[Image.Image, float, float]:
+def bird_sprite(rng, attrs: dict[str, str], side: int) -> tuple[Image.Image, float, float]:
     """The bird alone (RGBA, cropped to it), the column of its body centre in the crop and,
     for a swimmer, the waterline row."""
     look = _look(rng, attrs)
@@ -888,7 +546,7 @@ def _rock(draw: ImageDraw.ImageDraw, rng, x0: int, x1: int, feet_y: float, side:
     )
 
 
-def _finish(rng, img: Image.Image, k: int) -> Image.Image:
+def finish(rng, img: Image.Image, k: int) -> Image.Image:
     """Downsample, then vary the light (brightness, colour cast, across the picture), add noise."""
     small = img.reduce(k) if k > 1 else img
     gain = rng.uniform(0.85, 1.12) * rng.normal(1.0, 0.035, 3)  # a camera's white balance
@@ -913,10 +571,10 @@ def render_example(
     """
     rng = np.random.default_rng([seed, img_id])
     attrs = sample_attributes(rng, y, place)
-    k = _render_scale(size)
+    k = render_scale(size)
     side = size * k
-    img, ground = _BACKGROUND_DRAWERS[attrs["background"]](rng, side)
-    sprite, body_x, waterline = _bird_sprite(rng, attrs, round(side * bird_scale))
+    img, ground = BACKGROUND_DRAWERS[attrs["background"]](rng, side)
+    sprite, body_x, waterline = bird_sprite(rng, attrs, round(side * bird_scale))
     w, h = sprite.size
     x, top = _place(rng, attrs["pose"], w, h, side, ground)
     draw = ImageDraw.Draw(img)
@@ -937,178 +595,4 @@ def render_example(
     box = (x // k, top // k, min(size, -(-(x + w) // k)), min(size, -(-(top + h) // k)))
     row = {"img_id": img_id, "y": y, "place": place, **attrs}
     row.update(zip(("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"), box, strict=True))
-    return _finish(rng, img, k), {c: row[c] for c in ATTRIBUTE_COLUMNS}
-
-
-# --------------------------------------------------------------------------- splits
-
-
-def _round(x: float) -> int:
-    return int(math.floor(x + 0.5))
-
-
-def _train_groups(
-    n: int, waterbird_fraction: float, correlation: float
-) -> dict[tuple[int, int], int]:
-    """(y, place) -> count: class balance as given, background = class with P(correlation)."""
-    n_water_birds = _round(n * waterbird_fraction)
-    counts = {}
-    for y, n_y in ((0, n - n_water_birds), (1, n_water_birds)):
-        minority = _round(n_y * (1 - correlation))
-        counts[(y, y)] = n_y - minority
-        counts[(y, 1 - y)] = minority
-    return counts
-
-
-def _balanced_groups(n: int) -> dict[tuple[int, int], int]:
-    groups = [(0, 0), (0, 1), (1, 0), (1, 1)]
-    return {g: n // 4 + (i < n % 4) for i, g in enumerate(groups)}
-
-
-def plan(cfg: SynthConfig) -> pd.DataFrame:
-    """Rows ``img_id, split, y, place`` of the whole dataset (ids from 1, split by split).
-
-    Group counts are exact (not sampled); the order within a split is shuffled by the seed.
-    """
-    parts, next_id = [], 1
-    sizes = (
-        (cfg.n_train, _train_groups(cfg.n_train, cfg.train_waterbird_fraction, cfg.correlation)),
-        (cfg.n_val, _balanced_groups(cfg.n_val)),
-        (cfg.n_test, _balanced_groups(cfg.n_test)),
-    )
-    for split, (n, counts) in enumerate(sizes):
-        yp = np.array([g for g, c in counts.items() for _ in range(c)], dtype=np.int64).reshape(
-            -1, 2
-        )
-        yp = yp[np.random.default_rng([cfg.seed, 0, split]).permutation(n)]
-        ids = np.arange(next_id, next_id + n)
-        parts.append(
-            pd.DataFrame({"img_id": ids, "split": split, "y": yp[:, 0], "place": yp[:, 1]})
-        )
-        next_id += n
-    return pd.concat(parts, ignore_index=True)
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def _image_name(img_id: int) -> str:
-    return f"{img_id:06d}.png"
-
-
-def _render_to_file(args: tuple[int, int, int, int, int, float, str]) -> dict:
-    seed, img_id, y, place, size, bird_scale, folder = args
-    img, row = render_example(seed, img_id, y, place, size, bird_scale)
-    # zlib level 3: a third faster than the default 6, files about 10% larger.
-    img.save(os.path.join(folder, _image_name(img_id)), format="PNG", compress_level=3)
-    return row
-
-
-def _marker(cfg: SynthConfig) -> str:
-    return yaml.safe_dump(
-        {"generator": "lga.data.synth", "version": GENERATOR_VERSION, "config": cfg.model_dump()},
-        sort_keys=False,
-    )
-
-
-def _prepare(out: Path, cfg: SynthConfig) -> bool:
-    """Make ``out`` ready to write into; True when it already holds this very dataset."""
-    marker = out / MARKER_FILE
-    if out.exists() and not out.is_dir():
-        raise LgaError(f"cannot generate into {out}: it is a file, not a folder")
-    if not out.exists() or not any(out.iterdir()):
-        make_output_dir(out, what="dataset folder")
-        return False
-    if not marker.is_file():
-        raise LgaError(
-            f"{out} is not empty and is not a folder made by `lga data synth` (no {MARKER_FILE}); "
-            "choose a new or empty folder"
-        )
-    if (out / METADATA_FILE).is_file() and marker.read_text() == _marker(cfg):
-        return True
-    log.info("replacing the earlier synthetic dataset in %s", out)
-    (out / METADATA_FILE).unlink(missing_ok=True)  # first: the folder no longer looks complete
-    for name in (ATTRIBUTE_FILE, DATASET_FILE):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / IMAGE_DIR, ignore_errors=True)
-    return False
-
-
-def _write_atomic(path: Path, frame: pd.DataFrame) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False, lineterminator="\n")
-    os.replace(tmp, path)
-
-
-def _render_all(cfg: SynthConfig, todo: pd.DataFrame, folder: Path, workers: int) -> Iterator[dict]:
-    jobs = [
-        (cfg.seed, int(i), int(y), int(p), cfg.size, cfg.bird_scale, str(folder))
-        for i, y, p in todo[["img_id", "y", "place"]].itertuples(index=False)
-    ]
-    if workers <= 1:
-        yield from map(_render_to_file, jobs)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(_render_to_file, jobs, chunksize=64)
-
-
-def generate(
-    out_dir: str | Path, cfg: SynthConfig | None = None, *, progress: bool = False, workers: int = 1
-) -> Path:
-    """Write the synthetic dataset into ``out_dir`` (created) and return its path.
-
-    Files: ``images/NNNNNN.png``, ``attributes.csv`` (``ATTRIBUTE_COLUMNS``), ``dataset.yaml``
-    (``SYNTH_SPEC``), ``synth.yaml`` (the generator version and config) and, last and atomically,
-    ``metadata.csv``: a folder without it is an interrupted run. A folder that already holds the
-    same dataset (same config and generator version) is left as it is.
-
-    Args:
-        out_dir: the dataset folder: new, empty, or an earlier output of this generator.
-        cfg: what to generate (default: ``SynthConfig()``, the sizes of Waterbirds).
-        progress: show a progress bar.
-        workers: processes drawing images; the output does not depend on it.
-
-    Raises:
-        LgaError: ``out_dir`` is a file, or a non-empty folder this generator did not make.
-    """
-    cfg = cfg or SynthConfig()
-    out = Path(out_dir)
-    if _prepare(out, cfg):
-        log.info("%s already holds this synthetic dataset; nothing to do", out)
-        return out
-    (out / MARKER_FILE).write_text(_marker(cfg))
-    (out / IMAGE_DIR).mkdir(exist_ok=True)
-    table = plan(cfg)
-    log.info("drawing %d images of %dx%d into %s", len(table), cfg.size, cfg.size, out)
-    start = time.perf_counter()
-    bar = tqdm(
-        _render_all(cfg, table, out / IMAGE_DIR, workers),
-        total=len(table),
-        desc="synth images",
-        unit="img",
-        disable=not progress,
-    )
-    attributes = pd.DataFrame(list(bar), columns=list(ATTRIBUTE_COLUMNS))
-    elapsed = time.perf_counter() - start
-    log.info(
-        "drew %d images in %.1f s (%.0f images/s)",
-        len(table),
-        elapsed,
-        len(table) / max(elapsed, 1e-9),
-    )
-    _write_atomic(out / ATTRIBUTE_FILE, attributes)
-    spec = SYNTH_SPEC.model_dump(mode="json", exclude_none=True)
-    (out / DATASET_FILE).write_text(yaml.safe_dump(spec, sort_keys=False))
-    names = table["img_id"].map(_image_name)
-    meta = pd.DataFrame(
-        {
-            "img_id": table["img_id"],
-            "img_filename": IMAGE_DIR + "/" + names,
-            "y": table["y"],
-            "split": table["split"],
-            "place": table["place"],
-            "place_filename": attributes["background"] + "/" + names,
-        }
-    )
-    _write_atomic(out / METADATA_FILE, meta)
-    return out
+    return finish(rng, img, k), {c: row[c] for c in ATTRIBUTE_COLUMNS}
