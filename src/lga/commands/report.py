@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
         help="results table (md/csv/tex), figures and an HTML page from run directories",
-        description="Group runs by method (and base checkpoint) as seeds, and write the seed's "
+        description="Group runs by method (and base checkpoint) as seeds, and write the slides' "
         "table (mean ± std over seeds), group-accuracy and class-probability figures, alignment "
         "diagnostics and saliency maps (when the models load), and a self-contained report.html. "
         "Example: lga report runs/demo/* --out report",

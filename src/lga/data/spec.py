@@ -7,12 +7,34 @@ the shipped config named on the command line (default ``waterbirds``) applies.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lga.config import read_model_file, resolve_config_file, shipped_names
 
 DATASET_FILE = "dataset.yaml"
+
+
+class Group(NamedTuple):
+    """One class x place group. ``key`` is its name in metrics (``"waterbird/land"``): the only
+    place where a group becomes a string, and :meth:`from_key` the only place one is parsed."""
+
+    cls: str
+    place: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.cls}/{self.place}"
+
+    @property
+    def display(self) -> str:
+        return f"{self.cls} on {self.place}"
+
+    @classmethod
+    def from_key(cls, key: str) -> Group:
+        name, _, place = key.partition("/")
+        return cls(name, place)
 
 
 class DatasetSpec(BaseModel):
@@ -45,7 +67,7 @@ class DatasetSpec(BaseModel):
 
     def group_name(self, y: int, place: int) -> str:
         """The ``"<class>/<place>"`` key used in metrics."""
-        return f"{self.classes[y]}/{self.places[place]}"
+        return Group(self.classes[y], self.places[place]).key
 
     @property
     def n_groups(self) -> int:

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from lga.data.spec import Group
+
 
 def _accuracy(correct: np.ndarray) -> float:
     return float(correct.mean())
@@ -51,9 +53,9 @@ def group_metrics(
     for ci, c in enumerate(classes):
         for pi, p in enumerate(places):
             mask = (y == ci) & (place == pi)
-            group_count[f"{c}/{p}"] = int(mask.sum())
+            group_count[Group(c, p).key] = int(mask.sum())
             if mask.any():
-                group_accuracy[f"{c}/{p}"] = _accuracy(correct[mask])
+                group_accuracy[Group(c, p).key] = _accuracy(correct[mask])
     class_accuracy = {
         c: _accuracy(correct[y == ci]) for ci, c in enumerate(classes) if (y == ci).any()
     }

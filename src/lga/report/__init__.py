@@ -1,4 +1,4 @@
-"""The report: the seed's results table (Markdown, CSV, LaTeX), figures, saliency maps and an
+"""The report: the slides' results table (Markdown, CSV, LaTeX), figures, saliency maps and an
 HTML page.
 
 Library entry points (imported lazily, so that the submodules never import this package in a

@@ -147,7 +147,7 @@ def _probs_section(report: Report) -> str:
         else "chosen by the user"
     )
     cap = (
-        "<b>Class probabilities of chosen test images</b>, as on the seed's slides: for each "
+        "<b>Class probabilities of chosen test images</b>, as on the source slides: for each "
         "image (row), the probability each model gives each class prompt; the true class is "
         "the blue bar, ✓/✗ says whether the model's prediction is right. Columns: the "
         "pre-trained model (zero-shot), then each method (its first seed's "

@@ -197,7 +197,7 @@ def class_probs_plot(
     items: Sequence[ImageProbs], prompts: Sequence[str], path: str | Path, *, dpi: int = DPI
 ) -> Path:
     """One row per image: the picture, then per model horizontal bars of the probability of each
-    class prompt (true class in blue), as on the seed's slides."""
+    class prompt (true class in blue), as on the source slides."""
     models = list(items[0].probs)
     n_cols = len(models) + 1
     fig, axes = subplots(

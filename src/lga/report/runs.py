@@ -33,7 +33,7 @@ SEED_KEYS = (
     "train.data_seed",
 )
 
-# The seed's column order (``lga fit``'s methods); other names come after, alphabetically.
+# The slides' column order (``lga fit``'s methods); other names come after, alphabetically.
 METHOD_ORDER = tuple(m.value for m in Method)
 # Spellings of the same methods seen in run names and other tools (exact matches only).
 METHOD_ALIASES = {
@@ -176,7 +176,7 @@ def _short(base: str) -> str:
 
 def group_runs(runs: Iterable[Run]) -> list[MethodRuns]:
     """Group runs by (method, base checkpoint, training-set size) into the table's columns, in
-    the seed's method order.
+    the slides' method order.
 
     The label is the method name, with the base checkpoint's short name and/or ``n=<n_train>``
     added when the runs differ in them (a sweep over sample sizes is not a set of seeds). Two

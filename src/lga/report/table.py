@@ -1,7 +1,7 @@
-"""The results table in the seed's layout: metrics as rows, methods as columns, mean ± std.
+"""The results table in the slides' layout: metrics as rows, methods as columns, mean ± std.
 
 Rows: overall accuracy, weighted overall (each group weighted by its share of the training
-split), per class, per group (with its count), worst group. Columns: methods, in the seed's order
+split), per class, per group (with its count), worst group. Columns: methods, in the slides' order
 (zero-shot, linear probe, ERM, spurious-aware, lga, then the others). Cells: mean ± sample
 standard deviation (ddof=1) over seeds, in percent; a method with one seed shows its value alone.
 Fractions stay fractions in the machine-readable outputs (CSV, JSON).
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from lga.data.spec import Group
 from lga.report.runs import MethodRuns
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Row:
     metric: str  # "accuracy", "class_accuracy/<c>", "group_accuracy/<c>/<p>", ...
     name: str
     count: int | None = None
+    group: Group | None = None  # the group of a group_accuracy row
 
 
 @dataclass
@@ -59,14 +61,12 @@ class ResultsTable:
     @property
     def groups(self) -> list[str]:
         """The ``"<class>/<place>"`` groups, in row order."""
-        return [r.metric.split("/", 1)[1] for r in self.rows if r.metric.startswith("group_")]
+        return [r.group.key for r in self.rows if r.group is not None]
 
     @property
     def group_counts(self) -> dict[str, int | None]:
         """Test images per group."""
-        return {
-            r.metric.split("/", 1)[1]: r.count for r in self.rows if r.metric.startswith("group_")
-        }
+        return {r.group.key: r.count for r in self.rows if r.group is not None}
 
     def stats(self, label: str, metric: str) -> tuple[float, float, int]:
         """(mean, std, n) of one cell; std is NaN with fewer than 2 seeds, mean NaN with none."""
@@ -85,9 +85,9 @@ class ResultsTable:
         return ", ".join(f"{group_display(g)} ×{n}" for g, n in counts)
 
 
-def group_display(group: str) -> str:
-    """``"waterbird/land"`` -> ``"waterbird on land"``."""
-    return group.replace("/", " on ", 1)
+def group_display(group: str | Group) -> str:
+    """``"waterbird/land"`` (or its :class:`Group`) -> ``"waterbird on land"``."""
+    return (group if isinstance(group, Group) else Group.from_key(group)).display
 
 
 def _ordered_union(seqs: Sequence[Sequence[str]]) -> list[str]:
@@ -106,12 +106,12 @@ def _group_count(columns: list[MethodRuns], group: str) -> int | None:
 
 
 def _class_count(group_counts: dict[str, int | None], cls: str) -> int | None:
-    counts = [n for g, n in group_counts.items() if g.split("/", 1)[0] == cls]
+    counts = [n for g, n in group_counts.items() if Group.from_key(g).cls == cls]
     return sum(counts) if counts and None not in counts else None
 
 
 def table_rows(columns: list[MethodRuns]) -> list[Row]:
-    """The rows of the seed's layout, for the classes and groups found in the runs."""
+    """The rows of the slides' layout, for the classes and groups found in the runs."""
     metrics = [r.metrics for m in columns for r in m.runs]
     classes = _ordered_union([list(x.get("class_accuracy", {})) for x in metrics])
     groups = _ordered_union([list(x.get("group_count", x["group_accuracy"])) for x in metrics])
@@ -122,7 +122,9 @@ def table_rows(columns: list[MethodRuns]) -> list[Row]:
     ]
     counts = {g: _group_count(columns, g) for g in groups}
     rows += [Row(f"class_accuracy/{c}", f"{c} accuracy", _class_count(counts, c)) for c in classes]
-    rows += [Row(f"group_accuracy/{g}", group_display(g), counts[g]) for g in groups]
+    rows += [
+        Row(f"group_accuracy/{g}", group_display(g), counts[g], Group.from_key(g)) for g in groups
+    ]
     rows.append(Row("worst_group_accuracy", "worst group"))
     return rows
 

@@ -124,7 +124,7 @@ class LgaConfig(Strict):
 
     texts: list[str] = Field(default_factory=lambda: ["object_description"], min_length=1)
     supcon: Literal["out", "in"] = "out"
-    # Positives of the supervised contrast: every other anchor of the class (the seed's), or only
+    # Positives of the supervised contrast: every other anchor of the class (the slides'), or only
     # those of the other modality (an image's positives are its class's descriptions, and a
     # description's are its class's images): in a background-correlated sample, images of one
     # class mostly share their background, descriptions never mention it.

@@ -2,15 +2,8 @@
 
 Every method goes through the same steps: the dataset is read, the training sample drawn
 (``subsample(train, n_train, seed=sample.seed)``: the same images for every method), the method
-run, the checkpoint chosen on validation, and the test split evaluated from the saved model::
-
-    RUN/config.yaml          the resolved FitConfig
-    RUN/model/               save_pretrained (CLIPModel.from_pretrained / AutoProcessor load it);
-                             linear-probe and dfr runs add linear_probe.safetensors
-    RUN/metrics.json         test metrics (DESIGN.md schema) + method, selection, sample size
-    RUN/predictions.parquet  one row per test image
-    RUN/train_log.jsonl      one record per logged step and per validation
-    RUN/checkpoints/         accelerate save_state (fine-tuning with train.checkpoint_every)
+run, the checkpoint chosen on validation, and the test split evaluated from the saved model.
+What a run directory holds is :mod:`lga.rundir`'s contract.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``lga sweep``: accuracy against the number of training images, per method (the seed's next step).
+"""``lga sweep``: accuracy against the number of training images, per method (the slides' next
+step).
 
 Each size is one reproduction (every method over the config's seeds) into ``OUT/n<size>``, so a
 sweep resumes like a reproduction; the figure plots worst-group and overall accuracy (mean ± std

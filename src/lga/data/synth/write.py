@@ -47,7 +47,7 @@ SYNTH_SPEC = DatasetSpec(
         "land": ["a photo of land.", "a photo of a forest.", "a photo of a grass field."],
         "water": ["a photo of water.", "a photo of a lake.", "a photo of the ocean."],
     },
-    prompt_set="waterbirds",  # the seed's four prompts, verbatim, as for real Waterbirds
+    prompt_set="waterbirds",  # the slides' four prompts, verbatim, as for real Waterbirds
 )
 
 
