@@ -146,17 +146,12 @@ def build_llava(shape: dict, *, device: str, dtype: Any) -> tuple[Any, Any]:
         LlavaProcessor,
     )
 
-    from lga.testing.tiny_llava import (
-        BOS,
-        DEFAULT_CORPUS,
-        EOS,
-        IMAGE,
-        LLAVA_15_CHAT_TEMPLATE,
-        PAD,
-        build_word_tokenizer,
-    )
+    from lga.testing.tiny_llava import BOS, DEFAULT_CORPUS, EOS, IMAGE, LLAVA_15_CHAT_TEMPLATE, PAD
+    from lga.testing.tokenizers import LLAVA_TOKENS, build_word_tokenizer
 
-    tok = build_word_tokenizer([*DEFAULT_CORPUS, PROMPT.lower()])
+    tok = build_word_tokenizer(
+        [*DEFAULT_CORPUS, PROMPT.lower()], max_length=512, specials=LLAVA_TOKENS
+    )
     ids = {t: tok.convert_tokens_to_ids(t) for t in (BOS, EOS, PAD, IMAGE)}
     vision = CLIPVisionConfig(**shape["vision"])
     side = vision.image_size // vision.patch_size

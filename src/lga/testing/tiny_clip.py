@@ -1,8 +1,9 @@
 """A tiny random CLIP checkpoint built offline, loadable like ``openai/clip-vit-base-patch32``.
 
-The tokenizer is a word-level ``tokenizers`` model trained on a small corpus; the processor is a
-``CLIPProcessor``; both go through ``save_pretrained`` so that ``AutoModel.from_pretrained`` and
-``AutoProcessor.from_pretrained`` load them exactly as they load a hub checkpoint.
+The tokenizer is a word-level one trained on a small corpus (:mod:`lga.testing.tokenizers`); the
+processor is a ``CLIPProcessor``; both go through ``save_pretrained`` so that
+``AutoModel.from_pretrained`` and ``AutoProcessor.from_pretrained`` load them exactly as they load
+a hub checkpoint.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from lga.testing.tokenizers import CLIP_TOKENS, build_word_tokenizer
 
-BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<|unk|>"
+BOS, EOS, UNK = CLIP_TOKENS.bos, CLIP_TOKENS.eos, CLIP_TOKENS.unk
+
+__all__ = ["BOS", "DEFAULT_CORPUS", "EOS", "UNK", "build_tiny_clip", "build_word_tokenizer"]
 
 DEFAULT_CORPUS = (
     "a photo of a landbird . a photo of a waterbird . a photo of the bird . a photo of land .",
@@ -20,28 +23,6 @@ DEFAULT_CORPUS = (
     "picture close-up good the bird has webbed feet long neck short neck clawed feet flat bill",
     "a gull duck heron cormorant sparrow finch woodpecker warbler grass forest lake ocean sky",
 )
-
-
-def build_word_tokenizer(corpus: Iterable[str], *, max_length: int):
-    """A lower-casing word-level fast tokenizer with CLIP's special tokens."""
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token=UNK))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(list(corpus), trainers.WordLevelTrainer(special_tokens=[EOS, BOS, UNK]))
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A {EOS}",
-        special_tokens=[(BOS, tok.token_to_id(BOS)), (EOS, tok.token_to_id(EOS))],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=EOS,
-        unk_token=UNK,
-        model_max_length=max_length,
-    )
 
 
 def build_tiny_clip(
