@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,26 +37,32 @@ def eval_cache_speedup(
 ) -> dict[str, Any]:
     """Seconds of a first ``lga eval`` over a second one of the same frozen model and data.
 
-    Both go through ``lga.cli.main(["eval", ...])`` in this process (interpreter start-up and
-    imports, the same in both, are left out), with a fresh cache folder (``$LGA_CACHE`` and
-    ``--cache-dir``): the first checks and encodes every image, the second finds the images
-    checked and the features cached.
+    Both run what ``lga eval`` runs (its config, then :func:`lga.evaluation.zero_shot.run_eval`)
+    in this process (interpreter start-up and imports, the same in both, are left out), with a
+    fresh cache folder (``$LGA_CACHE`` and ``eval.cache_dir``): the first checks and encodes
+    every image, the second finds the images checked and the features cached.
     """
-    from lga.cli import main
+    from lga.config import EvalRunConfig, resolve_config
+    from lga.evaluation.zero_shot import run_eval
 
     workdir = Path(workdir)
     cache = workdir / "eval-cache"
-    args = [
-        "eval", "--data", str(data_root), "--student", str(clip_dir), "--split", split,
-        "--batch-size", str(batch_size), "--num-workers", str(num_workers),
-        "--device", device, "--cache-dir", str(cache),
-    ]  # fmt: skip
+
+    def evaluate(out: Path) -> None:  # lga eval --data --student --split --batch-size
+        cfg = resolve_config(  # --num-workers --device --cache-dir --out, the rest by default
+            EvalRunConfig,
+            base={
+                "data": {"root": data_root, "num_workers": num_workers},
+                "student": {"spec": str(clip_dir), "device": device},
+                "eval": {"split": split, "batch_size": batch_size, "cache_dir": cache},
+            },
+        )
+        run_eval(cfg, out)
+
     seconds = []
-    with _env(LGA_CACHE=str(cache)), contextlib.redirect_stdout(io.StringIO()):
+    with _env(LGA_CACHE=str(cache)):
         for k in (1, 2):
-            seconds.append(
-                timed(lambda k=k: _check(main([*args, "--out", str(workdir / f"eval-{k}")])))
-            )
+            seconds.append(timed(lambda k=k: evaluate(workdir / f"eval-{k}")))
     from lga.data.dataset import load_dataset
 
     n = len(load_dataset(data_root, check_images=False).split(split))
@@ -71,10 +76,3 @@ def eval_cache_speedup(
         seconds={"first": round(seconds[0], 3), "second": round(seconds[1], 3)},
         images_per_s={"first": round(n / seconds[0], 2), "second": round(n / seconds[1], 2)},
     )
-
-
-def _check(code: int) -> None:
-    if code != 0:
-        from lga.errors import LgaError
-
-        raise LgaError(f"benchmark command exited with {code}")
