@@ -7,7 +7,7 @@ One prepared script for a CUDA machine (random weights: nothing is downloaded)::
 It prints one JSON object:
 
 - ``clip_vit_l14``: a ViT-L/14-shaped random CLIP fine-tuned by the real ``lga`` trainer
-  (:func:`lga.bench.train_pipeline_efficiency`: bf16 autocast, fused AdamW, TF32, SDPA), with
+  (:func:`lga.bench.train.train_pipeline_efficiency`: bf16 autocast, fused AdamW, TF32, SDPA), with
   gradient checkpointing off and on: images/s of the full step and of the bare forward+backward,
   model FLOPs per step (forward + backward, counted by ``torch.utils.flop_counter``, without the
   recomputation of checkpointing) and model FLOP utilisation = FLOPs/s / the GPU's dense bf16 peak.
@@ -92,17 +92,16 @@ def clip_check(
     workdir: Path, *, smoke: bool, batch: int, steps: int, peak: float | None, compile_: bool
 ) -> dict[str, Any]:
     """Full-step and bare images/s, FLOPs and MFU, gradient checkpointing off and on."""
-    from lga import bench
-    from lga.testing.tiny_clip import build_tiny_clip
+    from lga.bench.train import train_pipeline_efficiency
+    from lga.testing.bench_data import fill_descriptions, make_bench_dataset
+    from lga.testing.clip import build_clip, random_clip
 
     device = "cpu" if smoke else "cuda"
-    data = bench.make_bench_dataset(
+    data = make_bench_dataset(
         workdir / "data", n_train=batch * (steps + 2), size=32 if smoke else 256
     )
-    store = bench.fill_descriptions(workdir / "descriptions.sqlite", data)
-    clip = (
-        build_tiny_clip(workdir / "clip") if smoke else bench.random_clip(workdir, shape="vit-l14")
-    )
+    store = fill_descriptions(workdir / "descriptions.sqlite", data)
+    clip = build_clip(workdir / "clip") if smoke else random_clip(workdir, shape="vit-l14")
     variants = {"no_checkpointing": {}, "gradient_checkpointing": {"gradient_checkpointing": True}}
     if compile_:
         variants["compiled"] = {"compile": True}
@@ -111,7 +110,7 @@ def clip_check(
     model_flops = None  # of the step without checkpointing: recomputation is not model work
     for name, train in variants.items():
         log.info("CLIP fine-tuning step, %s", name)
-        r = bench.train_pipeline_efficiency(
+        r = train_pipeline_efficiency(
             data, store, clip, workdir, batch_size=batch, steps=steps, num_workers=workers,
             device=device, train=train, count_flops=model_flops is None,
         )  # fmt: skip
@@ -146,17 +145,12 @@ def build_llava(shape: dict, *, device: str, dtype: Any) -> tuple[Any, Any]:
         LlavaProcessor,
     )
 
-    from lga.testing.tiny_llava import (
-        BOS,
-        DEFAULT_CORPUS,
-        EOS,
-        IMAGE,
-        LLAVA_15_CHAT_TEMPLATE,
-        PAD,
-        build_word_tokenizer,
-    )
+    from lga.testing.tiny_llava import BOS, DEFAULT_CORPUS, EOS, IMAGE, LLAVA_15_CHAT_TEMPLATE, PAD
+    from lga.testing.tokenizers import LLAVA_TOKENS, build_word_tokenizer
 
-    tok = build_word_tokenizer([*DEFAULT_CORPUS, PROMPT.lower()])
+    tok = build_word_tokenizer(
+        [*DEFAULT_CORPUS, PROMPT.lower()], max_length=512, specials=LLAVA_TOKENS
+    )
     ids = {t: tok.convert_tokens_to_ids(t) for t in (BOS, EOS, PAD, IMAGE)}
     vision = CLIPVisionConfig(**shape["vision"])
     side = vision.image_size // vision.patch_size
@@ -217,7 +211,7 @@ def llava_check(*, smoke: bool, batches: list[int], new_tokens: int) -> dict[str
     import torch
     from PIL import Image
 
-    from lga.bench import timed
+    from lga.bench.common import timed
 
     device, dtype = ("cpu", torch.float32) if smoke else ("cuda", torch.bfloat16)
     model, processor = build_llava(LLAVA_TINY if smoke else LLAVA_7B, device=device, dtype=dtype)
@@ -281,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps({"skipped": "no CUDA device"}))
         return 0
-    from lga.bench import machine_info
+    from lga.bench.common import machine_info
 
     machine = machine_info()
     if torch.cuda.is_available():

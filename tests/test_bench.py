@@ -17,8 +17,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lga import bench
+from lga.bench import common, run
+from lga.bench.eval_cache import eval_cache_speedup
+from lga.bench.store import store_writes_per_s
+from lga.bench.teacher import teacher_batch_speedup, teacher_concurrency_speedup
+from lga.bench.train import _fit_config, train_pipeline_efficiency
 from lga.cli import main
+from lga.testing.bench_data import fill_descriptions, make_bench_dataset
 
 FIGURE_KEYS = {"value", "goal", "passed", "unit", "command", "sizes"}
 
@@ -26,14 +31,14 @@ FIGURE_KEYS = {"value", "goal", "passed", "unit", "command", "sizes"}
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """Noisy 32 px birds: 8 train, 4 val, 8 test images."""
-    return bench.make_bench_dataset(
+    return make_bench_dataset(
         tmp_path_factory.mktemp("bench") / "data", n_train=8, n_val=4, n_test=8, size=32
     )
 
 
 @pytest.fixture(scope="module")
 def store(data, tmp_path_factory) -> Path:
-    return bench.fill_descriptions(tmp_path_factory.mktemp("store") / "d.sqlite", data)
+    return fill_descriptions(tmp_path_factory.mktemp("store") / "d.sqlite", data)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +50,7 @@ def llava(tmp_path_factory) -> Path:
 
 def check_figure(result: dict, name: str) -> None:
     assert FIGURE_KEYS <= set(result)
-    assert result["goal"] == bench.GOALS[name]
+    assert result["goal"] == common.GOALS[name]
     assert result["value"] > 0
     assert result["passed"] == (result["value"] >= result["goal"])
     json.dumps(result)  # serialisable as it is
@@ -68,14 +73,14 @@ def test_bench_dataset_has_three_splits_and_descriptions(data, store):
 
 
 def test_store_writes_per_s(tmp_path):
-    r = bench.store_writes_per_s(tmp_path, n_rows=64, chunk=8)
+    r = store_writes_per_s(tmp_path, n_rows=64, chunk=8)
     check_figure(r, "store_writes_per_s")
     assert r["sizes"] == {"rows": 64, "rows_per_transaction": 8, "text_words": 40}
     assert r["one_row_per_transaction"]["rows_per_s"] > 0
 
 
 def test_teacher_batch_speedup(data, llava, tmp_path):
-    r = bench.teacher_batch_speedup(
+    r = teacher_batch_speedup(
         data, llava, tmp_path, n_images=2, batch_size=4, max_new_tokens=2, repeats=1
     )
     check_figure(r, "teacher_batch_speedup")
@@ -85,7 +90,7 @@ def test_teacher_batch_speedup(data, llava, tmp_path):
 
 @pytest.mark.slow  # spawns the loopback server in its own process
 def test_teacher_concurrency_speedup(data, tmp_path):
-    r = bench.teacher_concurrency_speedup(
+    r = teacher_concurrency_speedup(
         data, tmp_path, n_images=2, concurrency=4, latency_s=0.01, repeats=1
     )
     check_figure(r, "teacher_concurrency_speedup")
@@ -96,11 +101,11 @@ def test_teacher_concurrency_speedup(data, tmp_path):
         stats = r["connections"][name]
         assert stats["requests"] == 9 and 1 <= stats["connections"] <= c
         assert stats["requests_per_connection"] == round(9 / stats["connections"], 1)
-    assert "requests over" in bench.format_table({"teacher_concurrency_speedup": r})
+    assert "requests over" in run.format_table({"teacher_concurrency_speedup": r})
 
 
 def test_train_pipeline_efficiency_times_the_real_trainer(data, store, tiny_clip_dir, tmp_path):
-    r = bench.train_pipeline_efficiency(
+    r = train_pipeline_efficiency(
         data, store, tiny_clip_dir, tmp_path, batch_size=4, steps=1, num_workers=0,
         count_flops=True,
     )  # fmt: skip
@@ -111,7 +116,7 @@ def test_train_pipeline_efficiency_times_the_real_trainer(data, store, tiny_clip
 
 
 def test_eval_cache_speedup_second_run_hits_both_caches(data, tiny_clip_dir, tmp_path):
-    r = bench.eval_cache_speedup(data, tiny_clip_dir, tmp_path, num_workers=0)
+    r = eval_cache_speedup(data, tiny_clip_dir, tmp_path, num_workers=0)
     check_figure(r, "eval_cache_speedup")
     assert r["sizes"]["images"] == 8
     cache = tmp_path / "eval-cache"
@@ -126,7 +131,7 @@ def test_eval_cache_speedup_second_run_hits_both_caches(data, tiny_clip_dir, tmp
 # The command and its JSON
 
 
-TINY = bench.BenchPlan(
+TINY = common.BenchPlan(
     image_size=32,
     teacher_images=2,
     teacher_batch=4,
@@ -148,20 +153,20 @@ TINY = bench.BenchPlan(
 @pytest.mark.slow  # every figure end to end on tiny sizes
 def test_bench_command_json_schema(tmp_path, tiny_clip_dir, monkeypatch, capsys):
     # The real --quick sizes take about two minutes: the command runs here on tiny ones.
-    monkeypatch.setattr(bench, "QUICK", TINY)
-    monkeypatch.setattr(bench, "random_clip", lambda *a, **k: tiny_clip_dir)
+    monkeypatch.setattr(common, "QUICK", TINY)
+    monkeypatch.setattr(run, "random_clip", lambda *a, **k: tiny_clip_dir)
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--json", str(out), "--workdir", str(tmp_path / "w")]) == 0
     results = json.loads(out.read_text())
-    assert set(results) == {*bench.FIGURES, "machine", "plan"}
-    for name in bench.FIGURES:
+    assert set(results) == {*common.FIGURES, "machine", "plan"}
+    for name in common.FIGURES:
         check_figure(results[name], name)
         assert results[name]["bench_command"].startswith("lga")
     machine = results["machine"]
     assert {"cpu_count", "torch", "device", "platform", "torch_threads"} <= set(machine)
     assert results["plan"]["quick"] is True and results["plan"]["train_batch"] == 4
     table = capsys.readouterr().out
-    for name in bench.FIGURES:
+    for name in common.FIGURES:
         assert name in table
     assert "pass" in table or "FAIL" in table
 
@@ -179,7 +184,7 @@ def test_bench_command_only_one_figure(tmp_path, capsys):
     import torch
 
     assert torch.get_num_threads() == threads_before  # restored after the run
-    assert results["store_writes_per_s"]["sizes"]["rows"] == bench.FULL.store_rows
+    assert results["store_writes_per_s"]["sizes"]["rows"] == common.FULL.store_rows
 
 
 def test_bench_command_refuses_unknown_figure(capsys):
@@ -188,31 +193,31 @@ def test_bench_command_refuses_unknown_figure(capsys):
 
 
 def test_format_table_marks_pass_and_fail():
-    ok = bench.figure("store_writes_per_s", 9000, unit="rows/s", command="c", sizes={})
-    bad = bench.figure("eval_cache_speedup", 2.0, unit="x", command="c", sizes={})
-    table = bench.format_table({"store_writes_per_s": ok, "eval_cache_speedup": bad})
+    ok = common.figure("store_writes_per_s", 9000, unit="rows/s", command="c", sizes={})
+    bad = common.figure("eval_cache_speedup", 2.0, unit="x", command="c", sizes={})
+    table = run.format_table({"store_writes_per_s": ok, "eval_cache_speedup": bad})
     assert "9,000/s" in table and "pass" in table
     assert "2.0x" in table and "FAIL" in table
 
 
 def test_choose_threads(monkeypatch):
-    assert bench.choose_threads(3) == (3, "asked for (--threads)")
+    assert common.choose_threads(3) == (3, "asked for (--threads)")
     monkeypatch.setattr(os, "getloadavg", lambda: (99.0, 99.0, 99.0))
-    assert bench.choose_threads()[0] == 1
+    assert common.choose_threads()[0] == 1
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     import torch
 
-    assert bench.choose_threads() == (torch.get_num_threads(), "torch default")
+    assert common.choose_threads() == (torch.get_num_threads(), "torch default")
 
 
 def test_interleaved_keeps_each_best_time(monkeypatch):
     times = iter([5.0, 1.0, 2.0, 3.0])  # rounds: (a=5, b=1), (a=2, b=3)
-    monkeypatch.setattr(bench, "timed", lambda fn: next(times))
-    assert bench.interleaved({"a": lambda: None, "b": lambda: None}, 2) == {"a": 2.0, "b": 1.0}
+    monkeypatch.setattr(common, "timed", lambda fn: next(times))
+    assert common.interleaved({"a": lambda: None, "b": lambda: None}, 2) == {"a": 2.0, "b": 1.0}
     order: list[str] = []
     fns = {k: (lambda k=k: order.append(k)) for k in "ab"}
-    monkeypatch.setattr(bench, "timed", lambda fn: fn() or 1.0)
-    assert bench.interleaved_samples(fns, 2) == {"a": [1.0, 1.0], "b": [1.0, 1.0]}
+    monkeypatch.setattr(common, "timed", lambda fn: fn() or 1.0)
+    assert common.interleaved_samples(fns, 2) == {"a": [1.0, 1.0], "b": [1.0, 1.0]}
     assert order == ["a", "b", "a", "b"]  # taking turns
 
 
@@ -225,7 +230,7 @@ def test_gpu_path_settings(tmp_path, data, store, tiny_clip_dir):
 
     opt = make_adamw([{"params": [torch.nn.Parameter(torch.zeros(3))]}], lr=1e-3)
     assert opt.defaults["fused"] is True
-    cfg = bench._fit_config(
+    cfg = _fit_config(
         data, store, tiny_clip_dir, batch=4, steps=1, nw=0, device="cpu", train={"compile": True}
     )
     acc = make_accelerator(cfg, tmp_path)

@@ -250,7 +250,7 @@ def test_warmup_cosine_and_constant():
 
 
 def test_text_table_deduplicates_and_trims():
-    from lga.testing.tiny_clip import build_word_tokenizer
+    from lga.testing.tokenizers import build_word_tokenizer
 
     tok = build_word_tokenizer(
         ["a photo of a landbird . waterbird gull duck land water"], max_length=16

@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lga.bench import FIGURES, FULL, QUICK, format_table, run_benchmarks
+    from lga.bench.common import FIGURES, FULL, QUICK
+    from lga.bench.run import format_table, run_benchmarks
     from lga.errors import ConfigError
 
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None

@@ -1,7 +1,8 @@
 """A tiny random CLIP checkpoint built offline, loadable like ``openai/clip-vit-base-patch32``.
 
-The tokenizer is a word-level ``tokenizers`` model trained on a small corpus; the processor is a
-``CLIPProcessor``; both go through ``save_pretrained`` so that ``AutoModel.from_pretrained`` and
+The ``tiny`` shape of :func:`lga.testing.clip.build_clip`: a word-level tokenizer trained on a
+small corpus (:mod:`lga.testing.tokenizers`, CLIP's special tokens) and a ``CLIPProcessor``, both
+through ``save_pretrained``, so that ``AutoModel.from_pretrained`` and
 ``AutoProcessor.from_pretrained`` load them exactly as they load a hub checkpoint.
 """
 
@@ -10,38 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from lga.testing.clip import DEFAULT_CORPUS, build_clip, tiny_shape
+from lga.testing.tokenizers import CLIP_TOKENS, build_word_tokenizer
 
-BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<|unk|>"
+BOS, EOS, UNK = CLIP_TOKENS.bos, CLIP_TOKENS.eos, CLIP_TOKENS.unk
 
-DEFAULT_CORPUS = (
-    "a photo of a landbird . a photo of a waterbird . a photo of the bird . a photo of land .",
-    "a photo of water . a photo of a forest . a photo of trees . a photo of a lake . ocean",
-    "picture close-up good the bird has webbed feet long neck short neck clawed feet flat bill",
-    "a gull duck heron cormorant sparrow finch woodpecker warbler grass forest lake ocean sky",
-)
-
-
-def build_word_tokenizer(corpus: Iterable[str], *, max_length: int):
-    """A lower-casing word-level fast tokenizer with CLIP's special tokens."""
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token=UNK))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(list(corpus), trainers.WordLevelTrainer(special_tokens=[EOS, BOS, UNK]))
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A {EOS}",
-        special_tokens=[(BOS, tok.token_to_id(BOS)), (EOS, tok.token_to_id(EOS))],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=EOS,
-        unk_token=UNK,
-        model_max_length=max_length,
-    )
+__all__ = ["BOS", "DEFAULT_CORPUS", "EOS", "UNK", "build_tiny_clip", "build_word_tokenizer"]
 
 
 def build_tiny_clip(
@@ -57,38 +32,15 @@ def build_tiny_clip(
     seed: int = 0,
 ) -> Path:
     """Save a random ``CLIPModel`` + ``CLIPProcessor`` into ``out_dir`` and return it."""
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    tokenizer = build_word_tokenizer(corpus, max_length=max_length)
-    eos = tokenizer.convert_tokens_to_ids(EOS)
-    common = dict(
+    shape = tiny_shape(
+        image_size=image_size,
+        patch_size=patch_size,
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=max(1, hidden_size // 16),
-    )
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            max_position_embeddings=max_length,
-            eos_token_id=eos,
-            bos_token_id=tokenizer.convert_tokens_to_ids(BOS),
-            pad_token_id=eos,
-            **common,
-        ),
-        vision_config=dict(image_size=image_size, patch_size=patch_size, **common),
+        layers=layers,
         projection_dim=projection_dim,
+        max_length=max_length,
     )
-    torch.manual_seed(seed)
-    model = CLIPModel(config)
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    )
-    out = Path(out_dir)
-    model.save_pretrained(out)
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
-    return out
+    return build_clip(out_dir, shape, corpus=corpus, seed=seed)
 
 
 if __name__ == "__main__":  # python -m lga.testing.tiny_clip OUT_DIR

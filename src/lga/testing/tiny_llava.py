@@ -1,9 +1,10 @@
 """A tiny random LLaVA checkpoint built offline, loadable like ``llava-hf/llava-1.5-7b-hf``.
 
 A small ``LlavaConfig`` (tiny CLIP vision tower + tiny Llama text model), a word-level tokenizer
-trained with ``tokenizers`` (holding the ``<image>`` token), and a ``LlavaProcessor`` carrying the
-llava-1.5 chat template; both go through ``save_pretrained`` so ``AutoProcessor.from_pretrained``
-and ``LlavaForConditionalGeneration.from_pretrained`` load them as they load the hub checkpoint.
+(:mod:`lga.testing.tokenizers`: Llama's special tokens and ``<image>``), and a ``LlavaProcessor``
+carrying the llava-1.5 chat template; both go through ``save_pretrained`` so
+``AutoProcessor.from_pretrained`` and ``LlavaForConditionalGeneration.from_pretrained`` load them
+as they load the hub checkpoint.
 The model's answers are random words: good enough to exercise the real generation path.
 """
 
@@ -12,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from lga.testing.tokenizers import LLAVA_TOKENS, build_word_tokenizer
 
-BOS, EOS, UNK, PAD, IMAGE = "<s>", "</s>", "<unk>", "<pad>", "<image>"
+BOS, EOS, UNK, PAD = LLAVA_TOKENS.bos, LLAVA_TOKENS.eos, LLAVA_TOKENS.unk, LLAVA_TOKENS.pad
+IMAGE = LLAVA_TOKENS.extra[0]
 
 # The chat template of llava-hf/llava-1.5-7b-hf: "USER: <image>\n{text} ASSISTANT:".
 LLAVA_15_CHAT_TEMPLATE = (
@@ -36,30 +38,6 @@ DEFAULT_CORPUS = (
     "gull duck heron cormorant sparrow finch woodpecker warbler webbed clawed feet long short neck",
     "flat hooked bill white grey brown plumage lake ocean forest grass water land trees sky",
 )
-
-
-def build_word_tokenizer(corpus: Iterable[str], *, max_length: int = 512):
-    """A lower-casing word-level fast tokenizer with Llama's special tokens and ``<image>``."""
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token=UNK))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    specials = [UNK, BOS, EOS, PAD, IMAGE]
-    tok.train_from_iterator(list(corpus), trainers.WordLevelTrainer(special_tokens=specials))
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", special_tokens=[(BOS, tok.token_to_id(BOS))]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
-        additional_special_tokens=[IMAGE],
-        model_max_length=max_length,
-        padding_side="left",
-    )
 
 
 def build_tiny_llava(
@@ -96,7 +74,7 @@ def build_tiny_llava(
         LlavaProcessor,
     )
 
-    tokenizer = build_word_tokenizer(corpus)
+    tokenizer = build_word_tokenizer(corpus, max_length=512, specials=LLAVA_TOKENS)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (BOS, EOS, PAD, IMAGE)}
     heads = max(1, hidden_size // 16)
     vision = CLIPVisionConfig(
