@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import HEADER, balanced_rows, write_dataset
 from lga.cli import main
-from lga.data import ProblemKind, check_dataset, load_dataset, load_dataset_spec
+from lga.data import ProblemKind, check_dataset, load_dataset, load_dataset_config
 from lga.errors import ConfigError, DataError
 
 
@@ -158,13 +158,13 @@ def test_dataset_config_from_folder_and_errors(tmp_path):
     (root / "dataset.yaml").write_text(
         "name: three\nclasses: [a, b, c]\nplaces: [x, y]\nclass_templates: ['a photo of a {}.']\n"
     )
-    assert load_dataset_spec(None, root).classes == ["a", "b", "c"]
+    assert load_dataset_config(None, root).classes == ["a", "b", "c"]
     assert check_dataset(root).problems == []  # y=2 is valid for three classes
     with pytest.raises(ConfigError, match="unknown dataset config"):
-        load_dataset_spec("nonexistent")
+        load_dataset_config("nonexistent")
     (root / "bad.yaml").write_text("name: b\nclasses: [a, a]\nplaces: [x]\n")
     with pytest.raises(ConfigError, match="duplicate"):
-        load_dataset_spec(root / "bad.yaml")
+        load_dataset_config(root / "bad.yaml")
 
 
 def test_splits_and_group_counts(small_dataset):

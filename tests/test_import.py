@@ -67,7 +67,7 @@ def _assert_celeba_dataset(root: Path) -> None:
     assert main(["data", "check", str(root)]) == 0
     assert (root / "metadata.csv").read_text().splitlines()[0] == HEADER
     ds = load_dataset(root)
-    assert ds.spec.name == "celeba-blond" and len(ds) == 24
+    assert ds.config.name == "celeba-blond" and len(ds) == 24
     for split in ("train", "val", "test"):
         assert ds.split(split).group_counts() == _expected_groups()
     by_row = {r["image_id"]: r for r in celeba_rows()}
@@ -116,8 +116,8 @@ def test_celeba_other_attributes_get_a_generic_config(tmp_path):
     plan = read_celeba(src, target="Smiling", spurious="Eyeglasses")
     write_import(plan)
     ds = load_dataset(src)
-    assert ds.spec.classes == ["not smiling", "smiling"]
-    assert ds.spec.places == ["not eyeglasses", "eyeglasses"]
+    assert ds.config.classes == ["not smiling", "smiling"]
+    assert ds.config.places == ["not eyeglasses", "eyeglasses"]
     smiling = np.array([(r["Smiling"] + 1) // 2 for r in celeba_rows()])
     assert (ds.y == smiling).all()
 
@@ -220,12 +220,12 @@ def test_table_with_string_labels_and_splits(tmp_path, suffix):
     assert main(["data", "import", "table", str(table), *TABLE_COLS]) == 0
     assert main(["data", "check", str(folder)]) == 0
     ds = load_dataset(folder)
-    assert ds.spec.classes == ["blond", "dark"]  # sorted
-    assert ds.spec.places == ["female", "male"]
-    assert ds.spec.spurious_attribute == "gender"
+    assert ds.config.classes == ["blond", "dark"]  # sorted
+    assert ds.config.places == ["female", "male"]
+    assert ds.config.spurious_attribute == "gender"
     for split in ("train", "val", "test"):
         counts = ds.split(split).group_counts()
-        assert counts == {g: 1 for g in ds.spec.group_names()}
+        assert counts == {g: 1 for g in ds.config.group_names()}
     assert ds.table["img_filename"].iat[0] == "imgs/000.jpg"
     assert (ds.y[:4] == [0, 0, 1, 1]).all()
 
@@ -240,8 +240,8 @@ def test_table_with_integer_labels_named_and_a_shipped_config(tmp_path):
     cli = ["data", "import", "table", str(table), *TABLE_COLS, "--dataset-config", "celeba-blond"]
     assert main(cli) == 0
     ds = load_dataset(folder)
-    assert ds.spec.name == "celeba-blond"
-    assert ds.split("val").group_counts() == {g: 1 for g in ds.spec.group_names()}
+    assert ds.config.name == "celeba-blond"
+    assert ds.split("val").group_counts() == {g: 1 for g in ds.config.group_names()}
     assert ds.y.tolist() == [1, 1, 0, 0] * 3  # 1 = blond, as in the config
     assert main([*cli, "--classes", "blond,dark"]) == 1  # disagrees with the config
 

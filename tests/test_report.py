@@ -392,7 +392,7 @@ def test_alignment_of_a_changed_model(runs, store, dataset, tmp_path):
     for label, student in (("lga", load_student(str(model_dir))), ("pre-trained", base)):
         mine = align[align["model"] == label]
         alone = diagnostics.alignment(
-            label, student, sample, templates=list(ds.spec.class_templates)
+            label, student, sample, templates=list(ds.config.class_templates)
         )
         merged = mine.merge(alone, on=["group", "target"], suffixes=("", "_alone"))
         assert len(merged) >= 3 * 4

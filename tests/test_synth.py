@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from lga.data import synth
 from lga.data.dataset import COLUMNS, load_dataset
-from lga.data.spec import DatasetSpec
+from lga.data.dataset_config import DatasetConfig
 from lga.data.synth import ATTRIBUTE_COLUMNS, ATTRIBUTE_VALUES, SynthConfig, draw, generate, write
 from lga.errors import LgaError
 
@@ -47,7 +47,7 @@ def test_layout_and_columns(dataset):
     assert (kinds == attrs["background"]).all()
     with Image.open(dataset / meta["img_filename"].iat[0]) as img:
         assert (img.format, img.mode, img.size) == ("PNG", "RGB", (64, 64))
-    spec = DatasetSpec.model_validate(yaml.safe_load((dataset / "dataset.yaml").read_text()))
+    spec = DatasetConfig.model_validate(yaml.safe_load((dataset / "dataset.yaml").read_text()))
     assert spec == synth.SYNTH_SPEC
     assert (spec.name, spec.classes, spec.places) == (
         "synth-waterbirds",
@@ -58,7 +58,7 @@ def test_layout_and_columns(dataset):
 
 def test_loads_without_problems(dataset):
     ds = load_dataset(dataset, check_images=True)
-    assert ds.spec.name == "synth-waterbirds"
+    assert ds.config.name == "synth-waterbirds"
     assert len(ds) == 600 and not ds.skipped
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from lga.cli import main
 from lga.data.dataset import load_dataset
-from lga.data.spec import DatasetSpec, load_dataset_spec
+from lga.data.dataset_config import DatasetConfig, load_dataset_config
 from lga.errors import ConfigError, LgaError
 from lga.store.core import DONE, DescriptionStore
 from lga.teacher import (
@@ -98,7 +98,7 @@ def run(birds, store_path, *extra: str) -> int:
 
 
 def test_waterbirds_prompts_are_the_seeds_verbatim():
-    spec = load_dataset_spec("waterbirds")
+    spec = load_dataset_config("waterbirds")
     prompts = resolve_prompts(spec)
     assert {p.name: p.text for p in prompts} == SEED_PROMPTS
     kinds = {p.name: (p.target.value, p.format.value) for p in prompts}
@@ -107,7 +107,7 @@ def test_waterbirds_prompts_are_the_seeds_verbatim():
 
 
 def test_generic_prompts_fill_the_dataset_names():
-    spec = DatasetSpec(
+    spec = DatasetConfig(
         name="celeb",
         classes=["blond", "dark"],
         places=["female", "male"],
@@ -128,11 +128,11 @@ def test_prompt_set_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nprompts:\n  - {name: a, target: object, text: 'the {colour} one'}\n")
     with pytest.raises(ConfigError, match="colour"):
-        resolve_prompts(load_dataset_spec("waterbirds"), bad)
+        resolve_prompts(load_dataset_config("waterbirds"), bad)
     with pytest.raises(ConfigError, match="unknown prompt set"):
         load_prompt_set("nonexistent")
     with pytest.raises(ConfigError, match="unknown prompt name"):
-        resolve_prompts(load_dataset_spec("waterbirds"), only=["nope"])
+        resolve_prompts(load_dataset_config("waterbirds"), only=["nope"])
 
 
 # -- specs, shards ------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ def test_circle_needs_boxes_on_real_datasets(tmp_path, capsys):
 
 def test_describe_library_api(birds, tmp_path):
     ds = select_images(load_dataset(birds, check_images=False), limit=3)
-    prompts = resolve_prompts(ds.spec)
+    prompts = resolve_prompts(ds.config)
     with DescriptionStore(tmp_path / "d.sqlite") as store:
         summary = describe(
             ds, build_teacher("oracle", data_root=birds), store, prompts, progress=False

@@ -82,10 +82,10 @@ def describe(
         DescribeStopped: the run stopped early; what was done is stored.
     """
     from lga.data.dataset import load_dataset as _load
-    from lga.data.spec import load_dataset_spec
+    from lga.data.dataset_config import load_dataset_config
     from lga.teacher import TeacherOptions, describe_with, resolve_prompts, select_images
 
-    spec = load_dataset_spec(dataset_config, data)
+    spec = load_dataset_config(dataset_config, data)
     ds = select_images(_load(data, spec, splits=[split], check_images=False), split=split)
     return describe_with(
         teacher,

@@ -53,7 +53,7 @@ def _bench_images(data_root: str | Path, n_images: int) -> tuple[Any, list]:
 
     ds = load_dataset(data_root, check_images=False)
     images = select_images(ds, split="train", limit=n_images)
-    return images, resolve_prompts(ds.spec, "waterbirds", only=list(PROMPTS))
+    return images, resolve_prompts(ds.config, "waterbirds", only=list(PROMPTS))
 
 
 def teacher_batch_speedup(

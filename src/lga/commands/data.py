@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lga.data.dataset import GroupDataset, check_dataset, split_group_table
-from lga.data.spec import load_dataset_spec
+from lga.data.dataset_config import load_dataset_config
 from lga.errors import LgaError
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def _add_import_args(p: argparse.ArgumentParser) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     root = args.dir or args.data_dir
-    spec = load_dataset_spec(args.dataset_config, root)
+    spec = load_dataset_config(args.dataset_config, root)
     res = check_dataset(root, spec, check_images=not args.no_images, progress=True)
     print(
         f"dataset: {root}  ({spec.name}: classes {spec.classes}, "
@@ -177,7 +177,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _import_celeba(args: argparse.Namespace) -> int:
     from lga.data.importers import read_celeba
 
-    spec = load_dataset_spec(args.dataset_config) if args.dataset_config else None
+    spec = load_dataset_config(args.dataset_config) if args.dataset_config else None
     plan = read_celeba(args.src, target=args.target, spurious=args.spurious, spec=spec)
     return _write_import(plan, args)
 
@@ -185,7 +185,7 @@ def _import_celeba(args: argparse.Namespace) -> int:
 def _import_table(args: argparse.Namespace) -> int:
     from lga.data.importers import parse_names, read_table
 
-    spec = load_dataset_spec(args.dataset_config) if args.dataset_config else None
+    spec = load_dataset_config(args.dataset_config) if args.dataset_config else None
     plan = read_table(
         args.file,
         image_col=args.image_col,

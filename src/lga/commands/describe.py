@@ -155,7 +155,7 @@ def _boxes(args: argparse.Namespace):
 
 def _describe(args: argparse.Namespace) -> int:
     from lga.data.dataset import load_dataset
-    from lga.data.spec import load_dataset_spec
+    from lga.data.dataset_config import load_dataset_config
     from lga.teacher import (
         DescribeStopped,
         TeacherOptions,
@@ -173,7 +173,7 @@ def _describe(args: argparse.Namespace) -> int:
     request_options = parse_request_options(args.teacher_option)
     shard = parse_shard(args.shard) if args.shard else None
     visual = VisualPrompt(args.visual_prompt)
-    ds_spec = load_dataset_spec(args.dataset_config, args.data)
+    ds_spec = load_dataset_config(args.dataset_config, args.data)
     only = args.only_prompts.split(",") if args.only_prompts else None
     prompts = resolve_prompts(ds_spec, args.prompts, only=only)
     # Images are decoded by the teacher; a bad one becomes a failed row, not a refused run.

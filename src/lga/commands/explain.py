@@ -97,8 +97,8 @@ def _stems(paths: list[Path]) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     from lga.config import StudentConfig
+    from lga.data.dataset_config import load_dataset_config
     from lga.data.images import load_rgb
-    from lga.data.spec import load_dataset_spec
     from lga.report.explain import write_saliency_figures
     from lga.report.runs import dig
     from lga.student.model import load_student
@@ -106,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
     resolved = [resolve_student(s) for s in args.students]
     run_cfg = next((cfg for _, _, cfg in resolved if cfg), {})
     root = dig(run_cfg, "data.root")
-    spec = load_dataset_spec(
+    spec = load_dataset_config(
         args.dataset_config or dig(run_cfg, "data.dataset_config"), Path(root) if root else None
     )
     classes = args.class_names or spec.classes

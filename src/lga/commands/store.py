@@ -131,11 +131,11 @@ def _merge(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from lga.data.dataset import load_dataset
-    from lga.data.spec import load_dataset_spec
+    from lga.data.dataset_config import load_dataset_config
     from lga.store.importing import import_descriptions
     from lga.teacher import resolve_prompts
 
-    spec = load_dataset_spec(args.dataset_config, args.data)
+    spec = load_dataset_config(args.dataset_config, args.data)
     ds = load_dataset(args.data, spec, splits=[], check_images=False)
     summary = import_descriptions(
         args.file, args.store, ds, resolve_prompts(spec, args.prompts), teacher=args.teacher

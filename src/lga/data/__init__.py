@@ -12,20 +12,20 @@ from lga.data.dataset import (
     split_group_table,
     subsample,
 )
+from lga.data.dataset_config import DatasetConfig, load_dataset_config
 from lga.data.images import load_rgb
-from lga.data.spec import DatasetSpec, load_dataset_spec
 
 __all__ = [
     "SPLITS",
     "CheckResult",
-    "DatasetSpec",
+    "DatasetConfig",
     "GroupDataset",
     "Problem",
     "ProblemKind",
     "check_dataset",
     "coverage_problems",
     "load_dataset",
-    "load_dataset_spec",
+    "load_dataset_config",
     "load_rgb",
     "split_group_table",
     "subsample",

@@ -22,9 +22,9 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from lga.data.dataset_config import DatasetConfig, load_dataset_config
 from lga.data.images import MAX_PIXELS, ImageLoadError, load_rgb
 from lga.data.provenance import linked_roots
-from lga.data.spec import DatasetSpec, load_dataset_spec
 from lga.data.validation_cache import ValidationCache, file_signature
 from lga.errors import DataError
 
@@ -69,14 +69,14 @@ class GroupDataset:
 
     Attributes:
         root: the dataset folder.
-        spec: class and spurious-attribute names.
+        config: the dataset config: class and spurious-attribute names, templates, prompts.
         table: one row per image, columns ``img_id, img_filename, y, split, place`` (ints but
             ``img_filename``), sorted by ``img_id``.
         skipped: rows dropped because of a problem (only with ``skip_bad_rows``).
     """
 
     root: Path
-    spec: DatasetSpec
+    config: DatasetConfig
     table: pd.DataFrame
     skipped: list[Problem] = field(default_factory=list)
 
@@ -97,7 +97,7 @@ class GroupDataset:
 
     @property
     def group(self) -> np.ndarray:
-        return self.spec.group_id(self.y, self.place)
+        return self.config.group_id(self.y, self.place)
 
     def split(self, name: str) -> GroupDataset:
         """The rows of one split (``train``, ``val``, ``test``) or ``all``."""
@@ -113,7 +113,7 @@ class GroupDataset:
             if mask_or_index.dtype == bool
             else self.table.iloc[mask_or_index]
         )
-        return GroupDataset(self.root, self.spec, table.reset_index(drop=True), self.skipped)
+        return GroupDataset(self.root, self.config, table.reset_index(drop=True), self.skipped)
 
     def image_path(self, i: int) -> Path:
         return self.root / self.table["img_filename"].iat[i]
@@ -123,8 +123,8 @@ class GroupDataset:
 
     def group_counts(self) -> dict[str, int]:
         """Images per ``"<class>/<place>"`` group, every group listed (zeros included)."""
-        counts = np.bincount(self.group, minlength=self.spec.n_groups)
-        return dict(zip(self.spec.group_names(), counts.tolist(), strict=True))
+        counts = np.bincount(self.group, minlength=self.config.n_groups)
+        return dict(zip(self.config.group_names(), counts.tolist(), strict=True))
 
     def fingerprint(self) -> str:
         """A key of the dataset's identity: folder and metadata content (for caches)."""
@@ -137,7 +137,7 @@ class GroupDataset:
 
 def split_group_table(ds: GroupDataset) -> pd.DataFrame:
     """Counts per split (rows) x group (columns), with totals."""
-    names = ds.spec.group_names()
+    names = ds.config.group_names()
     rows = {}
     for code, split in SPLIT_NAMES.items():
         sub = ds.select(ds.table["split"].to_numpy() == code)
@@ -205,7 +205,7 @@ def _escapes(
     return None
 
 
-def _row_problems(df: pd.DataFrame, spec: DatasetSpec, root: Path) -> dict[int, list[Problem]]:
+def _row_problems(df: pd.DataFrame, spec: DatasetConfig, root: Path) -> dict[int, list[Problem]]:
     """Problems of each row (by position) found from metadata alone."""
     problems: dict[int, list[Problem]] = {}
     ids = df["img_id"].str.strip()
@@ -389,9 +389,9 @@ SPLIT_USES = {"train": "training", "val": "choosing the checkpoint", "test": "ev
 
 
 def missing_classes(ds: GroupDataset) -> list[str]:
-    """The classes of ``ds.spec`` with no row in ``ds``."""
+    """The classes of ``ds.config`` with no row in ``ds``."""
     present = set(ds.y.tolist())
-    return [c for i, c in enumerate(ds.spec.classes) if i not in present]
+    return [c for i, c in enumerate(ds.config.classes) if i not in present]
 
 
 def coverage_problems(ds: GroupDataset, splits: Iterable[str]) -> list[Problem]:
@@ -444,7 +444,7 @@ def _valid_table(df: pd.DataFrame, bad: set[int]) -> pd.DataFrame:
 
 def check_dataset(
     root: str | Path,
-    spec: DatasetSpec | None = None,
+    spec: DatasetConfig | None = None,
     *,
     splits: Iterable[str] | None = None,
     check_images: bool = True,
@@ -477,7 +477,7 @@ def check_dataset(
             row-level can be checked then.
     """
     root = Path(root)
-    spec = spec or load_dataset_spec(None, root)
+    spec = spec or load_dataset_config(None, root)
     df = _read_metadata(root)
     meta = str(root / METADATA_FILE)
     missing = [c for c in COLUMNS if c not in df.columns]
@@ -532,7 +532,7 @@ def check_dataset(
 
 def load_dataset(
     root: str | Path,
-    spec: DatasetSpec | str | None = None,
+    spec: DatasetConfig | str | None = None,
     *,
     splits: Iterable[str] | None = None,
     skip_bad_rows: bool = False,
@@ -545,7 +545,7 @@ def load_dataset(
 
     Args:
         root: the dataset folder.
-        spec: a DatasetSpec, a shipped config name or YAML path; None resolves from the folder.
+        spec: a DatasetConfig, a shipped config name or YAML path; None resolves from the folder.
         splits: the splits that will be used: their images are decoded once to validate them.
         skip_bad_rows: drop faulty rows (each logged and kept in ``skipped``) instead of failing.
         check_images: decode the images of ``splits`` to validate them.
@@ -559,8 +559,8 @@ def load_dataset(
             in one line, what ``require`` lacks.
     """
     root = Path(root)
-    if not isinstance(spec, DatasetSpec):
-        spec = load_dataset_spec(spec, root)
+    if not isinstance(spec, DatasetConfig):
+        spec = load_dataset_config(spec, root)
     res = check_dataset(
         root,
         spec,
@@ -596,7 +596,7 @@ def subsample(ds: GroupDataset, n: int | None, *, seed: int) -> GroupDataset:
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     groups = ds.group
-    counts = np.bincount(groups, minlength=ds.spec.n_groups)
+    counts = np.bincount(groups, minlength=ds.config.n_groups)
     exact = counts * n / counts.sum()
     alloc = np.floor(exact).astype(int)
     order = np.argsort(-(exact - alloc), kind="stable")

@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 from lga import __version__
 from lga.data.dataset import METADATA_FILE, SPLIT_NAMES, Problem
+from lga.data.dataset_config import DATASET_FILE, DatasetConfig, load_dataset_config
 from lga.data.provenance import IMPORT_FILE, ImportRecord, file_sha256, written_by_import
-from lga.data.spec import DATASET_FILE, DatasetSpec, load_dataset_spec
 from lga.errors import ConfigError, DataError, LgaError
 from lga.outputs import make_output_dir
 
@@ -83,7 +83,7 @@ class ImportPlan:
     y: np.ndarray
     split: np.ndarray
     place: np.ndarray
-    spec: DatasetSpec
+    spec: DatasetConfig
     options: dict[str, object] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -97,7 +97,7 @@ class ImportResult:
     root: Path
     n_images: int
     mode: ImageMode
-    spec: DatasetSpec
+    spec: DatasetConfig
 
 
 # --------------------------------------------------------------------------- reading values
@@ -285,12 +285,12 @@ def _humanise(attribute: str) -> str:
     return attribute.replace("_", " ").strip().lower()
 
 
-def celeba_spec(target: str, spurious: str) -> DatasetSpec:
+def celeba_spec(target: str, spurious: str) -> DatasetConfig:
     """The shipped ``celeba-blond`` config for the default attributes, else a generic one."""
     if (target, spurious) == (CELEBA_TARGET, CELEBA_SPURIOUS):
-        return load_dataset_spec(CELEBA_CONFIG)
+        return load_dataset_config(CELEBA_CONFIG)
     t, s = _humanise(target), _humanise(spurious)
-    return DatasetSpec(
+    return DatasetConfig(
         name=f"celeba-{t.replace(' ', '-')}",
         classes=[f"not {t}", t],
         spurious_attribute=s,
@@ -305,7 +305,7 @@ def read_celeba(
     *,
     target: str = CELEBA_TARGET,
     spurious: str = CELEBA_SPURIOUS,
-    spec: DatasetSpec | None = None,
+    spec: DatasetConfig | None = None,
 ) -> ImportPlan:
     """Read CelebA: ``img_align_celeba/``, ``list_attr_celeba`` and ``list_eval_partition``.
 
@@ -447,7 +447,7 @@ def read_table(
     split_col: str = "split",
     classes: list[str] | None = None,
     places: list[str] | None = None,
-    spec: DatasetSpec | None = None,
+    spec: DatasetConfig | None = None,
 ) -> ImportPlan:
     """Read a table of images (csv, tsv, parquet or jsonl): one row per image.
 
@@ -515,12 +515,14 @@ def _names(
     return None, field_name
 
 
-def _generic_spec(path: Path, classes: list[str], place_col: str, places: list[str]) -> DatasetSpec:
+def _generic_spec(
+    path: Path, classes: list[str], place_col: str, places: list[str]
+) -> DatasetConfig:
     if len(classes) < 2:
         raise DataError(f"{path}: only one class ({classes}); a classifier needs at least two")
     if all(c.isdigit() for c in classes):
         log.warning("class names are the integers %s; give --classes for readable prompts", classes)
-    return DatasetSpec(
+    return DatasetConfig(
         name=path.stem,
         classes=classes,
         spurious_attribute=place_col.replace("_", " "),

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from lga.data.spec import Group
+from lga.data.dataset_config import Group
 
 
 def _accuracy(correct: np.ndarray) -> float:

@@ -153,7 +153,7 @@ def probe_checkpoint(
         return x, part.y, part.place
 
     with torch.no_grad():
-        class_feats = class_text_features(st, ds.spec.classes, templates_for(ds)).cpu()
+        class_feats = class_text_features(st, ds.config.classes, templates_for(ds)).cpu()
     biased = None
     if biased_split is not None and len(ds.split(biased_split)) > 0:
         bx, by, _ = feats(biased_split)
@@ -162,8 +162,8 @@ def probe_checkpoint(
         fit=feats(fit_split),
         score=feats(score_split),
         class_feats=class_feats,
-        classes=ds.spec.classes,
-        places=ds.spec.places,
+        classes=ds.config.classes,
+        places=ds.config.places,
         biased_fit=biased,
         l2=l2,
         seed=seed,

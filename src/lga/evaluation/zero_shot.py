@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def templates_for(ds: GroupDataset, which: str = "dataset") -> list[str]:
     """The dataset config's prompt templates (ensemble), or only its first one."""
-    return ds.spec.class_templates if which == "dataset" else ds.spec.class_templates[:1]
+    return ds.config.class_templates if which == "dataset" else ds.config.class_templates[:1]
 
 
 @torch.no_grad()
@@ -42,11 +42,11 @@ def predictions_table(ds: GroupDataset, probs: np.ndarray) -> pd.DataFrame:
             "img_id": ds.img_ids,
             "y": ds.y,
             "place": ds.place,
-            "group": [ds.spec.group_name(y, p) for y, p in zip(ds.y, ds.place, strict=True)],
+            "group": [ds.config.group_name(y, p) for y, p in zip(ds.y, ds.place, strict=True)],
             "pred": probs.argmax(axis=1),
         }
     )
-    for ci, c in enumerate(ds.spec.classes):
+    for ci, c in enumerate(ds.config.classes):
         df[f"prob_{c}"] = probs[:, ci]
     return df
 
@@ -58,8 +58,8 @@ def metrics_from_predictions(
         preds["pred"].to_numpy(),
         preds["y"].to_numpy(),
         preds["place"].to_numpy(),
-        classes=ds.spec.classes,
-        places=ds.spec.places,
+        classes=ds.config.classes,
+        places=ds.config.places,
         train_group_counts=train_group_counts,
     )
 
@@ -84,7 +84,7 @@ def predict_zero_shot(
         student, ds, batch_size=batch_size, num_workers=num_workers, cache=cache, progress=progress
     )
     with torch.no_grad():
-        class_feats = class_text_features(student, ds.spec.classes, templates).cpu()
+        class_feats = class_text_features(student, ds.config.classes, templates).cpu()
     return zero_shot_probs(feats, class_feats, student.logit_scale().cpu())
 
 
@@ -100,10 +100,10 @@ def _saved_head(student: Student, ds: GroupDataset):
     if found is None:
         return None
     head, classes = found
-    if classes != list(ds.spec.classes):
+    if classes != list(ds.config.classes):
         raise LgaError(
             f"{Path(student.spec) / PROBE_FILE} classifies {classes}, the dataset has "
-            f"{list(ds.spec.classes)}"
+            f"{list(ds.config.classes)}"
         )
     return head
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from lga.config import StudentConfig
 from lga.data.dataset import GroupDataset, load_dataset
-from lga.data.spec import DatasetSpec, load_dataset_spec
+from lga.data.dataset_config import DatasetConfig, load_dataset_config
 from lga.errors import LgaError
 from lga.outputs import make_output_dir
 from lga.report import diagnostics, plots
@@ -64,18 +64,18 @@ def _dataset(runs: Sequence[Run]) -> GroupDataset | None:
     return None
 
 
-def _spec(runs: Sequence[Run], ds: GroupDataset | None) -> DatasetSpec | None:
+def _spec(runs: Sequence[Run], ds: GroupDataset | None) -> DatasetConfig | None:
     if ds is not None:
-        return ds.spec
+        return ds.config
     for r in runs:
         try:
-            return load_dataset_spec(r.dataset_config(), r.data_root())
+            return load_dataset_config(r.dataset_config(), r.data_root())
         except LgaError:
             continue
     return None
 
 
-def _templates(spec: DatasetSpec, run: Run) -> list[str]:
+def _templates(spec: DatasetConfig, run: Run) -> list[str]:
     single = dig(run.config, "student.templates") == "single"
     return spec.class_templates[:1] if single else list(spec.class_templates)
 
@@ -250,7 +250,7 @@ def pretrained_probs(
     sub = ds.select(np.flatnonzero(np.isin(ds.img_ids, list(ids))))
     imgs = [sub.load_image(k) for k in range(len(sub))]
     with torch.no_grad():
-        cls = class_text_features(student, ds.spec.classes, templates).cpu()
+        cls = class_text_features(student, ds.config.classes, templates).cpu()
     probs = zero_shot_probs(student.encode_images(imgs), cls, student.logit_scale().cpu())
     return dict(zip(sub.img_ids.tolist(), probs, strict=True))
 
@@ -327,7 +327,7 @@ def _class_probs_part(
     if not ref.is_zero_shot and ds is not None:
         try:
             student = models.get(_local_base(columns, ref.base))
-            pre = pretrained_probs(student, ds, ids, _templates(ds.spec, ref.runs[0]))
+            pre = pretrained_probs(student, ds, ids, _templates(ds.config, ref.runs[0]))
         except LgaError as e:
             report.note(f"no pre-trained probabilities (no zero-shot run, base not loadable): {e}")
     items = class_probs_items(columns, preds, ids, ds, pre)
@@ -362,7 +362,7 @@ def _alignment_part(
     except LgaError as e:
         report.note(f"no alignment diagnostics: {e}")
         return
-    templates = _templates(ds.spec, columns[0].runs[0])
+    templates = _templates(ds.config, columns[0].runs[0])
     df = diagnostics.alignment_frame(pairs, sample, templates=templates)
     report.alignment, report.alignment_source = df, sample.source
     df.to_csv(report.out / "alignment.csv", index=False)
@@ -391,7 +391,7 @@ def _saliency_part(
     images = [ds.load_image(p) for p in pos]
     names = [f"img_{ds.img_ids[p]}" for p in pos]
     titles = [
-        f"img {ds.img_ids[p]} · {tables.group_display(ds.spec.group_name(ds.y[p], ds.place[p]))}"
+        f"img {ds.img_ids[p]} · {tables.group_display(ds.config.group_name(ds.y[p], ds.place[p]))}"
         for p in pos
     ]
     paths = write_saliency_figures(
@@ -399,8 +399,8 @@ def _saliency_part(
         images,
         names,
         report.out / "saliency",
-        class_names=ds.spec.classes,
-        templates=_templates(ds.spec, columns[0].runs[0]),
+        class_names=ds.config.classes,
+        templates=_templates(ds.config, columns[0].runs[0]),
         true_classes=[int(ds.y[p]) for p in pos],
         titles=titles,
         dpi=opts.dpi,

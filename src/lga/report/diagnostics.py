@@ -56,7 +56,7 @@ def per_group_sample(ds: GroupDataset, per_group: int, *, seed: int = 0) -> Grou
     rng = np.random.default_rng(seed)
     groups = ds.group
     picks = [
-        rng.permutation(np.flatnonzero(groups == g))[:per_group] for g in range(ds.spec.n_groups)
+        rng.permutation(np.flatnonzero(groups == g))[:per_group] for g in range(ds.config.n_groups)
     ]
     return ds.select(np.sort(np.concatenate(picks)).astype(np.int64))
 
@@ -152,12 +152,12 @@ def alignment(
     """Mean cosines per group of one student (``ALIGNMENT_COLUMNS``, one row per group x target)."""
     ds = sample.ds
     feats = image_features(student, ds, batch_size=batch_size, num_workers=0, progress=False)
-    cls = class_text_features(student, ds.spec.classes, templates).cpu()  # (C, D)
+    cls = class_text_features(student, ds.config.classes, templates).cpu()  # (C, D)
     sims = (feats @ cls.T).numpy()  # (N, C)
     y = ds.y
     own = sims[np.arange(len(y)), y]
     other = (sims.sum(axis=1) - own) / max(1, sims.shape[1] - 1)
-    names = ds.spec.group_names()
+    names = ds.config.group_names()
     rows = _group_rows(label, MARGIN, own - other, ds.group, names)
     rows += _group_rows(label, OWN_CLASS, own, ds.group, names)
     rows += _group_rows(label, OTHER_CLASS, other, ds.group, names)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lga.data.spec import Group
+from lga.data.dataset_config import Group
 from lga.report.runs import MethodRuns
 
 log = logging.getLogger(__name__)

@@ -983,4 +983,4 @@ def dataset_key(dataset: Any) -> str:
     from lga.data.dataset import METADATA_FILE
 
     digest = hashlib.sha256((Path(dataset.root) / METADATA_FILE).read_bytes()).hexdigest()[:12]
-    return f"{dataset.spec.name}@{digest}"
+    return f"{dataset.config.name}@{digest}"

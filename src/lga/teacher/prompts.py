@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lga.config import read_model_file, resolve_config_file, shipped_names
-from lga.data.spec import DatasetSpec
+from lga.data.dataset_config import DatasetConfig
 from lga.errors import ConfigError
 
 GENERIC = "generic"
@@ -63,7 +63,7 @@ class PromptSet(BaseModel):
             raise ValueError(f"duplicate prompt names {dup}")
         return self
 
-    def render(self, spec: DatasetSpec) -> list[Prompt]:
+    def render(self, spec: DatasetConfig) -> list[Prompt]:
         """The prompts with their placeholders filled from a dataset config."""
         values = prompt_variables(spec)
         return [_render(self.name, t, values) for t in self.prompts]
@@ -84,7 +84,7 @@ class Prompt(BaseModel):
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
 
 
-def prompt_variables(spec: DatasetSpec) -> dict[str, str]:
+def prompt_variables(spec: DatasetConfig) -> dict[str, str]:
     """The placeholder values a dataset config provides."""
     return {
         "object": spec.object_noun,
@@ -122,7 +122,7 @@ def load_prompt_set(name_or_path: str | Path) -> PromptSet:
 
 
 def resolve_prompts(
-    spec: DatasetSpec, name_or_path: str | Path | None = None, *, only: list[str] | None = None
+    spec: DatasetConfig, name_or_path: str | Path | None = None, *, only: list[str] | None = None
 ) -> list[Prompt]:
     """The rendered prompts for a dataset.
 

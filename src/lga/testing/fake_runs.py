@@ -66,13 +66,13 @@ def write_fake_run(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sub = ds.split(split)
-    names = [ds.spec.group_name(y, p) for y, p in zip(sub.y, sub.place, strict=True)]
+    names = [ds.config.group_name(y, p) for y, p in zip(sub.y, sub.place, strict=True)]
     correct = np.zeros(len(sub), dtype=bool)
     for g, acc in group_accuracy.items():
         idx = [i for i, n in enumerate(names) if n == g]
         correct[idx[: round(acc * len(idx))]] = True
     rng = np.random.default_rng(rng_seed)
-    probs = _probs(correct, sub.y, len(ds.spec.classes), rng)
+    probs = _probs(correct, sub.y, len(ds.config.classes), rng)
     preds = pd.DataFrame(
         {
             "img_id": sub.img_ids,
@@ -82,7 +82,7 @@ def write_fake_run(
             "pred": probs.argmax(1),
         }
     )
-    for k, c in enumerate(ds.spec.classes):
+    for k, c in enumerate(ds.config.classes):
         preds[f"prob_{c}"] = probs[:, k]
     rd = RunDir(out)
     rd.write_predictions(preds)
@@ -95,8 +95,8 @@ def write_fake_run(
             preds["pred"],
             sub.y,
             sub.place,
-            classes=ds.spec.classes,
-            places=ds.spec.places,
+            classes=ds.config.classes,
+            places=ds.config.places,
             train_group_counts=train.group_counts() if len(train) else None,
         ),
     }

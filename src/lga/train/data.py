@@ -196,7 +196,7 @@ def build_text_table(
 
 def caption_texts(sample: GroupDataset, template: str) -> dict[int, str]:
     """``{img_id: template.format(class name)}``: per-image texts without descriptions."""
-    names = sample.spec.classes
+    names = sample.config.classes
     pairs = zip(sample.img_ids.tolist(), sample.y.tolist(), strict=True)
     return {i: template.format(names[y]) for i, y in pairs}
 

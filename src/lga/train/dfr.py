@@ -48,9 +48,9 @@ class DfrResult:
 
 
 def _require_groups(ds: GroupDataset, groups: np.ndarray, where: str) -> None:
-    missing = sorted(set(range(ds.spec.n_groups)) - set(groups.tolist()))
+    missing = sorted(set(range(ds.config.n_groups)) - set(groups.tolist()))
     if missing:
-        names = ", ".join(ds.spec.group_names()[g] for g in missing)
+        names = ", ".join(ds.config.group_names()[g] for g in missing)
         raise DataError(f"DFR needs images of every group in {where}; none of: {names}")
 
 
@@ -86,7 +86,7 @@ def fit_dfr(
         DataError: a group has no validation image (in the whole split or in the fitting half).
     """
     groups, y = val.group, torch.as_tensor(val.y.copy(), dtype=torch.long)
-    n_classes = len(val.spec.classes)
+    n_classes = len(val.config.classes)
     _require_groups(val, groups, f"the validation split of {val.root}")
     rng = np.random.default_rng(seed)
     held, tune = _halves(groups, rng)

@@ -278,7 +278,7 @@ def _save_head(student: Student, head, data: RunData, out: Path) -> None:
     RunDir(out).save_model(
         student.model,
         student.processor,
-        extra=lambda d: head.save(d / PROBE_FILE, data.full.spec.classes),
+        extra=lambda d: head.save(d / PROBE_FILE, data.full.config.classes),
     )
 
 
@@ -292,7 +292,7 @@ def _linear_probe(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> d
         torch.as_tensor(data.sample.y.copy(), dtype=torch.long),
         val_x,
         lambda probs: data.score(predictions_table(data.val, probs), cfg.eval.select_by)[1],
-        n_classes=len(data.full.spec.classes),
+        n_classes=len(data.full.config.classes),
         grid=lp.c_grid,
         penalty=lp.penalty,
         sample_weight=None if keys is None else balance_weights(keys),
@@ -430,7 +430,7 @@ def _training_student(cfg: FitConfig, *, needs_text: bool) -> tuple[Student, boo
 def _spurious_prompts(cfg: FitConfig, data: RunData) -> list[str]:
     sa = cfg.spurious_aware
     if sa.spurious_from == "dataset":
-        return [p for prompts in data.full.spec.spurious_texts().values() for p in prompts]
+        return [p for prompts in data.full.config.spurious_texts().values() for p in prompts]
     keywords = read_keywords(cfg.descriptions, data.full, data.sample, sa.keywords_prompt)
     return keyword_prompts(keywords, sa.n_keywords)
 
@@ -459,7 +459,7 @@ def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress:
         student.tokenize,
         data.sample,
         per_image=_text_sources(cfg, data, method.image_texts),
-        class_prompts=class_prompts(data.full.spec.classes, templates),
+        class_prompts=class_prompts(data.full.config.classes, templates),
         spurious=_spurious_prompts(cfg, data) if method.needs_spurious else [],
         max_length=getattr(
             student.model.config, "text_config", student.model.config
@@ -498,13 +498,13 @@ def _balance_weights(cfg: FitConfig, data: RunData, student, out: Path) -> np.nd
     prompt = cfg.sample.balance_prompt
     texts = read_descriptions(cfg.descriptions, data.full, data.sample, [prompt])[prompt]
     ids = data.sample.img_ids.tolist()
-    spurious = data.full.spec.spurious_texts()  # place name -> prompts
+    spurious = data.full.config.spurious_texts()  # place name -> prompts
     place_feats = torch.stack(
-        [student.encode_texts(spurious[p]).mean(dim=0) for p in data.full.spec.places]
+        [student.encode_texts(spurious[p]).mean(dim=0) for p in data.full.config.places]
     )  # (P, D)
     desc = student.encode_texts([texts[i] for i in ids])  # (N, D)
     inferred = (desc @ F.normalize(place_feats, dim=-1).T).argmax(dim=1).numpy()  # (N,)
-    spec = data.full.spec
+    spec = data.full.config
     groups = spec.group_id(data.sample.y, inferred)
     counts = np.bincount(groups, minlength=spec.n_groups)
     weights = 1.0 / counts[groups]

@@ -302,7 +302,7 @@ class FineTuner:
             return evaluate_split(student, self.val, self.cfg, self.templates)
         size = self.cfg.eval.batch_size
         feats = torch.cat([student.image_features(p).cpu() for p in self.val_pixels.chunks(size)])
-        classes = class_text_features(student, self.val.spec.classes, self.templates).cpu()
+        classes = class_text_features(student, self.val.config.classes, self.templates).cpu()
         probs = zero_shot_probs(feats, classes, student.logit_scale().cpu())  # (N, C)
         return predictions_table(self.val, probs)
 

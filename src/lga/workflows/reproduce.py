@@ -168,11 +168,11 @@ def describe_samples(
         DescribeFailed: items are left failed (their rows say why; a rerun retries them).
         DescribeStopped: the run stopped early (unreachable server, refusals, a failure streak).
     """
-    from lga.data.spec import load_dataset_spec
+    from lga.data.dataset_config import load_dataset_config
     from lga.teacher import TeacherOptions, describe_with, resolve_prompts
 
     ds = training_images(cfg, root, store)
-    prompts = resolve_prompts(load_dataset_spec(cfg.data.dataset_config, root), None)
+    prompts = resolve_prompts(load_dataset_config(cfg.data.dataset_config, root), None)
     t = cfg.teacher
     options = TeacherOptions(
         max_new_tokens=t.max_new_tokens,

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from lga.data.attributes import ATTRIBUTE_COLUMNS, ATTRIBUTE_FILE, write_attributes
 from lga.data.dataset import METADATA_FILE
-from lga.data.spec import DATASET_FILE, DatasetSpec
+from lga.data.dataset_config import DATASET_FILE, DatasetConfig
 from lga.data.synth.draw import render_example
 from lga.data.synth.species import CLASSES, PLACES
 from lga.errors import LgaError
@@ -36,7 +36,7 @@ GENERATOR_VERSION = 1
 MARKER_FILE = "synth.yaml"  # written first: marks a folder as (possibly partial) synth output
 IMAGE_DIR = "images"
 
-SYNTH_SPEC = DatasetSpec(
+SYNTH_SPEC = DatasetConfig(
     name="synth-waterbirds",
     classes=list(CLASSES),
     spurious_attribute="background",

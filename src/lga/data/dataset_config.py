@@ -37,7 +37,7 @@ class Group(NamedTuple):
         return cls(name, place)
 
 
-class DatasetSpec(BaseModel):
+class DatasetConfig(BaseModel):
     """Names of a dataset's classes (``y``) and spurious attribute values (``place``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -52,7 +52,7 @@ class DatasetSpec(BaseModel):
     prompt_set: str | None = None  # teacher prompt set name or file (see lga.teacher)
 
     @model_validator(mode="after")
-    def _check(self) -> DatasetSpec:
+    def _check(self) -> DatasetConfig:
         for field in ("classes", "places"):
             values = getattr(self, field)
             if len(set(values)) != len(values):
@@ -91,13 +91,13 @@ def shipped_dataset_names() -> list[str]:
     return shipped_names("datasets")
 
 
-def _read_spec_file(path: Path) -> DatasetSpec:
-    return read_model_file(path, DatasetSpec, "dataset config")
+def _read_spec_file(path: Path) -> DatasetConfig:
+    return read_model_file(path, DatasetConfig, "dataset config")
 
 
-def load_dataset_spec(
+def load_dataset_config(
     name_or_path: str | Path | None = None, data_dir: Path | None = None
-) -> DatasetSpec:
+) -> DatasetConfig:
     """Resolve a dataset config.
 
     Args:
