@@ -9,13 +9,19 @@ and a (method, seed) run that has its ``metrics.json`` is not run again.
 from __future__ import annotations
 
 import logging
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from lga.config import Strict, deep_merge, read_yaml, resolve_config
+from lga.config import (
+    Strict,
+    deep_merge,
+    read_yaml,
+    resolve_config,
+    resolve_config_file,
+    shipped_names,
+)
 from lga.data.dataset import GroupDataset, load_dataset, subsample
 from lga.errors import ConfigError, LgaError
 from lga.outputs import make_output_dir
@@ -81,22 +87,14 @@ class ReproduceConfig(Strict):
 
 
 def shipped_configs() -> list[str]:
-    root = resources.files("lga") / "configs" / "reproduce"
-    return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
+    return shipped_names("reproduce")
 
 
 def load_reproduce_config(
     name_or_path: str | Path, *, quick: bool = False, overrides: list[str] = ()
 ) -> ReproduceConfig:
     """A shipped config name (``demo``, ``waterbirds-vitl14``) or a YAML file, validated."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        if str(name_or_path) not in shipped_configs():
-            raise ConfigError(
-                f"no reproduction config {name_or_path!r}: not a file, and the "
-                f"shipped ones are {shipped_configs()}"
-            )
-        path = Path(str(resources.files("lga") / "configs" / "reproduce" / f"{name_or_path}.yaml"))
+    path = resolve_config_file(name_or_path, "reproduce", "reproduction config")
     raw = read_yaml(path)
     if quick:
         raw = deep_merge(raw, raw.get("quick", {}))
