@@ -17,10 +17,8 @@ from lga.errors import LgaError
 
 ATTRIBUTE_FILE = "attributes.csv"
 BOX_COLUMNS = ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")  # the bird's box, in pixels
-ATTRIBUTE_COLUMNS = (
-    "img_id",
-    "y",
-    "place",
+# What the bird looks like: the columns the oracle teacher describes the object from.
+OBJECT_COLUMNS = (
     "class_name",
     "species",
     "size",
@@ -30,10 +28,8 @@ ATTRIBUTE_COLUMNS = (
     "bill",
     "plumage",
     "wing",
-    "pose",
-    "background",
-    *BOX_COLUMNS,
 )
+ATTRIBUTE_COLUMNS = ("img_id", "y", "place", *OBJECT_COLUMNS, "pose", "background", *BOX_COLUMNS)
 
 
 def attributes_path(root: str | Path) -> Path:

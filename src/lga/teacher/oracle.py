@@ -15,7 +15,13 @@ import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from lga.data.attributes import ATTRIBUTE_FILE, BOX_COLUMNS, attributes_path, read_attributes
+from lga.data.attributes import (
+    ATTRIBUTE_FILE,
+    BOX_COLUMNS,
+    OBJECT_COLUMNS,
+    attributes_path,
+    read_attributes,
+)
 from lga.errors import LgaError
 from lga.teacher.base import Outcome, Results, WorkItem
 from lga.teacher.prompts import Format, Target
@@ -23,17 +29,6 @@ from lga.teacher.visual import Box
 
 log = logging.getLogger(__name__)
 
-OBJECT_COLUMNS = (
-    "class_name",
-    "species",
-    "size",
-    "neck",
-    "legs",
-    "feet",
-    "bill",
-    "plumage",
-    "wing",
-)
 REQUIRED = ("img_id", *OBJECT_COLUMNS, "background")
 
 SIZE = {"small": "small", "medium": "medium-sized", "large": "large"}
