@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from fit_support import make_fit_dataset
@@ -65,8 +66,12 @@ def test_probe_command(tmp_path, tiny_clip_dir, capsys, monkeypatch):
     data = make_fit_dataset(tmp_path / "data", n_train=32, n_val=16, n_test=16)
     out = tmp_path / "probe.json"
     code = main(["probe", "--data", str(data), "--student", str(tiny_clip_dir), "--json",
-                 str(out), "--no-progress"])  # fmt: skip
+                 str(out), "--no-progress", "--device", "cpu", "--dtype", "float32"])  # fmt: skip
     assert code == 0
+    # the student flags are lga eval's: a device lga cannot use is refused, not ignored
+    bad = ["probe", "--data", str(data), "--student", str(tiny_clip_dir), "--dtype", "int8"]
+    with pytest.raises(SystemExit):
+        main(bad)
     text = capsys.readouterr().out
     assert "balanced probe (16 val -> 16 test images)" in text and "zero-shot" in text
     got = json.loads(out.read_text())

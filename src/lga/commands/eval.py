@@ -14,7 +14,7 @@ def add_student_args(p: argparse.ArgumentParser, *, required: bool = True) -> No
     p.add_argument(
         "--student",
         required=required,
-        help="hub id (openai/clip-vit-large-patch14) or a directory saved by transformers",
+        help="hub id (openai/clip-vit-large-patch14), a directory saved by transformers, or toy",
     )
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -81,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="feature cache (default $LGA_CACHE or ~/.cache/lga)",
     )
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
 
@@ -118,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         },
     )
     out = args.out or default_run_name("eval", args.student, args.split)
-    metrics = run_eval(cfg, out)
+    metrics = run_eval(cfg, out, progress=not args.no_progress)
     print(f"{metrics['method']} {args.student} on {args.data} [{args.split}]")
     print(format_metrics(metrics))
     if metrics.get("skipped_rows"):

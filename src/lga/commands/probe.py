@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from lga.commands.eval import add_student_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,9 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Figures are fractions. Example: lga probe --data synth-wb --student toy",
     )
     p.add_argument("--data", type=Path, required=True, help="dataset folder holding metadata.csv")
-    p.add_argument(
-        "--student", required=True, help="hub id, directory saved by transformers, or toy"
-    )
+    add_student_args(p)
     p.add_argument(
         "--dataset-config", default=None, help="shipped name or YAML; default: DIR/dataset.yaml"
     )
@@ -36,15 +36,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from lga.config import StudentConfig
     from lga.evaluation.probe import DEFAULT_L2, probe_checkpoint
 
     if args.fit_split == args.score_split:
         from lga.errors import ConfigError
 
         raise ConfigError("--fit-split and --score-split must differ")
+    student = StudentConfig(
+        spec=args.student,
+        revision=args.revision,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
     r = probe_checkpoint(
         str(args.data),
-        args.student,
+        student,
         fit_split=args.fit_split,
         score_split=args.score_split,
         biased_split=None if args.no_biased else "train",

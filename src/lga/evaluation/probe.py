@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from lga.config import StudentConfig
 from lga.evaluation.metrics import group_metrics
 from lga.train.linear_probe import balanced_rows, train_logreg
 
@@ -119,7 +120,7 @@ def probe_features(
 
 def probe_checkpoint(
     data: str,
-    student: str,
+    student: str | StudentConfig,
     *,
     fit_split: str = "val",
     score_split: str = "test",
@@ -130,7 +131,8 @@ def probe_checkpoint(
     batch_size: int = 128,
     progress: bool = True,
 ) -> ProbeResult:
-    """:func:`probe_features` for a checkpoint (hub id, directory or ``toy``) on a dataset folder.
+    """:func:`probe_features` for a checkpoint (hub id, directory or ``toy``, or a
+    :class:`StudentConfig` with its device, dtype and revision) on a dataset folder.
 
     Image features go through the feature cache like ``lga eval``'s.
     """
@@ -140,7 +142,7 @@ def probe_checkpoint(
     from lga.student.model import class_text_features, load_student
 
     ds = load_dataset(data, dataset_config)
-    st = load_student(student)  # "toy" included
+    st = load_student(student)  # "toy" included; a StudentConfig keeps its device and dtype
 
     def feats(split: str):
         part = ds.split(split)
