@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from describe_support import describe_argv
 from lga.cli import main
 from lga.store.core import DONE, DescriptionStore
 from lga.testing.fake_chat_server import FakeChatServer
@@ -44,18 +45,7 @@ def test_kill_9_then_resume(tmp_path):
     path = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path, "OPENAI_API_KEY": "sk-resume-test"}
     with FakeChatServer(delay_s=0.05) as server:
-        args = [
-            "describe",
-            "--data",
-            str(birds),
-            "--store",
-            str(store),
-            "--no-progress",
-            "--teacher",
-            f"openai:{server.base_url}#tiny",
-            "--concurrency",
-            "2",
-        ]
+        args = describe_argv(birds, store, server.base_url, "tiny", "--concurrency", "2")
         proc = subprocess.Popen(
             [sys.executable, "-m", "lga.cli", *args],
             env=env,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from describe_support import describe_argv
 from lga.cli import main
 from lga.store.core import DONE, DescriptionStore
 from lga.testing.fake_chat_server import FakeChatServer
@@ -30,19 +31,7 @@ def env() -> dict[str, str]:
 
 
 def args(birds: Path, store: Path, server: FakeChatServer, *extra: str) -> list[str]:
-    return [
-        "describe",
-        "--data",
-        str(birds),
-        "--store",
-        str(store),
-        "--no-progress",
-        "--teacher",
-        f"openai:{server.base_url}#tiny",
-        "--concurrency",
-        "2",
-        *extra,
-    ]
+    return describe_argv(birds, store, server.base_url, "tiny", "--concurrency", "2", *extra)
 
 
 def claims(store: Path) -> int:

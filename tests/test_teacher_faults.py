@@ -14,6 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from describe_support import describe_argv
 from lga.cli import main
 from lga.errors import ConfigError
 from lga.store.core import DONE, FAILED, DescriptionStore
@@ -44,21 +45,7 @@ def api_key(monkeypatch):
 
 
 def run(birds, store, base_url: str, *extra: str) -> int:
-    return main(
-        [
-            "describe",
-            "--data",
-            str(birds),
-            "--store",
-            str(store),
-            "--no-progress",
-            "--teacher",
-            f"openai:{base_url}#{MODEL}",
-            "--backoff",
-            "0.01",
-            *extra,
-        ]
-    )
+    return main(describe_argv(birds, store, base_url, MODEL, "--backoff", "0.01", *extra))
 
 
 def rows(store):

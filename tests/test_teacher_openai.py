@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from describe_support import describe_argv
 from lga.cli import main
 from lga.store.core import DONE, FAILED, DescriptionStore
 from lga.teacher.openai_compat import chat_payload, parse_completion
@@ -28,21 +29,8 @@ def api_key(monkeypatch):
 
 
 def describe(birds, store, server, *extra: str) -> int:
-    return main(
-        [
-            "describe",
-            "--data",
-            str(birds),
-            "--store",
-            str(store),
-            "--no-progress",
-            "--teacher",
-            f"openai:{server.base_url}#{MODEL}",
-            "--backoff",
-            "0.01",
-            *extra,
-        ]
-    )
+    argv = describe_argv(birds, store, server.base_url, MODEL, "--backoff", "0.01", *extra)
+    return main(argv)
 
 
 def store_bytes(store) -> bytes:
