@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 # name -> module that defines it
 _API = {
     "make_synthetic": "lga.api",
-    "load_dataset": "lga.api",
+    "load_dataset": "lga.data.dataset",
     "describe": "lga.api",
     "fit_config": "lga.api",
     "evaluate": "lga.api",
@@ -65,14 +65,8 @@ __all__ = [
 assert set(__all__) == {"__version__", *_API}
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
-    from lga.api import (
-        describe,
-        evaluate,
-        fit_config,
-        load_dataset,
-        make_report,
-        make_synthetic,
-    )
+    from lga.api import describe, evaluate, fit_config, make_report, make_synthetic
+    from lga.data.dataset import load_dataset
     from lga.errors import LgaError
     from lga.report.explain import explain, write_saliency_figures
     from lga.report.model import ReportOptions

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lga.data.dataset import GroupDataset
     from lga.report.model import Report, ReportOptions
     from lga.teacher.runner import DescribeSummary
     from lga.train.config import FitConfig
@@ -39,16 +38,6 @@ def make_synthetic(out: str | Path, **settings: Any) -> Path:
     from lga.data.synth import SynthConfig, generate
 
     return generate(out, SynthConfig(**settings))
-
-
-def load_dataset(root: str | Path, dataset_config: str | None = None) -> GroupDataset:
-    """A dataset folder (``metadata.csv``; ``dataset.yaml`` or a shipped config), checked.
-
-    Use ``.split("train")`` and friends for the splits, ``.group_counts()`` for the groups.
-    """
-    from lga.data.dataset import load_dataset as _load
-
-    return _load(root, dataset_config)
 
 
 def describe(

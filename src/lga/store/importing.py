@@ -19,7 +19,6 @@ nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -31,6 +30,8 @@ import pandas as pd
 
 from lga.errors import DataError, LgaError
 from lga.store.core import DONE, DescriptionStore, Row, dataset_key, parse_keywords
+from lga.teacher.runner import settings_key
+from lga.teacher.visual import VisualPrompt
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,6 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
 
 def _blank(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or (str(v).strip() == "")
-
-
-def _settings_hash(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _keywords(value: Any, text: str, is_keyword_prompt: bool) -> list[str] | None:
@@ -169,8 +166,10 @@ def import_descriptions(
             if "settings" in has and not _blank(rec["settings"]):
                 import_settings[settings_hash] = json.loads(rec["settings"])
         else:
-            settings = {"teacher": {"source": "import", "teacher": who}}
-            settings_hash = _settings_hash(settings)
+            # the store's own settings key, with an "imported" teacher setting
+            settings_hash, settings = settings_key(
+                {"source": "import", "teacher": who}, VisualPrompt.NONE
+            )
             import_settings[settings_hash] = settings
         if "prompt_hash" in has and not _blank(rec["prompt_hash"]):
             prompt_hash = str(rec["prompt_hash"])
