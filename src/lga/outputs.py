@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 from lga.errors import LgaError
@@ -37,15 +38,17 @@ def make_output_dir(path: str | Path, *, what: str = "output folder") -> Path:
 
 @contextmanager
 def output_dir(path: str | Path, *, what: str = "output folder") -> Iterator[Path]:
-    """:func:`make_output_dir` up front; if the work inside fails, a folder created here and
-    still empty is removed again, so that a failed command leaves nothing behind."""
+    """:func:`make_output_dir` up front; if the work inside fails, a folder created here whose
+    run never started (:attr:`lga.rundir.RunDir.started`: nothing but its config) is removed
+    again, so that a failed command leaves nothing behind."""
+    from lga.rundir import RunDir
+
     path = Path(path)
     created = not path.exists()
     make_output_dir(path, what=what)
     try:
         yield path
     except BaseException:
-        if created:
-            with suppress(OSError):
-                path.rmdir()  # only when empty
+        if created and path.is_dir() and not RunDir(path).started:
+            shutil.rmtree(path, ignore_errors=True)
         raise

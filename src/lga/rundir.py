@@ -116,9 +116,6 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
-    def __fspath__(self) -> str:
-        return str(self.path)
-
     # -- paths -------------------------------------------------------------------------------
 
     @property
@@ -285,8 +282,3 @@ class RunDir:
 
     def read_train_log(self) -> list[dict]:
         return self.train_log().read()
-
-
-def is_run_dir(path: str | Path) -> bool:
-    """Whether ``path`` holds a finished run (``metrics.json``)."""
-    return RunDir(path).finished

@@ -86,11 +86,13 @@ def teacher_batch_speedup(
     with _describe_runs(images.select(np.arange(1)), teachers, prompts, workdir, runs=1) as warm:
         for fn in warm.values():  # first-call costs (lazy imports, allocator) stay out of timing
             fn()
-    with _describe_runs(images, teachers, prompts, workdir, runs=repeats) as runs:
-        t = interleaved(runs, repeats)
-    shape = _llava_shape(teachers["batch_1"].model)
-    for teacher in teachers.values():
-        teacher.close()
+    try:
+        with _describe_runs(images, teachers, prompts, workdir, runs=repeats) as runs:
+            t = interleaved(runs, repeats)
+        shape = _llava_shape(teachers["batch_1"].model)
+    finally:
+        for teacher in teachers.values():
+            teacher.close()
     n = len(images) * len(prompts)
     t1, tb = t["batch_1"], t[f"batch_{batch_size}"]
     return figure(

@@ -9,7 +9,6 @@ What a run directory holds is :mod:`lga.rundir`'s contract.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from lga.evaluation.zero_shot import (
     templates_for,
     train_group_counts,
 )
-from lga.outputs import make_output_dir
+from lga.outputs import output_dir
 from lga.rundir import RunDir
 from lga.student.cache import FeatureCache
 from lga.student.features import feature_cache, image_features
@@ -147,7 +146,6 @@ def prepare_run_dir(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool)
             f"{out} already holds a run; continue it with --resume, replace it "
             "with --overwrite, or choose another --out"
         )
-    make_output_dir(out, what="run folder")
     rd.write_config(cfg)
 
 
@@ -601,14 +599,9 @@ def fit(
     """
     out = Path(out)
     resolve_student_spec(cfg.student.spec)  # a missing folder fails here, before any output
-    created = not out.exists()
-    try:
+    # A bad --out fails here too; a run that fails before producing anything leaves no folder.
+    with output_dir(out, what="run folder"):
         return _fit(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
-    except BaseException:
-        # A run that failed before producing anything leaves no folder behind.
-        if created and out.is_dir() and not RunDir(out).started:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
 
 
 def _fit(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool, progress: bool) -> FitResult:
