@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 EXAMPLES = """examples:
   lga describe --data synth-wb --teacher oracle --store synth-wb/descriptions.sqlite
+  lga describe --data synth-wb --teacher oracle --store s.sqlite --teacher-option faults=llava-like
   lga describe --data waterbird_complete95_forest2water2 --teacher hf:llava-hf/llava-1.5-7b-hf \\
       --store wb.sqlite --limit 2000 --batch-size 16
   OPENAI_API_KEY=... lga describe --data DIR --store wb.sqlite --concurrency 32 \\
@@ -111,7 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "when it parses (top_k=7, repetition_penalty=1.1, skip_special_tokens=false, "
         "'stop=[\"\\n\"]'), else as a string. Part of the teacher settings in the store: other "
         "options are another variant. Not model or messages (lga sets them), max_tokens "
-        "(--max-new-tokens) or temperature (always 0, greedy)",
+        "(--max-new-tokens) or temperature (always 0, greedy). For the oracle: its fault "
+        "rates, faults=llava-like (a preset), species_error, background_bias, object_leak, "
+        "background_error (each in [0, 1]) and fault_scale (multiplies them)",
     )
     p.add_argument(
         "--api-key-env",

@@ -19,6 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Example: lga store stats wb.sqlite",
     )
     stats.add_argument("file", type=Path, help="description store")
+    stats.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="a dataset made by `lga data synth`: also say, per image group, how often the "
+        "stored answers are wrong (wrong species or class, background leaking into the object "
+        "answer, wrong or ambiguous place), checked against its attributes.csv. "
+        "Example: lga store stats wb.sqlite --data lga-demo/data",
+    )
     stats.set_defaults(func=_stats)
 
     export = ssub.add_parser(
@@ -107,7 +116,27 @@ def _stats(args: argparse.Namespace) -> int:
     print("\nvariants (dataset, teacher, settings, prompt text) with done rows:")
     for v in variants:
         print(f"  {v}")
+    if args.data is not None:
+        _print_audit(args.file, args.data)
     return 0
+
+
+def _print_audit(store: Path, root: Path) -> None:
+    from lga.data.attributes import attributes_path
+    from lga.errors import LgaError
+    from lga.teacher.audit import audit_store, format_audit
+
+    if not attributes_path(root).is_file():
+        raise LgaError(f"{attributes_path(root)} not found: --data needs a dataset made by "
+                       "`lga data synth`, whose attributes say what is true")  # fmt: skip
+    found = audit_store(store, root)
+    if not found:
+        print(f"\nno done answers in {store} for the dataset {root}")
+    for teacher, settings, table in found:
+        print(f"\nanswers checked against {root}/attributes.csv: {teacher} {settings}")
+        print("(% of images with answers; object: wrong species, wrong class, background words;")
+        print(" background: wrong place, ambiguous)")
+        print(format_audit(table))
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -72,8 +72,9 @@ class TeacherOptions:
         backoff: first retry delay in seconds, doubled per retry (openai).
         max_connect_failures: refused/unresolvable connections in a row that stop the run
             (openai).
-        request_options: extra request-body fields, e.g. ``{"top_k": 7}`` (openai); part of
-            the teacher's settings, so answers under other options are another store variant.
+        request_options: extra request-body fields, e.g. ``{"top_k": 7}`` (openai), or the
+            oracle's fault rates (``{"faults": "llava-like"}``, :mod:`lga.teacher.faults`); part
+            of the teacher's settings, so answers under other options are another store variant.
         api_key_env: environment variable holding the API key; None: OPENAI_API_KEY if set.
         device: auto, cpu, cuda, cuda:N (hf).
         trust_remote_code: run a checkpoint's own code (hf).
@@ -110,17 +111,18 @@ def build_teacher(
 
     spec = parse_teacher_spec(spec) if isinstance(spec, str) else spec
     opt = options or TeacherOptions()
-    if opt.request_options and spec.backend is not Backend.OPENAI:
+    if opt.request_options and spec.backend is Backend.HF:
         raise ConfigError(
-            f"teacher options (--teacher-option) are request-body fields of openai: teachers; "
-            f"the {spec.backend.value} teacher takes none"
+            "teacher options (--teacher-option) are request-body fields of openai: teachers and "
+            "fault rates of the oracle; the hf teacher takes none"
         )
     if spec.backend is Backend.ORACLE:
+        from lga.teacher.faults import fault_rates
         from lga.teacher.oracle import OracleTeacher
 
         if data_root is None:
             raise ConfigError("the oracle teacher needs the dataset folder")
-        return OracleTeacher(data_root)
+        return OracleTeacher(data_root, faults=fault_rates(opt.request_options))
     if spec.backend is Backend.HF:
         from lga.teacher.hf import HFTeacher
 
