@@ -7,6 +7,9 @@ goes through :class:`RunDir`::
     RUN/metrics.json         the evaluated split's metrics (``lga.evaluation.metrics``
                              schema) and the run's facts (method, student, selection, size)
     RUN/predictions.parquet  one row per evaluated image: every metric can be recomputed from it
+    RUN/predictions_unseen.parquet  the same for the test images on places no training image
+                             has (the dataset config's ``unseen_places``), when there are any:
+                             metrics.json's ``unseen`` is computed from it alone
     RUN/train_log.jsonl      one record per logged step and per validation (runs that validate)
     RUN/model/               only when the run changed the model: fine-tuned weights
                              (save_pretrained), or the base weights with a linear head
@@ -38,6 +41,7 @@ from lga.errors import LgaError
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.parquet"
+UNSEEN_PREDICTIONS = "predictions_unseen.parquet"
 TRAIN_LOG = "train_log.jsonl"
 MODEL = "model"
 BALANCE = "balance.json"
@@ -46,12 +50,13 @@ LOGS = "logs"
 CHECKPOINT_STATE = "trainer_state.json"  # written last into a checkpoint: it is complete
 
 # What a run has produced once it has started: such a run is continued or replaced, never reused.
-STARTED_FILES = (METRICS, PREDICTIONS, TRAIN_LOG, MODEL, CHECKPOINTS)
+STARTED_FILES = (METRICS, PREDICTIONS, UNSEEN_PREDICTIONS, TRAIN_LOG, MODEL, CHECKPOINTS)
 # Everything lga writes in a run directory (``--overwrite`` removes these and nothing else).
 LGA_FILES = (
     CONFIG,
     METRICS,
     PREDICTIONS,
+    UNSEEN_PREDICTIONS,
     TRAIN_LOG,
     MODEL,
     BALANCE,
@@ -59,6 +64,7 @@ LGA_FILES = (
     LOGS,
     METRICS + ".tmp",
     PREDICTIONS + ".tmp",
+    UNSEEN_PREDICTIONS + ".tmp",
     MODEL + ".tmp",
     MODEL + ".old",
 )
@@ -203,12 +209,14 @@ class RunDir:
         tmp.replace(self.metrics_file)
         return self.metrics_file
 
-    def write_predictions(self, preds: pd.DataFrame) -> Path:
-        """``predictions.parquet`` (pyarrow), so any metric can be recomputed without the model."""
-        tmp = self.path / (PREDICTIONS + ".tmp")
+    def write_predictions(self, preds: pd.DataFrame, *, unseen: bool = False) -> Path:
+        """``predictions.parquet`` (pyarrow), so any metric can be recomputed without the model;
+        ``unseen``: ``predictions_unseen.parquet``, the unseen-place test images."""
+        path = self.path / UNSEEN_PREDICTIONS if unseen else self.predictions_file
+        tmp = path.with_name(path.name + ".tmp")
         preds.to_parquet(tmp, index=False)
-        tmp.replace(self.predictions_file)
-        return self.predictions_file
+        tmp.replace(path)
+        return path
 
     def write_balance(self, summary: dict) -> Path:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -279,6 +287,11 @@ class RunDir:
         if csv.is_file():
             return pd.read_csv(csv)
         raise LgaError(f"{self.path} has no {PREDICTIONS} or predictions.csv")
+
+    def read_unseen_predictions(self) -> pd.DataFrame | None:
+        """``predictions_unseen.parquet``, or None when the run scored no unseen place."""
+        path = self.path / UNSEEN_PREDICTIONS
+        return pd.read_parquet(path) if path.is_file() else None
 
     def read_train_log(self) -> list[dict]:
         return self.train_log().read()

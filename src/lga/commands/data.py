@@ -64,6 +64,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1.0,
         help="bird size multiplier (1: 25-45%% of the side; the demo uses 1.6)",
     )
+    synth.add_argument(
+        "--n-unseen",
+        type=int,
+        default=0,
+        help="extra test images on places no training image has (snow, desert; place codes "
+        "2 and 3, named in dataset.yaml's unseen_places), scored apart as 'unseen' in "
+        "metrics.json: the abstraction test. Example: --n-unseen 800",
+    )
     synth.set_defaults(func=_synth)
     _register_import(dsub)
 
@@ -142,7 +150,7 @@ def _check(args: argparse.Namespace) -> int:
     )
     print(f"rows: {res.n_rows}, valid: {res.n_rows - res.n_bad_rows}")
     print("\nimages per split x group (valid rows):")
-    print(split_group_table(GroupDataset(root, spec, res.table)).to_string())
+    print(split_group_table(GroupDataset.from_table(root, spec, res.table)).to_string())
     if res.warnings:
         print(f"\n{len(res.warnings)} warning(s):")
         for w in res.warnings:
@@ -167,9 +175,11 @@ def _synth(args: argparse.Namespace) -> int:
         correlation=args.correlation,
         size=args.size,
         bird_scale=args.bird_scale,
+        n_unseen=args.n_unseen,
     )
     out = generate(args.out, cfg, progress=True)
-    print(f"wrote {cfg.n_train + cfg.n_val + cfg.n_test} images to {out}")
+    unseen = f" ({cfg.n_unseen} of them on unseen places)" if cfg.n_unseen else ""
+    print(f"wrote {cfg.n_total} images to {out}{unseen}")
     print(f"check it with: lga data check {out}")
     return 0
 
@@ -211,6 +221,6 @@ def _write_import(plan: ImportPlan, args: argparse.Namespace) -> int:
         f"classes {spec.classes}, {spec.spurious_attribute} {spec.places})"
     )
     checked = check_dataset(res.root, spec, check_images=False)
-    print(split_group_table(GroupDataset(res.root, spec, checked.table)).to_string())
+    print(split_group_table(GroupDataset.from_table(res.root, spec, checked.table)).to_string())
     print(f"check the images with: lga data check {res.root}")
     return 0

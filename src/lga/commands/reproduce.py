@@ -44,17 +44,43 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub,
         lambda s: s.add_parser(
             "sweep",
-            help="worst-group and overall accuracy against the number of training images",
-            description="Run a reproduction config at several training-set sizes and plot accuracy "
-            "against size per method. Example: lga sweep demo --sizes 1000,500,200,100 --out sweep",
+            help="accuracy against the number of training images, or against the teacher's "
+            "fault rate (--over teacher)",
+            description="--over size (default): run a reproduction config at several training-set "
+            "sizes and plot accuracy against size per method. --over teacher: run the columns "
+            "that read the teacher (lga, spurious-aware, balanced batches) with the oracle "
+            "teacher's faults at each rate of each kind alone, and the llava-like preset scaled "
+            "from 0 to 2x; worst group, overall and unseen-background accuracy against the rate, "
+            "in OUT/report/teacher_sweep.{png,md}. Examples: lga sweep demo --sizes "
+            "1000,500,200,100 --out sweep; lga sweep demo --over teacher --quick --out tsweep",
         ),
     )
     _config_args(sw)
+    sw.add_argument("--over", choices=["size", "teacher"], default="size", help="what varies")
     sw.add_argument(
         "--sizes",
         type=_sizes,
         default=[2000, 1000, 500, 200, 100],
         help="training-set sizes, comma-separated (default 2000,1000,500,200,100)",
+    )
+    sw.add_argument(
+        "--kinds",
+        type=_names,
+        default=None,
+        help="--over teacher: fault kinds swept alone (default: species_error,background_bias,"
+        "object_leak,background_error)",
+    )
+    sw.add_argument(
+        "--rates",
+        type=_floats,
+        default=[0.25, 0.5, 1.0],
+        help="--over teacher: rates of each kind alone (default 0.25,0.5,1)",
+    )
+    sw.add_argument(
+        "--scales",
+        type=_floats,
+        default=[0.0, 0.5, 1.0, 1.5, 2.0],
+        help="--over teacher: scales of the llava-like preset (default 0,0.5,1,1.5,2)",
     )
     sw.set_defaults(func=_sweep)
 
@@ -122,11 +148,41 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0,0.5,1, got {text!r}") from None
+
+
+def _sweep_teacher(args: argparse.Namespace, cfg) -> int:
+    from lga.teacher.faults import KINDS
+    from lga.workflows.teacher_sweep import (
+        sweep_points,
+        teacher_sweep,
+        teacher_sweep_table,
+        write_teacher_report,
+    )
+
+    points = sweep_points(args.kinds or KINDS, args.rates, args.scales)
+    results = teacher_sweep(cfg, args.out, points, data_root=args.data)
+    report = write_teacher_report(results, args.out, "lga " + " ".join(sys.argv[1:]))
+    print(teacher_sweep_table(results))
+    print(f"\nwrote {args.out / 'teacher_sweep.json'} and {report} (figure beside it)")
+    return 0
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from lga.workflows.reproduce import load_reproduce_config
     from lga.workflows.sweep import sweep, sweep_plot
 
     cfg = load_reproduce_config(args.config, quick=args.quick, overrides=_overrides(args))
+    if args.over == "teacher":
+        return _sweep_teacher(args, cfg)
     results = sweep(cfg, args.sizes, args.out, data_root=args.data)
     plot = sweep_plot(results, args.out / "sweep.png")
     for method, by_size in results.items():

@@ -73,12 +73,28 @@ class GroupDataset:
         table: one row per image, columns ``img_id, img_filename, y, split, place`` (ints but
             ``img_filename``), sorted by ``img_id``.
         skipped: rows dropped because of a problem (only with ``skip_bad_rows``).
+        unseen: the test rows on places no training image has (the config's
+            ``unseen_places``), with the config that names them (``config.with_unseen()``);
+            None when there are none. They are not in ``table``: no split, group, metric or
+            sample sees them; ``lga fit`` and ``lga eval`` score them apart.
     """
 
     root: Path
     config: DatasetConfig
     table: pd.DataFrame
     skipped: list[Problem] = field(default_factory=list)
+    unseen: GroupDataset | None = None
+
+    @classmethod
+    def from_table(
+        cls, root: Path, config: DatasetConfig, table: pd.DataFrame, skipped=()
+    ) -> GroupDataset:
+        """A dataset of checked rows, the unseen-place rows set apart in ``unseen``."""
+        mask = table["place"].to_numpy() >= len(config.places)
+        unseen = None
+        if mask.any():
+            unseen = GroupDataset(root, config.with_unseen(), table[mask].reset_index(drop=True))
+        return cls(root, config, table[~mask].reset_index(drop=True), list(skipped), unseen)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -136,12 +152,16 @@ class GroupDataset:
 
 
 def split_group_table(ds: GroupDataset) -> pd.DataFrame:
-    """Counts per split (rows) x group (columns), with totals."""
-    names = ds.config.group_names()
+    """Counts per split (rows) x group (columns), with totals; unseen-place groups (test rows
+    only) as columns after the usual ones when the dataset has them."""
+    spec = ds.config.with_unseen()
+    table = ds.table if ds.unseen is None else pd.concat([ds.table, ds.unseen.table])
+    names = spec.group_names()
     rows = {}
     for code, split in SPLIT_NAMES.items():
-        sub = ds.select(ds.table["split"].to_numpy() == code)
-        rows[split] = [*np.bincount(sub.group, minlength=len(names)).tolist(), len(sub)]
+        sub = table[table["split"].to_numpy() == code]
+        groups = spec.group_id(sub["y"].to_numpy(), sub["place"].to_numpy())
+        rows[split] = [*np.bincount(groups, minlength=len(names)).tolist(), len(sub)]
     return pd.DataFrame.from_dict(rows, orient="index", columns=[*names, "total"])
 
 
@@ -210,7 +230,8 @@ def _row_problems(df: pd.DataFrame, spec: DatasetConfig, root: Path) -> dict[int
     problems: dict[int, list[Problem]] = {}
     ids = df["img_id"].str.strip()
     dup = ids.duplicated(keep=False) & (ids != "")
-    limits = {"y": (len(spec.classes), spec.classes), "place": (len(spec.places), spec.places)}
+    all_places = spec.places + spec.unseen_places
+    limits = {"y": (len(spec.classes), spec.classes), "place": (len(all_places), all_places)}
     real_root = os.path.realpath(root)
     linked = tuple(linked_roots(root))
     for pos, row in enumerate(df.itertuples(index=False)):
@@ -233,6 +254,15 @@ def _row_problems(df: pd.DataFrame, spec: DatasetConfig, root: Path) -> dict[int
                 names = ", ".join(f"{i}={n}" for i, n in enumerate(limits[col][1]))
                 out.append(
                     Problem(file, f"{col}={v} is outside the dataset config ({names})", img_id)
+                )
+            elif col == "place" and v >= len(spec.places) and str(rec["split"]).strip() != "2":
+                out.append(
+                    Problem(
+                        file,
+                        f"place={v} ({all_places[v]}) is an unseen place of the dataset config: "
+                        "only test rows (split 2) may have it",
+                        img_id,
+                    )
                 )
         if dup.iat[pos]:
             others = (ids.index[(ids == ids.iat[pos]).to_numpy()] + 2).tolist()
@@ -526,7 +556,7 @@ def check_dataset(
     problems = [p for pos in sorted(row_probs) for p in row_probs[pos]]
     table = _valid_table(df, set(row_probs))
     covered = [s for s in SPLITS if splits is None or "all" in splits or s in splits]
-    warnings += coverage_problems(GroupDataset(root, spec, table), covered)
+    warnings += coverage_problems(GroupDataset.from_table(root, spec, table), covered)
     return CheckResult(table, problems, len(df), len(row_probs), warnings)
 
 
@@ -577,7 +607,7 @@ def load_dataset(
         )
     for p in res.problems:
         log.warning("skipping row: %s", p)
-    ds = GroupDataset(root, spec, res.table, res.problems)
+    ds = GroupDataset.from_table(root, spec, res.table, res.problems)
     lacking = coverage_problems(ds, require)
     if lacking:
         raise DataError(f"dataset {root}: " + "; ".join(p.message for p in lacking))

@@ -50,10 +50,18 @@ class DatasetConfig(BaseModel):
     class_templates: list[str] = Field(default_factory=lambda: ["a photo of a {}."], min_length=1)
     spurious_prompts: dict[str, list[str]] = Field(default_factory=dict)
     prompt_set: str | None = None  # teacher prompt set name or file (see lga.teacher)
+    # Places that only test images have (place codes len(places), len(places) + 1, ...): the
+    # abstraction test of backgrounds never seen in training. Their rows are scored apart from
+    # the usual groups (metrics.json's ``unseen``) and never enter worst group or training.
+    unseen_places: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
-        for field in ("classes", "places"):
+        if set(self.unseen_places) & set(self.places):
+            raise ValueError(
+                f"unseen_places {self.unseen_places} repeat names of places {self.places}"
+            )
+        for field in ("classes", "places", "unseen_places"):
             values = getattr(self, field)
             if len(set(values)) != len(values):
                 raise ValueError(f"{field} has duplicate names: {values}")
@@ -81,6 +89,17 @@ class DatasetConfig(BaseModel):
         return [
             self.group_name(y, p) for y in range(len(self.classes)) for p in range(len(self.places))
         ]
+
+    def with_unseen(self) -> DatasetConfig:
+        """This config with the unseen places appended to ``places`` (codes as in metadata), to
+        name and score the unseen-place test rows."""
+        return self.model_copy(update={"places": self.places + self.unseen_places,
+                                       "unseen_places": []})  # fmt: skip
+
+    @property
+    def n_place_codes(self) -> int:
+        """Valid values of the ``place`` column: the places, then the unseen places."""
+        return len(self.places) + len(self.unseen_places)
 
     def spurious_texts(self) -> dict[str, list[str]]:
         """Prompts describing each spurious value (defaults to 'a photo of {place}.')."""

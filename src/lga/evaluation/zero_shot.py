@@ -64,6 +64,44 @@ def metrics_from_predictions(
     )
 
 
+def unseen_metrics(preds: pd.DataFrame, ds: GroupDataset) -> dict:
+    """Metrics of the unseen-place test images (``GroupDataset.unseen``), under metrics.json's
+    ``unseen``: overall and per-class accuracy, and per (class, unseen place) group with the
+    worst of those groups. No weighted accuracy: no training image is on these places."""
+    m = metrics_from_predictions(preds, ds, train_group_counts=None)
+    counts = {g: n for g, n in m["group_count"].items() if n}
+    return {
+        "n": m["n"],
+        "accuracy": m["accuracy"],
+        "class_accuracy": m["class_accuracy"],
+        "group_accuracy": m["group_accuracy"],
+        "group_count": counts,
+        "worst_group_accuracy": m["worst_group_accuracy"],
+        "worst_group": m["worst_group"],
+        "places": list(dict.fromkeys(g.split("/", 1)[1] for g in counts)),
+    }
+
+
+def score_unseen(full: GroupDataset, out: Path, predict) -> dict:
+    """Score the unseen-place test images of ``full`` with ``predict`` (dataset -> (N, C)
+    probabilities), write ``predictions_unseen.parquet`` into ``out`` and return
+    ``{"unseen": metrics}``; ``{}`` when the dataset has none."""
+    ds = full.unseen
+    if ds is None or len(ds) == 0:
+        return {}
+    preds = predictions_table(ds, predict(ds))
+    RunDir(out).write_predictions(preds, unseen=True)
+    metrics = unseen_metrics(preds, ds)
+    log.info(
+        "unseen places %s: accuracy %.2f%%, worst group %.2f%% (%s)",
+        metrics["places"],
+        100 * metrics["accuracy"],
+        100 * metrics["worst_group_accuracy"],
+        metrics["worst_group"],
+    )
+    return {"unseen": metrics}
+
+
 def train_group_counts(full: GroupDataset) -> dict[str, int] | None:
     """Group counts of the training split, or None when the dataset has no training rows."""
     train = full.split("train")
@@ -141,20 +179,23 @@ def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
             progress=progress,
         )
         head = _saved_head(student, ds)
-        if head is None:
-            method = cfg.method
-            probs = predict_zero_shot(
-                student, ds, templates=templates_for(ds, cfg.student.templates), **kw
-            )
-        else:  # a linear-probe or DFR run's model: score with its head, as the run did
-            method = head.info.get("method", "linear-probe")
-            probs = head.probs(image_features(student, ds, **kw))
-        preds = predictions_table(ds, probs)
+        templates = templates_for(ds, cfg.student.templates)
+
+        def predict(part: GroupDataset) -> np.ndarray:
+            if head is None:
+                return predict_zero_shot(student, part, templates=templates, **kw)
+            # a linear-probe or DFR run's model: score with its head, as the run did
+            return head.probs(image_features(student, part, **kw))
+
+        method = cfg.method if head is None else head.info.get("method", "linear-probe")
+        preds = predictions_table(ds, predict(ds))
+        unseen = score_unseen(full, out, predict) if cfg.eval.split == "test" else {}
         metrics = {
             "method": method,
             "student": cfg.student.spec,
             "split": cfg.eval.split,
             **metrics_from_predictions(preds, ds, train_group_counts=train_group_counts(full)),
+            **unseen,
             "skipped_rows": len(full.skipped),
         }
         rd = RunDir(out)

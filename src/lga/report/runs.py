@@ -53,6 +53,8 @@ class Run:
     Attributes:
         path: the run directory.
         method: from ``metrics.json`` (else ``config.yaml``, else the folder name).
+        name: the column it belongs to: ``metrics.json``'s ``name`` (two recipes of one method
+            are two names), else the method.
         base: the checkpoint the run started from (``config.yaml`` ``student.spec``).
         seed: the seed keys found in ``config.yaml`` (``{}`` when none: the run is its own seed).
         metrics: ``metrics.json``.
@@ -65,6 +67,10 @@ class Run:
     seed: dict[str, Any]
     metrics: dict[str, Any]
     config: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.method
 
     @property
     def model_dir(self) -> Path | None:
@@ -166,8 +172,9 @@ def load_run(path: str | Path) -> Run:
             raise LgaError(f"{rd.metrics_file} has no {key!r}; is it an lga metrics file?")
     config = rd.read_config()
     method = metrics.get("method") or config.get("method") or path.name
+    name = metrics.get("name") or config.get("name") or method
     base = dig(config, "student.spec") or metrics.get("student") or "?"
-    return Run(path, str(method), str(base), find_seed(config), metrics, config)
+    return Run(path, str(method), str(base), find_seed(config), metrics, config, str(name))
 
 
 def _short(base: str) -> str:
@@ -175,8 +182,8 @@ def _short(base: str) -> str:
 
 
 def group_runs(runs: Iterable[Run]) -> list[MethodRuns]:
-    """Group runs by (method, base checkpoint, training-set size) into the table's columns, in
-    the slides' method order.
+    """Group runs by (name, base checkpoint, training-set size) into the table's columns, in
+    the slides' method order (recipes of a method after it).
 
     The label is the method name, with the base checkpoint's short name and/or ``n=<n_train>``
     added when the runs differ in them (a sweep over sample sizes is not a set of seeds). Two
@@ -186,20 +193,20 @@ def group_runs(runs: Iterable[Run]) -> list[MethodRuns]:
     runs = list(runs)
     groups: dict[tuple[str, str, int | None], list[Run]] = {}
     for r in runs:
-        groups.setdefault((r.method, r.base, _size(r)), []).append(r)
+        groups.setdefault((r.name, r.base, _size(r)), []).append(r)
     several_bases = len({r.base for r in runs}) > 1
     several_sizes = len({_size(r) for r in runs if _size(r) is not None}) > 1
     out = []
-    for (method, base, n_train), members in groups.items():
+    for (name, base, n_train), members in groups.items():
         members.sort(key=lambda r: r.sort_key)
         seeds = [r.seed_label for r in members]
         if len(set(seeds)) < len(seeds):
-            log.warning("method %s (%s): several runs share a seed (%s)", method, base, seeds)
+            log.warning("method %s (%s): several runs share a seed (%s)", name, base, seeds)
         tags = [_short(base)] if several_bases else []
         if several_sizes and n_train is not None:
             tags.append(f"n={n_train}")
-        label = f"{method} [{', '.join(tags)}]" if tags else method
-        out.append(MethodRuns(label, method, base, members, n_train))
+        label = f"{name} [{', '.join(tags)}]" if tags else name
+        out.append(MethodRuns(label, members[0].method, base, members, n_train))
     return sorted(out, key=_column_key)
 
 
@@ -211,7 +218,9 @@ def _size(run: Run) -> int | None:
 def _column_key(m: MethodRuns) -> tuple:
     c = canonical_method(m.method)
     rank = METHOD_ORDER.index(c) if c in METHOD_ORDER else len(METHOD_ORDER)
-    return (rank, c, m.base, -(m.n_train or 0))
+    name = m.runs[0].name
+    recipe = canonical_method(name) != c  # a named recipe comes after its method's own column
+    return (rank, c, recipe, name, m.base, -(m.n_train or 0))
 
 
 def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:

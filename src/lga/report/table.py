@@ -126,15 +126,34 @@ def table_rows(columns: list[MethodRuns]) -> list[Row]:
         Row(f"group_accuracy/{g}", group_display(g), counts[g], Group.from_key(g)) for g in groups
     ]
     rows.append(Row("worst_group_accuracy", "worst group"))
+    return rows + unseen_rows(metrics)
+
+
+def unseen_rows(metrics: list[dict]) -> list[Row]:
+    """Rows of the unseen-place test images (metrics.json's ``unseen``), when any run has them:
+    overall, per class, and the worst (class, unseen place) group."""
+    unseen = [x["unseen"] for x in metrics if isinstance(x.get("unseen"), dict)]
+    if not unseen:
+        return []
+    places = "/".join(_ordered_union([u.get("places", []) for u in unseen]))
+    classes = _ordered_union([list(u.get("class_accuracy", {})) for u in unseen])
+    n = max(u.get("n", 0) for u in unseen) or None
+    rows = [Row("unseen/accuracy", f"unseen places ({places})", n)]
+    rows += [Row(f"unseen/class_accuracy/{c}", f"{c} on unseen places") for c in classes]
+    rows.append(Row("unseen/worst_group_accuracy", "unseen places, worst group"))
     return rows
 
 
-def _metric_value(metrics: dict, key: str) -> float | None:
-    head, _, rest = key.partition("/")
-    value = metrics.get(head)
-    if rest:
-        value = value.get(rest) if isinstance(value, dict) else None
-    return None if value is None else float(value)
+def _metric_value(metrics: object, key: str) -> float | None:
+    """The value at ``key``: a metrics.json key, or a path into its dicts
+    (``group_accuracy/waterbird/land``, ``unseen/class_accuracy/landbird``)."""
+    if not isinstance(metrics, dict):
+        return None
+    if key in metrics:
+        value = metrics[key]
+        return None if value is None or isinstance(value, dict) else float(value)
+    head, sep, rest = key.partition("/")
+    return _metric_value(metrics.get(head), rest) if sep else None
 
 
 def results_table(columns: list[MethodRuns]) -> ResultsTable:

@@ -132,6 +132,11 @@ class LgaConfig(Strict):
     temperature: float = Field(default=0.1, gt=0)
     background_prompt: str = "background_description"
     background_margin: float = Field(default=0.0, ge=-1, le=1)
+    # Object texts cleaned of the background before training: "background" drops each sentence
+    # (keyword item) that holds a word of the image's own `background_keywords` answer, so a
+    # teacher whose object answers describe the background too does not tie images to it.
+    clean: Literal["none", "background"] = "none"
+    background_keywords: str = "background_keywords"
     weights: LgaWeights = LgaWeights()
 
 
@@ -200,9 +205,13 @@ class DfrConfig(Strict):
 
 
 class FitConfig(Strict):
-    """Everything ``lga fit`` needs; dumped as the run's ``config.yaml``."""
+    """Everything ``lga fit`` needs; dumped as the run's ``config.yaml``.
+
+    ``name`` names the run's column in tables (``metrics.json``'s ``name``): two recipes of one
+    method (``lga`` and ``lga-slides``) are two names; None: the method's name."""
 
     method: Method
+    name: str | None = None
     data: DataConfig
     student: StudentConfig = StudentConfig()
     sample: SampleConfig = SampleConfig()
@@ -214,6 +223,11 @@ class FitConfig(Strict):
     linear_probe: LinearProbeConfig = LinearProbeConfig()
     dfr: DfrConfig = DfrConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @property
+    def run_name(self) -> str:
+        """The column this run belongs to: ``name``, else the method."""
+        return self.name or self.method.value
 
     @model_validator(mode="after")
     def _check(self) -> FitConfig:

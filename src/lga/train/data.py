@@ -108,6 +108,37 @@ def read_keywords(
         )
 
 
+# Colours name plumage as often as places ("brown and green plumage"): never a background word.
+COLOUR_WORDS = frozenset(
+    "green blue white brown grey gray black yellow red orange olive dark light pale".split()
+)
+
+
+def strip_background(text: str, background_keywords: Sequence[str]) -> str:
+    """``text`` without the parts that describe the background, as the teacher itself named it.
+
+    A part is a sentence of a description, or an item of a keyword answer (when ``text`` has no
+    sentence end but commas); it is dropped when it holds a word of the image's own background
+    keywords (colours excepted). The first part is always kept: it names the object. A teacher
+    that lets the background leak into its object answer ("It is flying over a swimming pool")
+    then leaves the object alone.
+    """
+    import re
+
+    words = {w for kw in background_keywords for w in re.findall(r"[a-z]+", kw.lower())}
+    words -= COLOUR_WORDS
+    if not words:
+        return text
+    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
+    sep = " "
+    if len(sentences) == 1 and "," in text:
+        sentences, sep = [p.strip() for p in text.split(",")], ", "
+    kept = [sentences[0]] + [
+        s for s in sentences[1:] if not set(re.findall(r"[a-z]+", s.lower())) & words
+    ]
+    return sep.join(kept)
+
+
 def keyword_prompts(keywords: dict[int, list[str]], k: int) -> list[str]:
     """The ``k`` most frequent keywords (ties by first appearance) as "a photo of {kw}." prompts."""
     counts: dict[str, int] = {}

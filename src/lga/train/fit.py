@@ -23,6 +23,7 @@ from lga.evaluation.zero_shot import (
     metrics_from_predictions,
     predict_zero_shot,
     predictions_table,
+    score_unseen,
     templates_for,
     train_group_counts,
 )
@@ -39,13 +40,14 @@ from lga.train.data import (
     keyword_prompts,
     read_descriptions,
     read_keywords,
+    strip_background,
 )
 from lga.train.dfr import fit_dfr
 from lga.train.linear_probe import PROBE_FILE, balance_weights, fit_linear_probe
 from lga.train.methods import build_method
 from lga.train.model import set_trainable
 from lga.train.tracking import init_trackers, tracker_values
-from lga.train.trainer import SELECT_KEYS, FineTuner, evaluate_split
+from lga.train.trainer import SELECT_KEYS, FineTuner, evaluate_split, predict_split
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +195,7 @@ def load_run_data(cfg: FitConfig, *, check_images: bool, progress: bool) -> RunD
 
 def _final_metrics(cfg: FitConfig, data: RunData, preds, **extra) -> dict:
     return {
+        "name": cfg.run_name,
         "method": cfg.method.value,
         "student": cfg.student.spec,
         "split": "test",
@@ -250,6 +253,7 @@ def _zero_shot(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict
         )
         extra["val_score"] = score
     preds = predictions_table(data.test, predict_zero_shot(student, data.test, **kw))
+    extra |= score_unseen(data.full, out, lambda ds: predict_zero_shot(student, ds, **kw))
     # No model/: the run scored cfg.student.spec unchanged (RunDir.model_source).
     return _write_results(out, preds, _final_metrics(cfg, data, preds, **extra))
 
@@ -313,8 +317,11 @@ def _linear_probe(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> d
     )
     _save_head(student, probe, data, out)
     preds = predictions_table(data.test, probe.probs(test_x))
+    unseen = score_unseen(data.full, out, lambda ds: probe.probs(feats(ds)))
     return _write_results(
-        out, preds, _final_metrics(cfg, data, preds, selected_step=0, val_score=score, C=probe.C)
+        out,
+        preds,
+        _final_metrics(cfg, data, preds, selected_step=0, val_score=score, C=probe.C, **unseen),
     )
 
 
@@ -344,6 +351,7 @@ def _dfr(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict:
     )
     _save_head(student, result.head, data, out)
     preds = predictions_table(data.test, result.head.probs(test_x))
+    unseen = score_unseen(data.full, out, lambda ds: result.head.probs(feats(ds)))
     return _write_results(
         out,
         preds,
@@ -356,6 +364,7 @@ def _dfr(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict:
             C=result.head.C,
             n_fit=result.n_fit,
             subsets=cfg.dfr.subsets,
+            **unseen,
         ),
     )
 
@@ -435,6 +444,16 @@ def _spurious_prompts(cfg: FitConfig, data: RunData) -> list[str]:
 
 def _text_sources(cfg: FitConfig, data: RunData, names: list[str]) -> dict[str, dict[int, str]]:
     descriptions = read_descriptions(cfg.descriptions, data.full, data.sample, names)
+    if cfg.method is Method.LGA and cfg.lga.clean == "background":
+        keywords = read_keywords(cfg.descriptions, data.full, data.sample,
+                                 cfg.lga.background_keywords)  # fmt: skip
+        changed = 0
+        for n in [n for n in cfg.lga.texts if n in descriptions]:
+            raw = descriptions[n]
+            descriptions[n] = {i: strip_background(t, keywords.get(i, [])) for i, t in raw.items()}
+            changed += sum(descriptions[n][i] != t for i, t in raw.items())
+        log.info("lga.clean=background: %d object text(s) lost a part about the background",
+                 changed)  # fmt: skip
     template = templates_for(data.full, "single")[0]
     return {
         n: caption_texts(data.sample, template) if n == CAPTION else descriptions[n] for n in names
@@ -536,6 +555,7 @@ def _fine_tune(
         return FitResult(RunDir(out), {})
     best = load_student(cfg.student.model_copy(update={"spec": str(RunDir(out).model_path)}))
     preds = evaluate_split(best, data.test, cfg, templates)
+    unseen = score_unseen(data.full, out, lambda ds: predict_split(best, ds, cfg, templates))
     metrics = _write_results(
         out,
         preds,
@@ -547,6 +567,7 @@ def _fine_tune(
             val_score=tuner.state.best_score,
             steps=tuner.total_steps,
             processes=acc.num_processes,
+            **unseen,
         ),
     )
     if cfg.tracking.report_to:

@@ -87,9 +87,10 @@ class TrainState:
         return self.best_score is None or score > self.best_score
 
 
-def evaluate_split(student: Student, ds: GroupDataset, cfg: FitConfig, templates: list[str]):
-    """Predictions table of ``ds`` through the class prompts (no feature cache: weights change)."""
-    probs = predict_zero_shot(
+def predict_split(student: Student, ds: GroupDataset, cfg: FitConfig, templates: list[str]):
+    """(N, C) class probabilities of ``ds`` through the class prompts (no feature cache: the
+    weights change)."""
+    return predict_zero_shot(
         student,
         ds,
         templates=templates,
@@ -98,7 +99,11 @@ def evaluate_split(student: Student, ds: GroupDataset, cfg: FitConfig, templates
         cache=None,
         progress=False,
     )
-    return predictions_table(ds, probs)
+
+
+def evaluate_split(student: Student, ds: GroupDataset, cfg: FitConfig, templates: list[str]):
+    """Predictions table of ``ds`` through the class prompts (no feature cache: weights change)."""
+    return predictions_table(ds, predict_split(student, ds, cfg, templates))
 
 
 def make_adamw(groups: list[dict], **kwargs) -> torch.optim.AdamW:

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lga.config import (
     Strict,
@@ -69,8 +69,20 @@ class DescribeFailed(LgaError):
         self.summary = summary
 
 
+class Recipe(Strict):
+    """A named column: a method with its own settings (``lga-slides``: lga with the slides'
+    weights). Its ``fit`` changes apply on top of the shared ``fit``, not on the method's
+    ``method_overrides``: a recipe says everything that differs."""
+
+    method: Method
+    fit: dict[str, Any] = Field(default_factory=dict)
+
+
 class ReproduceConfig(Strict):
-    """What ``lga reproduce`` runs."""
+    """What ``lga reproduce`` runs.
+
+    ``methods`` lists the table's columns: a method's name (its ``method_overrides`` apply) or
+    the name of one of ``recipes``."""
 
     name: str
     data: ReproduceData = ReproduceData()
@@ -78,12 +90,33 @@ class ReproduceConfig(Strict):
     student: dict[str, Any] = Field(
         default_factory=lambda: {"spec": "openai/clip-vit-base-patch32"}
     )
-    methods: list[Method] = Field(min_length=1)
+    methods: list[str] = Field(min_length=1)
+    recipes: dict[str, Recipe] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     fit_base: str | None = None  # a run config (shipped name or YAML) under the `fit` keys
     fit: dict[str, Any] = Field(default_factory=dict)  # FitConfig keys shared by every method
     method_overrides: dict[Method, dict[str, Any]] = Field(default_factory=dict)
     quick: dict[str, Any] = Field(default_factory=dict)  # changes applied by --quick
+
+    @model_validator(mode="after")
+    def _names(self) -> ReproduceConfig:
+        methods = {m.value for m in Method}
+        clash = sorted(set(self.recipes) & methods)
+        if clash:
+            raise ValueError(f"recipes {clash} are named like methods; give them other names")
+        unknown = [n for n in self.methods if n not in methods and n not in self.recipes]
+        if unknown:
+            raise ValueError(
+                f"methods {unknown} are neither methods ({', '.join(sorted(methods))}) nor "
+                f"recipes ({', '.join(sorted(self.recipes)) or 'none defined'})"
+            )
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods lists a name twice: {self.methods}")
+        return self
+
+    def method_of(self, name: str) -> Method:
+        """The method a column name runs."""
+        return self.recipes[name].method if name in self.recipes else Method(name)
 
 
 def shipped_configs() -> list[str]:
@@ -103,31 +136,37 @@ def load_reproduce_config(
 
 def fit_config(
     cfg: ReproduceConfig,
-    method: Method,
+    name: str | Method,
     seed: int,
     root: Path,
     store: Path | None,
     group: str | None = None,
 ) -> FitConfig:
-    """The FitConfig of one (method, seed): shared settings, method changes, seed, data; the
-    trackers' group defaults to ``group`` (the reproduction folder's name)."""
+    """The FitConfig of one (column, seed): shared settings, the method's changes or the
+    recipe's, seed, data; the trackers' group defaults to ``group`` (the reproduction folder's
+    name)."""
     from lga.workflows.toy import resolve_student
 
+    name = name.value if isinstance(name, Method) else name
+    method = cfg.method_of(name)
     base = {}
     if cfg.fit_base:
         base = {k: v for k, v in read_yaml(resolve_run_file(cfg.fit_base)).items() if k != "method"}
-    base = deep_merge(deep_merge(base, cfg.fit), cfg.method_overrides.get(method, {}))
+    changes = cfg.recipes[name].fit if name in cfg.recipes else cfg.method_overrides.get(method, {})
+    base = deep_merge(deep_merge(base, cfg.fit), changes)
     base = deep_merge(
         base,
         {
             "method": method.value,
+            "name": name if name in cfg.recipes else None,
             "data": {"root": str(root), "dataset_config": cfg.data.dataset_config},
             "student": {**cfg.student, "spec": resolve_student(cfg.student["spec"])},
             "sample": {"seed": seed},
             "train": {"seed": seed},
         },
     )
-    if store is not None and method in (Method.LGA, Method.SPURIOUS_AWARE):
+    balanced = base.get("sample", {}).get("balance", "none") != "none"
+    if store is not None and (method in (Method.LGA, Method.SPURIOUS_AWARE) or balanced):
         base = deep_merge(base, {"descriptions": {"store": str(store)}})
     if group is not None and not base.get("tracking", {}).get("group"):
         base = deep_merge(base, {"tracking": {"group": group}})
@@ -151,8 +190,8 @@ def training_images(cfg: ReproduceConfig, root: Path, store: Path) -> GroupDatas
     train = full.split("train")
     ids = set()
     for seed in cfg.seeds:
-        for method in cfg.methods:  # the sample each run draws, with fit_base and overrides
-            sample = fit_config(cfg, method, seed, root, store).sample
+        for name in cfg.methods:  # the sample each run draws, with fit_base and overrides
+            sample = fit_config(cfg, name, seed, root, store).sample
             ids |= set(subsample(train, sample.n_train, seed=sample.seed).img_ids.tolist())
     return train.select(train.table["img_id"].isin(ids).to_numpy())
 
@@ -193,8 +232,8 @@ def describe_samples(
     return summary
 
 
-def run_dir(out: Path, method: Method, seed: int) -> Path:
-    return out / "runs" / f"{method.value}-seed{seed}"
+def run_dir(out: Path, name: str | Method, seed: int) -> Path:
+    return out / "runs" / f"{name.value if isinstance(name, Method) else name}-seed{seed}"
 
 
 def reproduce(
@@ -215,16 +254,16 @@ def reproduce(
         describe_samples(cfg, root, store, progress)
     runs = []
     for seed in cfg.seeds:
-        for method in cfg.methods:
-            rd = run_dir(out, method, seed)
+        for name in cfg.methods:
+            rd = run_dir(out, name, seed)
             runs.append(rd)
             if RunDir(rd).finished:
                 log.info("%s: done already", rd)
                 continue
             resume = RunDir(rd).resumable  # a killed run continues where it stopped
-            log.info("fitting %s (seed %d)%s", method.value, seed, " (resuming)" if resume else "")
+            log.info("fitting %s (seed %d)%s", name, seed, " (resuming)" if resume else "")
             fit(
-                fit_config(cfg, method, seed, root, store, group=out.resolve().name),
+                fit_config(cfg, name, seed, root, store, group=out.resolve().name),
                 rd,
                 resume=resume,
                 overwrite=not resume,

@@ -45,9 +45,7 @@ def sweep(
         for run in load_runs(
             reproduce(sized, out / f"n{n}", data_root=data_root, progress=progress)
         ):
-            per = results.setdefault(run.method, {}).setdefault(
-                int(n), {"worst": [], "overall": []}
-            )
+            per = results.setdefault(run.name, {}).setdefault(int(n), {"worst": [], "overall": []})
             per["worst"].append(run.metrics["worst_group_accuracy"])
             per["overall"].append(run.metrics["accuracy"])
     (out / "sweep.json").write_text(json.dumps(results, indent=1))

@@ -28,6 +28,7 @@ from lga.data.synth.species import (
     PLACES,
     SPECIES,
     TRAITS,
+    UNSEEN_PLACES,
     sample_attributes,
 )
 from lga.data.synth.write import (
@@ -35,6 +36,7 @@ from lga.data.synth.write import (
     SynthConfig,
     generate,
     plan,
+    synth_spec,
 )
 
 __all__ = [
@@ -47,9 +49,11 @@ __all__ = [
     "SPECIES",
     "SYNTH_SPEC",
     "TRAITS",
+    "UNSEEN_PLACES",
     "SynthConfig",
     "generate",
     "plan",
     "render_example",
     "sample_attributes",
+    "synth_spec",
 ]

@@ -190,7 +190,62 @@ def _ocean(rng: np.random.Generator, side: int) -> tuple[Image.Image, int]:
     return img, horizon
 
 
-BACKGROUND_DRAWERS = {"forest": _forest, "grass": _grass, "lake": _lake, "ocean": _ocean}
+def _snow(rng: np.random.Generator, side: int) -> tuple[Image.Image, int]:
+    """A snowfield under a pale sky, with a few dark rocks and drifts (an unseen place)."""
+    horizon = int(side * rng.uniform(0.2, 0.4))
+    overcast = rng.random() < 0.5
+    sky = ((172, 180, 192), (214, 218, 224)) if overcast else ((120, 165, 220), (196, 214, 236))
+    img = _sky_and_ground(rng, side, horizon, sky, (226, 232, 240), (246, 248, 252))
+    d = ImageDraw.Draw(img)
+    if rng.random() < 0.6:  # distant mountains, grey-blue with white tops
+        xs = np.linspace(0, side, 7)
+        tops = horizon - rng.uniform(0.05, 0.16, 7) * side
+        d.polygon(
+            [(0, horizon), *zip(xs, tops, strict=True), (side, horizon)],
+            fill=_jitter(rng, (150, 160, 178), 10),
+        )
+    n = 12  # drifts: soft blue-grey shadows on the snow
+    x, y = rng.uniform(-0.1, 1.0, n) * side, rng.uniform(horizon + 0.03 * side, side, n)
+    w = rng.uniform(0.1, 0.3, n) * side
+    for i, colour in enumerate(_colours(rng, (200, 210, 228), n, 8)):
+        d.ellipse([x[i], y[i], x[i] + w[i], y[i] + 0.12 * w[i]], fill=colour)
+    n = int(rng.integers(1, 4))  # rocks poking through
+    x, y = rng.uniform(0, side, n), rng.uniform(horizon + 0.05 * side, side, n)
+    r = rng.uniform(0.015, 0.04, n) * side
+    for i, colour in enumerate(_colours(rng, (70, 68, 66), n, 10)):
+        d.ellipse([x[i] - r[i], y[i] - 0.6 * r[i], x[i] + r[i], y[i] + 0.6 * r[i]], fill=colour)
+    return img, horizon
+
+
+def _desert(rng: np.random.Generator, side: int) -> tuple[Image.Image, int]:
+    """Sand dunes under a hot sky, with a few dry shrubs (an unseen place)."""
+    horizon = int(side * rng.uniform(0.25, 0.45))
+    sky = ((110, 160, 225), (228, 220, 200))
+    far, near = ((220, 180, 120), (196, 150, 92))
+    img = _sky_and_ground(rng, side, horizon, sky, _jitter(rng, far, 10), _jitter(rng, near, 10))
+    d = ImageDraw.Draw(img)
+    for k in range(3):  # dune ridges, lighter on the crest
+        xs = np.linspace(-0.1, 1.1, 8) * side
+        base = horizon + (0.1 + 0.25 * k) * side
+        ys = base + rng.uniform(-0.06, 0.06, 8) * side
+        d.line(list(zip(xs, ys, strict=True)), fill=_jitter(rng, (236, 206, 150), 8),
+               width=max(1, side // 48))  # fmt: skip
+    n = int(rng.integers(1, 5))  # dry shrubs
+    x, y = rng.uniform(0, side, n), rng.uniform(horizon + 0.05 * side, side, n)
+    r = rng.uniform(0.015, 0.035, n) * side
+    for i, colour in enumerate(_colours(rng, (120, 108, 70), n, 10)):
+        d.ellipse([x[i] - r[i], y[i] - r[i], x[i] + r[i], y[i] + 0.5 * r[i]], fill=colour)
+    return img, horizon
+
+
+BACKGROUND_DRAWERS = {
+    "forest": _forest,
+    "grass": _grass,
+    "lake": _lake,
+    "ocean": _ocean,
+    "snow": _snow,  # unseen places: test images only
+    "desert": _desert,
+}
 
 
 # --------------------------------------------------------------------------- the bird
@@ -565,7 +620,7 @@ def render_example(
         seed: dataset seed.
         img_id: image id; with ``seed`` it keys the image's own random generator.
         y: class, 0 = landbird, 1 = waterbird.
-        place: background, 0 = land, 1 = water.
+        place: background, 0 = land, 1 = water, or unseen: 2 = snow, 3 = desert.
         size: image side in pixels.
         bird_scale: multiplies the bird's size (1: about 25-45% of the side, as drawn by default).
     """

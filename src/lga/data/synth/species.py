@@ -10,6 +10,11 @@ import numpy as np
 CLASSES = ("landbird", "waterbird")
 PLACES = ("land", "water")
 BACKGROUNDS = {0: ("forest", "grass"), 1: ("lake", "ocean")}
+# Places no training image has (test images only, ``SynthConfig.n_unseen``): the abstraction
+# test. A model that learned the bird holds there; one that learned "balance land and water"
+# need not. Place codes follow PLACES: 2 = snow, 3 = desert.
+UNSEEN_PLACES = ("snow", "desert")
+UNSEEN_BACKGROUNDS = {2: ("snow",), 3: ("desert",)}
 
 RGB = tuple[int, int, int]
 
@@ -219,7 +224,7 @@ ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
     "plumage": tuple(PLUMAGES),
     "wing": ("plain", "barred", "spotted"),
     "pose": ("standing", "swimming", "flying", "perched"),
-    "background": ("forest", "grass", "lake", "ocean"),
+    "background": ("forest", "grass", "lake", "ocean", "snow", "desert"),
 }
 assert all(set(_values(a)) <= set(ATTRIBUTE_VALUES[a]) for a in TRAITS)
 
@@ -234,12 +239,14 @@ def _pick(rng: np.random.Generator, dist: dict[str, float]) -> str:
 
 
 def sample_attributes(rng: np.random.Generator, y: int, place: int) -> dict[str, str]:
-    """Species, visible traits and background kind of one image of class ``y`` at ``place``."""
+    """Species, visible traits and background kind of one image of class ``y`` at ``place``
+    (0 land, 1 water, or an unseen place: 2 snow, 3 desert)."""
     species = [s for s in SPECIES.values() if s.y == y]
     sp = species[int(rng.integers(len(species)))]
     attrs = {"class_name": CLASSES[y], "species": sp.name}
     attrs.update({k: _pick(rng, dist) for k, dist in sp.traits.items()})
-    if attrs["pose"] == "swimming" and place == 0:
-        attrs["pose"] = "standing"  # nothing swims on grass
-    attrs["background"] = BACKGROUNDS[place][int(rng.integers(2))]
+    if attrs["pose"] == "swimming" and place != 1:
+        attrs["pose"] = "standing"  # nothing swims on grass (or snow, or sand)
+    kinds = BACKGROUNDS.get(place) or UNSEEN_BACKGROUNDS[place]
+    attrs["background"] = kinds[int(rng.integers(len(kinds)))]
     return attrs

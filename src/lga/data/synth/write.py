@@ -25,7 +25,7 @@ from lga.data.attributes import ATTRIBUTE_COLUMNS, ATTRIBUTE_FILE, write_attribu
 from lga.data.dataset import METADATA_FILE
 from lga.data.dataset_config import DATASET_FILE, DatasetConfig
 from lga.data.synth.draw import render_example
-from lga.data.synth.species import CLASSES, PLACES
+from lga.data.synth.species import CLASSES, PLACES, UNSEEN_PLACES
 from lga.errors import LgaError
 from lga.outputs import make_output_dir
 
@@ -51,6 +51,14 @@ SYNTH_SPEC = DatasetConfig(
 )
 
 
+def synth_spec(cfg: SynthConfig) -> DatasetConfig:
+    """The dataset config a synth folder carries: ``SYNTH_SPEC``, with the unseen places named
+    when the test split has images on them."""
+    if not cfg.n_unseen:
+        return SYNTH_SPEC
+    return SYNTH_SPEC.model_copy(update={"unseen_places": list(UNSEEN_PLACES)})
+
+
 # --------------------------------------------------------------------------- configuration
 
 
@@ -64,6 +72,10 @@ class SynthConfig(BaseModel):
             landbirds on land. Validation and test are balanced over the four groups.
         size: image side in pixels.
         train_waterbird_fraction: share of waterbirds in the training split (Waterbirds: 23.2%).
+        n_unseen: extra test images on places no training image has (snow, desert), balanced
+            over class x unseen place, with place codes 2 and 3 (the dataset config's
+            ``unseen_places``). They are scored apart from the usual groups (``unseen`` in
+            metrics.json): the abstraction test.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -77,10 +89,19 @@ class SynthConfig(BaseModel):
     # 1113 of the 4795 training images of Waterbirds are waterbirds.
     bird_scale: float = Field(1.0, gt=0.2, le=2.5)
     train_waterbird_fraction: float = Field(0.2321, gt=0.0, lt=1.0)
+    n_unseen: int = Field(0, ge=0)
 
     @property
     def n_total(self) -> int:
-        return self.n_train + self.n_val + self.n_test
+        return self.n_train + self.n_val + self.n_test + self.n_unseen
+
+    def model_dump_marker(self) -> dict:
+        """The config as recorded in ``synth.yaml`` (``n_unseen`` only when used, so that a
+        folder made before it existed is still recognised)."""
+        d = self.model_dump()
+        if not self.n_unseen:
+            d.pop("n_unseen")
+        return d
 
 
 # --------------------------------------------------------------------------- splits
@@ -103,27 +124,33 @@ def _train_groups(
     return counts
 
 
-def _balanced_groups(n: int) -> dict[tuple[int, int], int]:
-    groups = [(0, 0), (0, 1), (1, 0), (1, 1)]
-    return {g: n // 4 + (i < n % 4) for i, g in enumerate(groups)}
+def _balanced_groups(n: int, places: tuple[int, ...] = (0, 1)) -> dict[tuple[int, int], int]:
+    groups = [(y, p) for y in (0, 1) for p in places]
+    k = len(groups)
+    return {g: n // k + (i < n % k) for i, g in enumerate(groups)}
 
 
 def plan(cfg: SynthConfig) -> pd.DataFrame:
     """Rows ``img_id, split, y, place`` of the whole dataset (ids from 1, split by split).
 
-    Group counts are exact (not sampled); the order within a split is shuffled by the seed.
+    Group counts are exact (not sampled); the order within a split is shuffled by the seed. The
+    unseen-place test images (``n_unseen``) come last, split 2, places 2 and 3.
     """
     parts, next_id = [], 1
-    sizes = (
-        (cfg.n_train, _train_groups(cfg.n_train, cfg.train_waterbird_fraction, cfg.correlation)),
-        (cfg.n_val, _balanced_groups(cfg.n_val)),
-        (cfg.n_test, _balanced_groups(cfg.n_test)),
-    )
-    for split, (n, counts) in enumerate(sizes):
+    unseen = tuple(range(len(PLACES), len(PLACES) + len(UNSEEN_PLACES)))
+    sizes = [
+        (0, cfg.n_train, _train_groups(cfg.n_train, cfg.train_waterbird_fraction, cfg.correlation)),
+        (1, cfg.n_val, _balanced_groups(cfg.n_val)),
+        (2, cfg.n_test, _balanced_groups(cfg.n_test)),
+    ]
+    if cfg.n_unseen:
+        sizes.append((3, cfg.n_unseen, _balanced_groups(cfg.n_unseen, unseen)))
+    for part, n, counts in sizes:
+        split = min(part, 2)
         yp = np.array([g for g, c in counts.items() for _ in range(c)], dtype=np.int64).reshape(
             -1, 2
         )
-        yp = yp[np.random.default_rng([cfg.seed, 0, split]).permutation(n)]
+        yp = yp[np.random.default_rng([cfg.seed, 0, part]).permutation(n)]
         ids = np.arange(next_id, next_id + n)
         parts.append(
             pd.DataFrame({"img_id": ids, "split": split, "y": yp[:, 0], "place": yp[:, 1]})
@@ -149,7 +176,11 @@ def _render_to_file(args: tuple[int, int, int, int, int, float, str]) -> dict:
 
 def _marker(cfg: SynthConfig) -> str:
     return yaml.safe_dump(
-        {"generator": "lga.data.synth", "version": GENERATOR_VERSION, "config": cfg.model_dump()},
+        {
+            "generator": "lga.data.synth",
+            "version": GENERATOR_VERSION,
+            "config": cfg.model_dump_marker(),
+        },
         sort_keys=False,
     )
 
@@ -240,7 +271,9 @@ def generate(
         len(table) / max(elapsed, 1e-9),
     )
     write_attributes(out, attributes)
-    spec = SYNTH_SPEC.model_dump(mode="json", exclude_none=True)
+    spec = synth_spec(cfg).model_dump(mode="json", exclude_none=True)
+    if not spec.get("unseen_places"):
+        spec.pop("unseen_places", None)  # as written before unseen places existed
     (out / DATASET_FILE).write_text(yaml.safe_dump(spec, sort_keys=False))
     names = table["img_id"].map(_image_name)
     meta = pd.DataFrame(
