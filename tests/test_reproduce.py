@@ -57,13 +57,14 @@ def test_config_layers_and_per_method_settings(config_file, tmp_path):
     erm = fit_config(cfg, Method.ERM, 5, tmp_path, tmp_path / "d.sqlite")
     assert lga.train.lr == 2.0e-5 and erm.train.lr != 2.0e-5
     assert lga.sample.seed == erm.sample.seed == 5 and lga.sample.n_train == 24
-    assert lga.descriptions.store is not None and erm.descriptions.store is None
+    assert lga.descriptions.store is not None and erm.descriptions.store is None  # no balance
 
 
 def test_shipped_configs_validate():
     for name in ("demo", "waterbirds-vitb32", "waterbirds-vitl14"):
         cfg = load_reproduce_config(name)
-        assert set(cfg.methods) >= {Method.ZERO_SHOT, Method.ERM, Method.LGA}
+        assert set(cfg.methods) >= {"zero-shot", "erm", "lga", "lga-slides"}
+        assert cfg.method_of("lga-slides") is Method.LGA
     quick = load_reproduce_config("demo", quick=True)
     assert quick.data.synth["n_test"] < load_reproduce_config("demo").data.synth["n_test"]
 
@@ -125,3 +126,53 @@ def test_failed_descriptions_exit_non_zero_before_fitting(config_file, tmp_path,
 def test_teacher_options_lga_sets_are_refused_in_configs(config_file):
     with pytest.raises(ConfigError, match="teacher.max_new_tokens"):
         load_reproduce_config(config_file, overrides=["teacher.options={max_tokens: 3}"])
+
+
+def test_recipes_are_named_columns_of_one_method(config_file, tmp_path):
+    recipes = "recipes={lga-plain: {method: lga, fit: {lga: {weights: {supcon: 0.0}}}}}"
+    cfg = load_reproduce_config(
+        config_file, overrides=[recipes, "methods=[zero-shot,lga,lga-plain]"]
+    )
+    plain = fit_config(cfg, "lga-plain", 0, tmp_path, tmp_path / "d.sqlite")
+    lga = fit_config(cfg, "lga", 0, tmp_path, tmp_path / "d.sqlite")
+    assert plain.method is lga.method is Method.LGA
+    assert (plain.name, plain.run_name, lga.name, lga.run_name) == (
+        "lga-plain",
+        "lga-plain",
+        None,
+        "lga",
+    )
+    assert plain.lga.weights.supcon == 0 and lga.lga.weights.supcon == 1
+    assert lga.train.lr == 2.0e-5 and plain.train.lr != 2.0e-5  # method_overrides: lga's only
+    with pytest.raises(ConfigError, match="neither methods"):
+        load_reproduce_config(config_file, overrides=["methods=[zero-shot,lga-nope]"])
+    with pytest.raises(ConfigError, match="named like methods"):
+        load_reproduce_config(config_file, overrides=["recipes={erm: {method: lga}}"])
+
+
+def test_balanced_recipe_of_erm_reads_the_store(config_file, tmp_path):
+    recipes = "recipes={erm-balanced: {method: erm, fit: {sample: {balance: background}}}}"
+    cfg = load_reproduce_config(config_file, overrides=[recipes, "methods=[erm,erm-balanced]"])
+    balanced = fit_config(cfg, "erm-balanced", 0, tmp_path, tmp_path / "d.sqlite")
+    assert balanced.descriptions.store is not None and balanced.sample.balance == "background"
+
+
+@pytest.mark.slow
+def test_sweep_over_the_teacher_fault_rate(config_file, tmp_path, capsys):
+    from lga.store.core import DescriptionStore
+
+    out = tmp_path / "tsweep"
+    args = ["sweep", str(config_file), "--over", "teacher", "--out", str(out),
+            "--kinds", "species_error", "--rates", "1", "--scales", "0,1",
+            "seeds=[0]", "methods=[zero-shot,lga]"]  # fmt: skip
+    assert main(args) == 0
+    results = json.loads((out / "teacher_sweep.json").read_text())
+    assert set(results["fixed"]) == {"zero-shot"}  # never reads the teacher: run once
+    assert set(results["curves"]["lga"]) == {"species_error-1", "llava-like-0", "llava-like-1"}
+    assert all(len(v["worst"]) == 1 for v in results["curves"]["lga"].values())
+    assert (out / "report" / "teacher_sweep.png").stat().st_size > 0
+    assert "llava-like-1" in (out / "report" / "teacher_sweep.md").read_text()
+    with DescriptionStore(out / "descriptions.sqlite", read_only=True) as s:
+        settings = {v.settings_hash for v in s.variants("object_description")}
+    assert len(settings) == 3  # one store, one variant per teacher
+    assert "species_error-1" in capsys.readouterr().out

@@ -184,6 +184,8 @@ class DescribeSummary:
         todo: items not done when the run started.
         truncated: answers cut to the teacher's length cap.
         failures: failed items by kind (``"HTTP 503"``, ``"connection refused"``...).
+        teacher, settings_hash: the store variant the answers went to (what a fit reads them by:
+            ``descriptions.teacher``, ``descriptions.settings_hash``).
     """
 
     done: int = 0
@@ -195,6 +197,8 @@ class DescribeSummary:
     elapsed_s: float = 0.0
     failures: Counter[str] = field(default_factory=Counter)
     done_elsewhere: int = 0
+    teacher: str | None = None
+    settings_hash: str | None = None
 
     def line(self) -> str:
         rate = self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
@@ -335,7 +339,12 @@ def describe(
         for p in prompts
         if (int(i), p.name, p.hash) not in finished
     ]
-    summary = DescribeSummary(skipped=len(ds) * len(prompts) - len(todo), todo=len(todo))
+    summary = DescribeSummary(
+        skipped=len(ds) * len(prompts) - len(todo),
+        todo=len(todo),
+        teacher=teacher.id,
+        settings_hash=s_hash,
+    )
     log.info(
         "%s: %d image(s) x %d prompt(s): %d to do, %d already done (settings %s)",
         teacher.id,

@@ -141,10 +141,12 @@ def fit_config(
     root: Path,
     store: Path | None,
     group: str | None = None,
+    variant: dict[str, str | None] | None = None,
 ) -> FitConfig:
     """The FitConfig of one (column, seed): shared settings, the method's changes or the
     recipe's, seed, data; the trackers' group defaults to ``group`` (the reproduction folder's
-    name)."""
+    name); ``variant`` (``{"teacher", "settings_hash"}``) picks the store's answers of this
+    config's teacher where the store holds others too."""
     from lga.workflows.toy import resolve_student
 
     name = name.value if isinstance(name, Method) else name
@@ -167,7 +169,7 @@ def fit_config(
     )
     balanced = base.get("sample", {}).get("balance", "none") != "none"
     if store is not None and (method in (Method.LGA, Method.SPURIOUS_AWARE) or balanced):
-        base = deep_merge(base, {"descriptions": {"store": str(store)}})
+        base = deep_merge(base, {"descriptions": {"store": str(store), **(variant or {})}})
     if group is not None and not base.get("tracking", {}).get("group"):
         base = deep_merge(base, {"tracking": {"group": group}})
     return resolve_config(FitConfig, base=base)
@@ -250,8 +252,10 @@ def reproduce(
     make_output_dir(out, what="reproduction folder")
     root = prepare_data(cfg, out, data_root, progress)
     store = cfg.teacher.store or (out / "descriptions.sqlite" if cfg.teacher.spec else None)
+    variant = None
     if cfg.teacher.spec:
-        describe_samples(cfg, root, store, progress)
+        done = describe_samples(cfg, root, store, progress)
+        variant = {"teacher": done.teacher, "settings_hash": done.settings_hash}
     runs = []
     for seed in cfg.seeds:
         for name in cfg.methods:
@@ -263,7 +267,7 @@ def reproduce(
             resume = RunDir(rd).resumable  # a killed run continues where it stopped
             log.info("fitting %s (seed %d)%s", name, seed, " (resuming)" if resume else "")
             fit(
-                fit_config(cfg, name, seed, root, store, group=out.resolve().name),
+                fit_config(cfg, name, seed, root, store, group=out.resolve().name, variant=variant),
                 rd,
                 resume=resume,
                 overwrite=not resume,
