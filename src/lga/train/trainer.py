@@ -320,7 +320,7 @@ class FineTuner:
             if best:
                 self.state.best_score, self.state.best_step = score, step
                 self.state.best_val = metrics
-                self.run.save_model(student.model, student.processor)
+                self.run.save_model(student.model, student.processor)  # staged until the end
             self.log.write(
                 {
                     "step": step,
