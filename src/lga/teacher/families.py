@@ -106,11 +106,12 @@ class Family:
             text=texts,
             padding=True,
             padding_side="left",
-            add_special_tokens=self._add_special_tokens(processor, texts),
+            add_special_tokens=self.add_special_tokens(processor, texts),
             return_tensors="pt",
         )
 
-    def _add_special_tokens(self, processor: Any, texts: list[str]) -> bool:
+    def add_special_tokens(self, processor: Any, texts: list[str]) -> bool:
+        """Whether the tokenizer is to add its special tokens to these rendered texts."""
         if self.prompt is PromptStyle.PLAIN:
             return False  # the processor frames the prompt itself
         bos = getattr(processor.tokenizer, "bos_token", None)

@@ -258,6 +258,7 @@ def _qwen_vl(out: Path, seed: int, kind: str) -> Path:
     text = dict(
         TEXT,
         vocab_size=len(tok),
+        bos_token_id=None,  # Qwen has no BOS token
         eos_token_id=eos,
         pad_token_id=pad,
         rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
