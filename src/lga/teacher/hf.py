@@ -156,18 +156,26 @@ class HFTeacher:
 
 def _load(model: str, dtype: Any, trust_remote_code: bool) -> tuple[Family, Any, Any]:
     """(family, processor, model) of a checkpoint; every failure one LgaError line."""
-    import transformers
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
     source, _ = resolve_model_spec(model, what="teacher checkpoint")
     kw = {"trust_remote_code": trust_remote_code}
+    family = _family(model, source, kw)
+    processor = _load_processor(model, source, family, kw)
+    net = _load_model(model, source, dtype, kw)
+    processor.tokenizer.padding_side = "left"  # generation continues from every row's right end
+    return family, processor, net
+
+
+def _family(model: str, source: str, kw: dict) -> Family:
+    """The checkpoint's family, its modules checked; an image-text-to-text model or refused."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
     try:
         config = AutoConfig.from_pretrained(source, **kw)
     except (OSError, ValueError, KeyError) as e:
         raise LgaError(f"cannot load teacher {model}: {_first_line(e)}") from e
     model_type = getattr(config, "model_type", "?")
-    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and not trust_remote_code:
+    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and not kw["trust_remote_code"]:
         arch = ", ".join(getattr(config, "architectures", None) or []) or model_type
         raise LgaError(
             f"teacher {model} is a {model_type} checkpoint ({arch}), not an image-text-to-text "
@@ -175,6 +183,12 @@ def _load(model: str, dtype: Any, trust_remote_code: bool) -> tuple[Family, Any,
         )
     family = family_for(model_type)
     family.check_installed(model)
+    return family
+
+
+def _load_processor(model: str, source: str, family: Family, kw: dict) -> Any:
+    from transformers import AutoProcessor
+
     try:
         processor = AutoProcessor.from_pretrained(source, **kw)
     except ImportError as e:
@@ -183,13 +197,21 @@ def _load(model: str, dtype: Any, trust_remote_code: bool) -> tuple[Family, Any,
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise LgaError(f"cannot load the processor of teacher {model}: {_first_line(e)}") from e
     _check_processor(model, family, processor)
+    return processor
+
+
+def _load_model(model: str, source: str, dtype: Any, kw: dict) -> Any:
+    import transformers
+    from safetensors import SafetensorError
+    from transformers import AutoModelForImageTextToText
+
     dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     try:
-        net = AutoModelForImageTextToText.from_pretrained(source, **{dtype_kw: dtype}, **kw)
+        return AutoModelForImageTextToText.from_pretrained(source, **{dtype_kw: dtype}, **kw)
+    except SafetensorError as e:  # damage the header check cannot see (a file in the hub cache)
+        raise LgaError(f"damaged weights file in teacher {model}: {_first_line(e)}") from e
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise LgaError(f"cannot load teacher {model}: {_first_line(e)}") from e
-    processor.tokenizer.padding_side = "left"  # generation continues from every row's right end
-    return family, processor, net
 
 
 def _check_processor(model: str, family: Family, processor: Any) -> None:
