@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,15 @@ def test_missing_weights_are_named(llava_copy):
     with pytest.raises(LgaError) as err:
         HFTeacher(str(llava_copy), device="cpu")
     assert str(llava_copy) in _short_line(err)
+
+
+def test_a_sentencepiece_only_tokenizer_names_the_extra(llava_copy, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sentencepiece", None)  # not importable, as if not installed
+    (llava_copy / "tokenizer.json").unlink()
+    (llava_copy / "tokenizer.model").write_bytes(b"\n\x0b")  # a sentencepiece model's place
+    with pytest.raises(LgaError, match=r"pip install 'lga\[sentencepiece\]'") as err:
+        HFTeacher(str(llava_copy), device="cpu")
+    _short_line(err)
 
 
 def test_missing_chat_template_is_named(llava_copy):

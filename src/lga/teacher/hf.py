@@ -9,9 +9,11 @@ documented default.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from lga.data.images import ImageLoadError
@@ -189,6 +191,16 @@ def _family(model: str, source: str, kw: dict) -> Family:
 def _load_processor(model: str, source: str, family: Family, kw: dict) -> Any:
     from transformers import AutoProcessor
 
+    folder = Path(source)
+    if (
+        (folder / "tokenizer.model").is_file()
+        and not (folder / "tokenizer.json").is_file()
+        and importlib.util.find_spec("sentencepiece") is None
+    ):
+        raise LgaError(
+            f"teacher {model} ships only a sentencepiece tokenizer.model, and sentencepiece is "
+            "not installed; pip install 'lga[sentencepiece]'"
+        )
     try:
         processor = AutoProcessor.from_pretrained(source, **kw)
     except ImportError as e:
