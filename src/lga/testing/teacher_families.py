@@ -82,6 +82,23 @@ def _tokens(bos: str, eos: str, pad: str, unk: str, extra: tuple[str, ...], **kw
     )
 
 
+def _named_tokenizer(specials: SpecialTokens, **named: str):
+    """A word-level tokenizer whose special tokens are also attributes (``tok.boi_token``)."""
+    from transformers import PreTrainedTokenizerFast
+
+    words = build_word_tokenizer(_corpus(), max_length=1024, specials=specials)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=words._tokenizer,
+        bos_token=specials.bos,
+        eos_token=specials.eos,
+        pad_token=specials.pad,
+        unk_token=specials.unk,
+        padding_side="left",
+        model_max_length=1024,
+        extra_special_tokens=named,
+    )
+
+
 def _ids(tok, *tokens: str) -> list[int]:
     return [tok.convert_tokens_to_ids(t) for t in tokens]
 
@@ -406,27 +423,13 @@ _GEMMA3_EXTRA = (
 
 def build_gemma3(out: Path, seed: int = 0) -> Path:
     import transformers as tf
-    from transformers import PreTrainedTokenizerFast
 
-    words = build_word_tokenizer(
-        _corpus(),
-        max_length=1024,
-        specials=_tokens("<bos>", "<eos>", "<pad>", "<unk>", _GEMMA3_EXTRA),
-    )
     # Gemma 3's tokenizer names its image tokens (tokenizer.boi_token, .image_token...).
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=words._tokenizer,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        padding_side="left",
-        model_max_length=1024,
-        extra_special_tokens={
-            "boi_token": "<start_of_image>",
-            "eoi_token": "<end_of_image>",
-            "image_token": "<image_soft_token>",
-        },
+    tok = _named_tokenizer(
+        _tokens("<bos>", "<eos>", "<pad>", "<unk>", _GEMMA3_EXTRA),
+        boi_token="<start_of_image>",
+        eoi_token="<end_of_image>",
+        image_token="<image_soft_token>",
     )
     bos, eos, pad, boi, eoi, image, eot = _ids(
         tok,
@@ -510,10 +513,13 @@ _INTERNVL_EXTRA = ("<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEX
 def build_internvl(out: Path, seed: int = 0) -> Path:
     import transformers as tf
 
-    tok = build_word_tokenizer(
-        _corpus(),
-        max_length=1024,
-        specials=_tokens("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<unk>", _INTERNVL_EXTRA),
+    # InternVL's tokenizer names its image tokens (tokenizer.context_image_token...).
+    tok = _named_tokenizer(
+        _tokens("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<unk>", _INTERNVL_EXTRA),
+        start_image_token="<img>",
+        end_image_token="</img>",
+        context_image_token="<IMG_CONTEXT>",
+        video_token="<video>",
     )
     eos, pad, image = _ids(tok, "<|im_end|>", "<|endoftext|>", "<IMG_CONTEXT>")
     config = tf.InternVLConfig(
@@ -535,7 +541,7 @@ def build_internvl(out: Path, seed: int = 0) -> Path:
         "InternVLProcessor",
         tok,
         ip,
-        CHATML_TEMPLATE.replace("{{ IMAGE }}", "<image>\n"),
+        CHATML_TEMPLATE.replace("{{ IMAGE }}", "<IMG_CONTEXT>\n"),
         {"image_seq_length": 4},
         video,
     )
