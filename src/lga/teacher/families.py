@@ -13,6 +13,10 @@ Special tokens are written once: a chat template that already writes the BOS tok
 Idefics3) is tokenized without adding special tokens again; one that does not (LLaVA) is
 tokenized with them. A family not in the table is served by :data:`GENERIC` (chat template, flat
 images), as any image-text-to-text model was before.
+
+A new family is one entry of :data:`FAMILIES`, and one tiny checkpoint builder in
+:data:`lga.testing.teacher_families.TINY_TEACHERS` for the shared tester suite
+(``tests/test_teacher_families.py``).
 """
 
 from __future__ import annotations
