@@ -15,11 +15,16 @@ goes through :class:`RunDir`::
                              (save_pretrained), or the base weights with a linear head
                              (linear_probe.safetensors: linear probe, DFR). A run without it
                              (zero-shot, eval) scored its config's ``student.spec`` unchanged.
+                             Written only when the run finishes: until then the model is
+                             staged in RUN/model.partial/, so a run that failed or stopped
+                             has no model/.
+    RUN/model.partial/       the model of a run in progress (the best so far)
     RUN/balance.json         sample.balance=background: the inferred group counts
     RUN/checkpoints/         fine-tuning with train.checkpoint_every (Accelerate save_state)
     RUN/logs/                experiment trackers (TensorBoard)
 
-A run is *finished* when ``metrics.json`` is there, *started* once it has produced anything
+A run is *finished* when ``metrics.json`` is there (its model, if any, is moved to ``model/``
+just before), *started* once it has produced anything
 beyond its ``config.yaml`` (so a folder left by a run that stopped before its first step is
 reused), and *resumable* when it holds a complete checkpoint.
 """
@@ -36,7 +41,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from lga.errors import LgaError
+from lga.errors import ConfigError, LgaError
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
@@ -48,9 +53,18 @@ BALANCE = "balance.json"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 CHECKPOINT_STATE = "trainer_state.json"  # written last into a checkpoint: it is complete
+STAGED_MODEL = "model.partial"  # the model of a run in progress, moved to model/ at the end
 
 # What a run has produced once it has started: such a run is continued or replaced, never reused.
-STARTED_FILES = (METRICS, PREDICTIONS, UNSEEN_PREDICTIONS, TRAIN_LOG, MODEL, CHECKPOINTS)
+STARTED_FILES = (
+    METRICS,
+    PREDICTIONS,
+    UNSEEN_PREDICTIONS,
+    TRAIN_LOG,
+    MODEL,
+    STAGED_MODEL,
+    CHECKPOINTS,
+)
 # Everything lga writes in a run directory (``--overwrite`` removes these and nothing else).
 LGA_FILES = (
     CONFIG,
@@ -59,6 +73,7 @@ LGA_FILES = (
     UNSEEN_PREDICTIONS,
     TRAIN_LOG,
     MODEL,
+    STAGED_MODEL,
     BALANCE,
     CHECKPOINTS,
     LOGS,
@@ -67,6 +82,8 @@ LGA_FILES = (
     UNSEEN_PREDICTIONS + ".tmp",
     MODEL + ".tmp",
     MODEL + ".old",
+    STAGED_MODEL + ".tmp",
+    STAGED_MODEL + ".old",
 )
 
 
@@ -140,6 +157,11 @@ class RunDir:
     def model_path(self) -> Path:
         """Where the run's model is (or would be) saved: ``RUN/model``."""
         return self.path / MODEL
+
+    @property
+    def staged_model_path(self) -> Path:
+        """The model of a run in progress (the best so far): ``RUN/model.partial``."""
+        return self.path / STAGED_MODEL
 
     @property
     def checkpoints(self) -> Path:
@@ -227,9 +249,32 @@ class RunDir:
     def save_model(
         self, model: Any, processor: Any, extra: Callable[[Path], None] | None = None
     ) -> Path:
-        """``RUN/model`` through a temporary folder (``extra(dir)`` adds files, e.g. a head)."""
-        save_pretrained_atomic(model, processor, self.model_path, extra)
-        return self.model_path
+        """The run's model so far, staged in :attr:`staged_model_path` (through a temporary
+        folder; ``extra(dir)`` adds files, e.g. a head) until :meth:`publish_model`."""
+        save_pretrained_atomic(model, processor, self.staged_model_path, extra)
+        return self.staged_model_path
+
+    def current_model(self) -> Path:
+        """The staged model if there is one, else ``RUN/model`` (the run's model as it is now)."""
+        staged = self.staged_model_path
+        return staged if (staged / "config.json").is_file() else self.model_path
+
+    def publish_model(self) -> None:
+        """Move the staged model to ``RUN/model``: the last step before ``metrics.json``."""
+        staged = self.staged_model_path
+        if not (staged / "config.json").is_file():
+            return
+        old = self.path / (MODEL + ".old")
+        if self.model_path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.model_path, old)
+        os.replace(staged, self.model_path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def discard_unfinished_model(self) -> None:
+        """Remove ``RUN/model`` of a run that has no ``metrics.json`` (a failed run)."""
+        if not self.finished and self.model_path.is_dir():
+            shutil.rmtree(self.model_path, ignore_errors=True)
 
     def empty(self) -> None:
         """Remove what lga wrote; refuse, naming them, if other files are there.
@@ -295,3 +340,35 @@ class RunDir:
 
     def read_train_log(self) -> list[dict]:
         return self.train_log().read()
+
+
+def run_model_spec(spec: str) -> str:
+    """A run folder given as a model: the model of a finished run, never of an unfinished one.
+
+    ``RUN`` (a folder with ``config.yaml`` and no ``config.json``) names the run's model
+    (:meth:`RunDir.model_source`); ``RUN/model`` is refused while ``RUN`` has no
+    ``metrics.json``, as is ``RUN``; any other spec is returned as it is.
+
+    Raises:
+        ConfigError: the run has not finished; the message names what is missing.
+    """
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        return spec
+    if (path / CONFIG).is_file() and not (path / "config.json").is_file():
+        rd = RunDir(path)
+        if not rd.finished:
+            raise ConfigError(_unfinished(rd))
+        return rd.model_source()
+    if path.name == MODEL and (path.parent / CONFIG).is_file():
+        rd = RunDir(path.parent)
+        if not rd.finished:
+            raise ConfigError(_unfinished(rd))
+    return spec
+
+
+def _unfinished(rd: RunDir) -> str:
+    return (
+        f"{rd.path} is a run that has not finished: no {rd.metrics_file}; continue it with "
+        "`lga fit --resume` or pass a finished run or a checkpoint folder"
+    )

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--teacher",
         required=True,
-        help="hf:<hub id or folder> | openai:<base_url>#<model> | oracle (synth datasets)",
+        help="hf:<hub id or folder> (LLaVA, Qwen-VL, Idefics3/SmolVLM, Gemma 3, PaliGemma, "
+        "InternVL...: lga.teacher.families) | openai:<base_url>#<model> | oracle (synth datasets)",
     )
     p.add_argument("--store", type=Path, required=True, help="description store file (SQLite)")
     p.add_argument(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,33 +170,25 @@ def _weights_fingerprint(spec: str, model: torch.nn.Module, revision: str | None
     return h.hexdigest()[:20]
 
 
-# A hub id: "name" or "owner/name" of letters, digits, "-", "_" and ".".
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
 def resolve_student_spec(spec: str) -> str:
     """Where a student spec points: ``toy``, a local folder, or a hub id (checked, not fetched).
 
-    ``toy`` names the shipped toy CLIP. A spec that exists on disk, or that can only be a path
-    (it starts with ``/``, ``.`` or ``~``, or is no valid hub id, like ``runs/a/model``), must
-    be a folder: a missing one is reported here, before any request to the Hub.
+    ``toy`` names the shipped toy CLIP; a run folder names its model
+    (:func:`lga.rundir.run_model_spec`: a run that has not finished is refused). A spec that
+    exists on disk, or that can only be a path (:func:`lga.hub.looks_like_path`), must be a
+    folder with sound weights: a missing one is reported here, before any request to the Hub.
 
     Raises:
-        ConfigError: the spec is a path that does not exist or is not a folder.
+        ConfigError: the spec is a path that does not exist or is not a folder, an unfinished
+            run, or a folder with a damaged weights file.
     """
+    from lga.hub import resolve_model_spec
+    from lga.rundir import run_model_spec
     from lga.workflows.toy import (
         resolve_student as resolve_toy,  # lazy: lga.workflows.toy imports this module
     )
 
-    spec = resolve_toy(spec)
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return str(path)
-    if path.exists():
-        raise ConfigError(f"student {spec}: a file, not a checkpoint folder (save_pretrained)")
-    if spec.startswith(("/", ".", "~")) or not _HUB_ID.match(spec):
-        raise ConfigError(f"student folder not found: {spec}")
-    return spec
+    return resolve_model_spec(resolve_toy(run_model_spec(spec)), what="student")[0]
 
 
 def load_student(cfg: StudentConfig | str) -> Student:

@@ -1,12 +1,15 @@
 """The transformers teacher: LLaVA (or any image-text-to-text model) on a local GPU or CPU.
 
-``AutoProcessor`` + ``LlavaForConditionalGeneration`` (``AutoModelForImageTextToText`` for other
-architectures), the processor's chat template, left padding, batched greedy generation, bf16 on
-CUDA. ``llava-hf/llava-1.5-7b-hf`` is the documented default.
+``AutoProcessor`` + ``AutoModelForImageTextToText``, left padding, batched greedy generation,
+bf16 on CUDA. How a family's prompts are written, its images laid out and what it needs installed
+is its entry in :mod:`lga.teacher.families` (LLaVA 1.5 / NeXT / OneVision, Qwen2-VL, Qwen2.5-VL,
+Qwen3-VL, Idefics3, SmolVLM, Gemma 3, PaliGemma, InternVL). ``llava-hf/llava-1.5-7b-hf`` is the
+documented default.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -15,7 +18,9 @@ from typing import Any
 
 from lga.data.images import ImageLoadError
 from lga.errors import ConfigError, LgaError
+from lga.hub import resolve_model_spec
 from lga.teacher.base import FailureKind, Outcome, Results, WorkItem
+from lga.teacher.families import FAMILIES, Family, PromptStyle, family_for
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +80,9 @@ class HFTeacher:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.device, self.dtype = _resolve_device(device)
-        self.processor, self.model = _load(model, self.dtype, trust_remote_code)
+        self.family, self.processor, self.model = _load(model, self.dtype, trust_remote_code)
+        if self.family.prompt is PromptStyle.PLAIN:  # the prompt's frame changes the answers
+            self.settings["prompt_format"] = self.family.plain_format
         self.model.to(self.device).eval()
         log.info("teacher %s on %s (%s)", self.id, self.device, self.dtype)
 
@@ -129,13 +136,7 @@ class HFTeacher:
         """Greedy answers to (image, prompt) pairs, one ``generate`` call."""
         import torch
 
-        chats = [
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]}]
-            for p in prompts
-        ]
-        texts = [self.processor.apply_chat_template(c, add_generation_prompt=True) for c in chats]
-        inputs = self.processor(images=images, text=texts, padding=True, return_tensors="pt")
-        inputs = inputs.to(self.device, self.dtype)
+        inputs = self.encode(images, prompts).to(self.device, self.dtype)
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs,
@@ -146,37 +147,96 @@ class HFTeacher:
         new = out[:, inputs["input_ids"].shape[1] :]  # (B, T_new): only the generated tokens
         return [t.strip() for t in self.processor.batch_decode(new, skip_special_tokens=True)]
 
+    def encode(self, images: list, prompts: list[str]):
+        """The processor's left-padded batch for (image, prompt) pairs, in the family's way."""
+        return self.family.encode(self.processor, images, prompts)
+
     def _pad_id(self) -> int | None:
         tok = self.processor.tokenizer
         return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
-def _load(model: str, dtype: Any, trust_remote_code: bool) -> tuple[Any, Any]:
-    import transformers
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
-    if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
-        raise LgaError(f"teacher checkpoint folder not found: {model}")
+def _load(model: str, dtype: Any, trust_remote_code: bool) -> tuple[Family, Any, Any]:
+    """(family, processor, model) of a checkpoint; every failure one LgaError line."""
+    source, _ = resolve_model_spec(model, what="teacher checkpoint")
     kw = {"trust_remote_code": trust_remote_code}
+    family = _family(model, source, kw)
+    processor = _load_processor(model, source, family, kw)
+    net = _load_model(model, source, dtype, kw)
+    processor.tokenizer.padding_side = "left"  # generation continues from every row's right end
+    return family, processor, net
+
+
+def _family(model: str, source: str, kw: dict) -> Family:
+    """The checkpoint's family, its modules checked; an image-text-to-text model or refused."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
     try:
-        config = AutoConfig.from_pretrained(model, **kw)
-        processor = AutoProcessor.from_pretrained(model, **kw)
-        cls = (
-            transformers.LlavaForConditionalGeneration
-            if config.model_type == "llava"
-            else AutoModelForImageTextToText
-        )
-        dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-        net = cls.from_pretrained(model, **{dtype_kw: dtype}, **kw)
+        config = AutoConfig.from_pretrained(source, **kw)
     except (OSError, ValueError, KeyError) as e:
-        raise LgaError(f"cannot load teacher model {model!r}: {e}") from e
-    tokenizer = getattr(processor, "tokenizer", None)
-    if tokenizer is None or not hasattr(processor, "apply_chat_template"):
+        raise LgaError(f"cannot load teacher {model}: {_first_line(e)}") from e
+    model_type = getattr(config, "model_type", "?")
+    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and not kw["trust_remote_code"]:
+        arch = ", ".join(getattr(config, "architectures", None) or []) or model_type
         raise LgaError(
-            f"{model!r}: the processor has no tokenizer/chat template; not a "
-            "chat vision-language checkpoint"
+            f"teacher {model} is a {model_type} checkpoint ({arch}), not an image-text-to-text "
+            f"model; teachers are {', '.join(f.name for f in FAMILIES.values())}"
         )
-    if getattr(processor, "chat_template", None) is None:
-        raise LgaError(f"{model!r}: the processor has no chat template (chat_template.jinja)")
-    tokenizer.padding_side = "left"  # generation continues from the right end of every row
-    return processor, net
+    family = family_for(model_type)
+    family.check_installed(model)
+    return family
+
+
+def _load_processor(model: str, source: str, family: Family, kw: dict) -> Any:
+    from transformers import AutoProcessor
+
+    folder = Path(source)
+    if (
+        (folder / "tokenizer.model").is_file()
+        and not (folder / "tokenizer.json").is_file()
+        and importlib.util.find_spec("sentencepiece") is None
+    ):
+        raise LgaError(
+            f"teacher {model} ships only a sentencepiece tokenizer.model, and sentencepiece is "
+            "not installed; pip install 'lga[sentencepiece]'"
+        )
+    try:
+        processor = AutoProcessor.from_pretrained(source, **kw)
+    except ImportError as e:
+        hint = f"; pip install 'lga[{family.extra}]'" if family.extra else ""
+        raise LgaError(f"teacher {model}: its processor needs {_first_line(e)}{hint}") from e
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise LgaError(f"cannot load the processor of teacher {model}: {_first_line(e)}") from e
+    _check_processor(model, family, processor)
+    return processor
+
+
+def _load_model(model: str, source: str, dtype: Any, kw: dict) -> Any:
+    import transformers
+    from safetensors import SafetensorError
+    from transformers import AutoModelForImageTextToText
+
+    dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    try:
+        return AutoModelForImageTextToText.from_pretrained(source, **{dtype_kw: dtype}, **kw)
+    except SafetensorError as e:  # damage the header check cannot see (a file in the hub cache)
+        raise LgaError(f"damaged weights file in teacher {model}: {_first_line(e)}") from e
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise LgaError(f"cannot load teacher {model}: {_first_line(e)}") from e
+
+
+def _check_processor(model: str, family: Family, processor: Any) -> None:
+    if getattr(processor, "tokenizer", None) is None:
+        raise LgaError(f"teacher {model}: the processor has no tokenizer")
+    if family.prompt is PromptStyle.CHAT and getattr(processor, "chat_template", None) is None:
+        raise LgaError(
+            f"teacher {model}: the processor has no chat template (chat_template.jinja); "
+            "a base model needs a plain prompt format in lga.teacher.families"
+        )
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    line = text.splitlines()[0]
+    return line if len(line) <= 300 else line[:297] + "..."

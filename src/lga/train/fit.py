@@ -212,6 +212,7 @@ def _final_metrics(cfg: FitConfig, data: RunData, preds, **extra) -> dict:
 def _write_results(out: Path, preds, metrics: dict) -> dict:
     rd = RunDir(out)
     rd.write_predictions(preds)
+    rd.publish_model()  # the staged model becomes RUN/model just before metrics.json
     rd.write_metrics(metrics)
     log.info(
         "wrote %s/metrics.json: accuracy %.2f%%, worst group %.2f%% (%s)",
@@ -553,7 +554,7 @@ def _fine_tune(
         return FitResult(RunDir(out), {}, stopped_at_step=tuner.state.step)
     if not acc.is_main_process:
         return FitResult(RunDir(out), {})
-    best = load_student(cfg.student.model_copy(update={"spec": str(RunDir(out).model_path)}))
+    best = load_student(cfg.student.model_copy(update={"spec": str(RunDir(out).current_model())}))
     preds = evaluate_split(best, data.test, cfg, templates)
     unseen = score_unseen(data.full, out, lambda ds: predict_split(best, ds, cfg, templates))
     metrics = _write_results(
@@ -620,9 +621,14 @@ def fit(
     """
     out = Path(out)
     resolve_student_spec(cfg.student.spec)  # a missing folder fails here, before any output
-    # A bad --out fails here too; a run that fails before producing anything leaves no folder.
+    # A bad --out fails here too; a run that fails before producing anything leaves no folder,
+    # and a run that fails later leaves no model/ (its model is staged until metrics.json).
     with output_dir(out, what="run folder"):
-        return _fit(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+        try:
+            return _fit(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+        except BaseException:
+            RunDir(out).discard_unfinished_model()
+            raise
 
 
 def _fit(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool, progress: bool) -> FitResult:

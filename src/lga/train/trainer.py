@@ -6,7 +6,8 @@ embeddings are gathered with gradients (:func:`lga.train.losses.gather_with_grad
 process computes the loss of the whole micro-batch, and contrastive negatives span it.
 
 Validation runs every ``eval.every`` steps (or each epoch) on the main process; the best state
-by ``eval.select_by`` is written to ``RUN/model/`` (``save_pretrained``) when it improves.
+by ``eval.select_by`` is written to ``RUN/model.partial/`` (``save_pretrained``) when it
+improves, and becomes ``RUN/model/`` when the run finishes (``RunDir.publish_model``).
 ``accelerator.save_state`` checkpoints go to ``RUN/checkpoints/step_<n>/`` every
 ``train.checkpoint_every`` steps, with ``trainer_state.json`` (step, best score, best step); a
 checkpoint directory appears only once complete (written under a temporary name, then renamed).
@@ -312,7 +313,7 @@ class FineTuner:
         return predictions_table(self.val, probs)
 
     def validate(self) -> None:
-        """Validation on the main process; the best state so far goes to ``RUN/model/``."""
+        """Validation on the main process; the best state so far goes to ``RUN/model.partial/``."""
         step = self.state.step
         if self.acc.is_main_process:
             student = self._eval_student()
@@ -325,7 +326,7 @@ class FineTuner:
             if best:
                 self.state.best_score, self.state.best_step = score, step
                 self.state.best_val = metrics
-                self.run.save_model(student.model, student.processor)
+                self.run.save_model(student.model, student.processor)  # staged until the end
             self.log.write(
                 {
                     "step": step,
