@@ -126,10 +126,11 @@ def prepare_run_dir(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool)
 
     Raises:
         LgaError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set,
-            ``resume`` is asked with a configuration different from the run's, ``overwrite``
-            would remove files lga did not write, or ``out`` cannot be written.
+            ``resume`` is asked with a configuration different from the run's, ``out`` holds
+            names lga writes but no config.yaml of lga's, or ``out`` cannot be written.
     """
     rd = RunDir(out)
+    rd.check_owned()  # never replace (or, with overwrite, remove) what lga did not write
     saved = rd.config_file
     if resume and saved.is_file():
         diff = _config_diff(
@@ -599,6 +600,7 @@ def fit(
     """
     out = Path(out)
     resolve_student_spec(cfg.student.spec)  # a missing folder fails here, before any output
+    RunDir(out).check_owned()  # and a folder holding the user's model/ or metrics.json
     # A bad --out fails here too; a run that fails before producing anything leaves no folder.
     with output_dir(out, what="run folder"):
         return _fit(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
