@@ -520,6 +520,18 @@ class DescriptionStore:
         return {(int(i), p, h) for i, p, h in rows}
 
     @_guarded
+    def done_texts(
+        self, dataset: str, teacher: str, settings_hash: str
+    ) -> dict[tuple[int, str, str], str | None]:
+        """Like :meth:`done_keys`, each key with its text."""
+        rows = self._query(
+            "SELECT img_id, prompt, prompt_hash, text FROM descriptions WHERE dataset=? AND "
+            "teacher=? AND settings_hash=? AND status=?",
+            (dataset, teacher, settings_hash, DONE),
+        )
+        return {(int(i), p, h): t for i, p, h, t in rows}
+
+    @_guarded
     def variants(self, prompt: str | None = None) -> list[Variant]:
         """The (dataset, teacher, settings, prompt text) combinations with done rows."""
         where, params = ("AND d.prompt=?", [prompt]) if prompt else ("", [])
