@@ -184,3 +184,24 @@ def test_a_conflicting_reimport_is_refused_naming_the_row(env, tmp_path, capsys)
     twice = [*rows, {**rows[0], "text": "another text"}]
     assert _import(env, _write(tmp_path / "c.jsonl", twice), tmp_path / "new.sqlite") == 1
     assert "line 5: another text for img_id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name, content, why",
+    [
+        ("x.parquet", b"not parquet", "cannot read {} as Parquet: Could not open Parquet"),
+        (
+            "x.csv",
+            b'img_id,prompt,text\n1,"open quote\n',
+            "cannot read {} as CSV: Error tokenizing",
+        ),
+        ("x.csv", b"\xff\xfeimg_id", "cannot read {} as CSV: 'utf-8' codec can't decode"),
+        ("x.jsonl", b"\xff\xfe{}", "cannot read {} as JSON Lines: 'utf-8' codec"),
+    ],
+)
+def test_an_unreadable_file_is_one_clear_line(env, tmp_path, capsys, name, content, why):
+    file = tmp_path / name
+    file.write_bytes(content)
+    assert _import(env, file, tmp_path / "s.sqlite") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: " + why.format(file)), err

@@ -72,6 +72,17 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
         raise LgaError(f"cannot import {path}: the name must end with one of {IMPORT_FORMATS}")
     if not path.is_file():
         raise LgaError(f"{path}: file not found")
+    try:
+        return _read(path)
+    except DataError:
+        raise
+    except (ValueError, OSError) as e:  # not Parquet, bad CSV quoting, not UTF-8 ...
+        kind = {".jsonl": "JSON Lines", ".parquet": "Parquet", ".csv": "CSV"}[path.suffix]
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"cannot read {path} as {kind}: {reason}") from e
+
+
+def _read(path: Path) -> tuple[pd.DataFrame, list[str]]:
     if path.suffix == ".jsonl":
         records, where = [], []
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
