@@ -44,7 +44,7 @@ from lga.train.dfr import fit_dfr
 from lga.train.linear_probe import PROBE_FILE, balance_weights, fit_linear_probe
 from lga.train.methods import build_method
 from lga.train.model import set_trainable
-from lga.train.tracking import init_trackers, tracker_values
+from lga.train.tracking import check_trackers, init_trackers, tracker_values
 from lga.train.trainer import SELECT_KEYS, FineTuner, evaluate_split
 
 log = logging.getLogger(__name__)
@@ -601,6 +601,7 @@ def fit(
     out = Path(out)
     resolve_student_spec(cfg.student.spec)  # a missing folder fails here, before any output
     RunDir(out).check_owned()  # and a folder holding the user's model/ or metrics.json
+    check_trackers(cfg.tracking.report_to)  # a tracker that cannot start stops the run here
     # A bad --out fails here too; a run that fails before producing anything leaves no folder.
     with output_dir(out, what="run folder"):
         return _fit(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
