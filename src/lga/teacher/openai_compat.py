@@ -37,6 +37,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import os
 import queue
 import random
@@ -188,6 +189,8 @@ RESERVED_OPTIONS = {
     "max_completion_tokens": "use --max-new-tokens (sent as max_tokens)",
     "temperature": "lga decodes greedily (temperature 0) so that a stored answer is reproducible",
     "stream": "lga reads whole (non-streamed) answers",
+    "n": "lga stores one answer per image and prompt (several completions would be paid for "
+    "and dropped)",
 }
 _OPTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
@@ -203,7 +206,23 @@ def check_request_options(options: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"bad teacher option name {key!r}")
         if key in RESERVED_OPTIONS:
             raise ConfigError(f"teacher option {key!r} is set by lga: {RESERVED_OPTIONS[key]}")
+        if not _finite(options[key]):
+            raise ConfigError(
+                f"teacher option {key!r}: {options[key]!r} holds a number that is not finite "
+                "(NaN or infinite: JSON has none, and a server would reject it)"
+            )
     return dict(options)
+
+
+def _finite(value: Any) -> bool:
+    """False when ``value`` (or a number inside a list or dict of it) is NaN or infinite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
 
 
 def parse_request_options(pairs: Iterable[str]) -> dict[str, Any]:
