@@ -493,3 +493,18 @@ def test_cli_end_to_end(fit_env, tmp_path, capsys):
         )
         for k in changed
     )
+
+
+def test_saved_model_files_get_the_mode_of_the_umask(fit_env, tmp_path):
+    import os
+    import stat
+
+    cfg = make_cfg(fit_env, "linear-probe")
+    old = os.umask(0o022)
+    try:
+        fit(cfg, tmp_path / "run", progress=False)
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "run" / "model").iterdir() if p.is_file()]
+    assert "model.safetensors" in {p.name for p in files}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o644 for p in files}

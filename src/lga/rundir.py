@@ -35,6 +35,7 @@ import pandas as pd
 import yaml
 
 from lga.errors import LgaError
+from lga.outputs import honour_umask
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def save_pretrained_atomic(
     processor.save_pretrained(tmp)
     if extra is not None:
         extra(tmp)
+    honour_umask(tmp)
     old = path.with_name(path.name + ".old")
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
