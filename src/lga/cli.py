@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except DataError as e:
         code = _error(str(e), args.verbose)
+        if not e.listed:
+            return code
         for p in e.problems[:50]:
             print(f"  {p}", file=sys.stderr)
         if len(e.problems) > 50:
