@@ -155,7 +155,7 @@ def test_long_texts_are_cut_and_marked_as_describe_does(env, tmp_path, capsys):
 @pytest.mark.parametrize(
     "suffix, text, kind",
     [(".jsonl", ["a", "bird"], "list"), (".jsonl", {"a": 1}, "struct"), (".parquet", ["a"], "list"),
-     (".parquet", {"a": 1}, "struct")],
+     (".parquet", {"a": 1}, "struct"), (".jsonl", 5, "number")],
 )  # fmt: skip
 def test_text_must_be_a_string(env, tmp_path, capsys, suffix, text, kind):
     rows = _minimal_rows(env["data"])[:2]

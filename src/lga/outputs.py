@@ -55,7 +55,13 @@ def output_dir(path: str | Path, *, what: str = "output folder") -> Iterator[Pat
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    try:  # Linux says it without changing it (os.umask sets it, for a moment, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

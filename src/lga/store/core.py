@@ -1007,7 +1007,6 @@ def _recover_table(
     if garbled:
         damaged = True
         log.warning("%s: %d row(s) with garbled text left out", table, len(garbled))
-    rows = {_decoded(k) or k: v for k, v in rows.items()}
     with dst.transaction() as con:
         con.executemany(
             f"INSERT OR IGNORE INTO {table} ({', '.join(wanted)}) "

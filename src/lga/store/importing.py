@@ -121,6 +121,17 @@ def _img_id(value: Any) -> int | None:
     return None
 
 
+def _kind(value: Any) -> str:
+    """What a non-string text is, in the words of JSON and Parquet."""
+    if isinstance(value, dict):
+        return "a struct"
+    if isinstance(value, list | tuple | np.ndarray):
+        return "a list"
+    if isinstance(value, bool | np.bool_):
+        return "a boolean"
+    return "a number" if isinstance(value, int | float | np.number) else f"a {type(value).__name__}"
+
+
 def _blank(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or (str(v).strip() == "")
 
@@ -176,6 +187,7 @@ def import_descriptions(
     has = set(df.columns)
     problems, rows, skipped, other_keys = [], [], 0, set()
     places: list[str] = []  # each row's place in the file
+    n_cut = 0  # texts cut to MAX_TEXT_CHARS
     import_settings: dict[str, dict] = {}
     prompt_texts: dict[tuple[str, str], str] = {}
     for rec, at in zip(df.to_dict("records"), where, strict=True):
@@ -194,14 +206,14 @@ def import_descriptions(
             fault.append(f"prompt {name!r} is not in the prompt set (it has {sorted(by_name)})")
         text = rec["text"]
         if not isinstance(text, str) and not _blank(text):
-            kind = "list" if isinstance(text, list | tuple | np.ndarray) else type(text).__name__
-            fault.append(f"text is a {'struct' if isinstance(text, dict) else kind}, not a string")
+            fault.append(f"text is {_kind(text)}, not a string")
         elif _blank(text):
             fault.append("empty text")
         if fault:
             problems.append(f"{path}: {at}: " + "; ".join(fault))
             continue
         prompt, cut = by_name[name], len(text) > MAX_TEXT_CHARS
+        n_cut += cut
         text = text[:MAX_TEXT_CHARS]
         who = default_teacher if "teacher" not in has or _blank(rec["teacher"]) else rec["teacher"]
         if "settings_hash" in has and not _blank(rec["settings_hash"]):
@@ -254,10 +266,9 @@ def import_descriptions(
             sorted(other_keys),
             key,
         )
-    cut = sum(r.truncated and len(r.text or "") == MAX_TEXT_CHARS for r in rows)
-    if cut:
+    if n_cut:
         log.warning("%s: %d text(s) longer than %d characters cut and marked truncated",
-                    path, cut, MAX_TEXT_CHARS)  # fmt: skip
+                    path, n_cut, MAX_TEXT_CHARS)  # fmt: skip
     with DescriptionStore(store_path) as store:
         done: dict[tuple, str | None] = {}
         for who, h in {(r.teacher, r.settings_hash) for r in rows}:
@@ -285,7 +296,7 @@ def import_descriptions(
         already=len(new) - added,
         skipped_failed=skipped,
         teachers=sorted({r.teacher for r in rows}),
-        truncated=cut,
+        truncated=n_cut,
     )
 
 
