@@ -433,7 +433,7 @@ def test_fit_failing_before_its_first_step_leaves_no_run(fit_env, tmp_path):
     assert not out.exists()
     # A folder left by a run killed before its first step (config.yaml alone) is reused as is.
     out.mkdir()
-    (out / "config.yaml").write_text("method: lga\n")
+    RunDir(out).write_config(make_cfg(fit_env, "erm"))
     fit(make_cfg(fit_env, "zero-shot"), out, progress=False)
     assert (out / "metrics.json").is_file()
     assert yaml.safe_load((out / "config.yaml").read_text())["method"] == "zero-shot"
