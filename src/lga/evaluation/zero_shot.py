@@ -156,6 +156,7 @@ def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
     from lga.student.model import resolve_student_spec
 
     resolve_student_spec(cfg.student.spec)  # a missing folder fails before any work
+    RunDir(out).check_owned()  # never replace a metrics.json or config.yaml of the user's
     with output_dir(out, what="--out folder"):
         full = load_dataset(
             cfg.data.root,

@@ -180,7 +180,8 @@ def resolve_student_spec(spec: str) -> str:
 
     Raises:
         ConfigError: the spec is a path that does not exist or is not a folder, an unfinished
-            run, or a folder with a damaged weights file.
+            run, a folder with a damaged weights file, or one that lacks a part
+            (:func:`check_saved_model`).
     """
     from lga.hub import resolve_model_spec
     from lga.rundir import run_model_spec
@@ -188,7 +189,62 @@ def resolve_student_spec(spec: str) -> str:
         resolve_student as resolve_toy,  # lazy: lga.workflows.toy imports this module
     )
 
-    return resolve_model_spec(resolve_toy(run_model_spec(spec)), what="student")[0]
+    spec, local = resolve_model_spec(resolve_toy(run_model_spec(spec)), what="student")
+    if local:
+        check_saved_model(spec)
+    return spec
+
+
+# What a saved folder needs to be scored as it was saved: each part and the files that give it.
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
+def _has_image_processor(path: Path) -> bool:
+    if (path / "preprocessor_config.json").is_file():
+        return True
+    try:
+        return "image_processor" in json.loads((path / "processor_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def check_saved_model(path: str | Path) -> None:
+    """Refuse a local checkpoint folder that lacks a part it needs to be scored as saved.
+
+    transformers loads a folder without its tokenizer files as a tokenizer of two tokens, and
+    scores every prompt alike; without weights or an image processor it fails deep inside.
+
+    Raises:
+        ConfigError: naming the folder and every missing part (config.json, weights, tokenizer,
+            image processor) with the files that would give it.
+    """
+    path = Path(path)
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any((path / f).is_file() for f in _WEIGHT_FILES):
+        missing.append(f"weights ({' or '.join(_WEIGHT_FILES[::2])})")
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        missing.append(f"tokenizer ({', '.join(_TOKENIZER_FILES[:3])} ...)")
+    if not _has_image_processor(path):
+        missing.append("image processor (preprocessor_config.json or processor_config.json)")
+    if missing:
+        raise ConfigError(
+            f"student folder {path} cannot be scored as saved: no {'; no '.join(missing)}"
+        )
 
 
 def load_student(cfg: StudentConfig | str) -> Student:
