@@ -53,7 +53,9 @@ class Tower:
 
     Attributes:
         body: the model attribute holding the tower (``vision_model``).
-        layers: path in ``body`` of the ``ModuleList`` of its blocks (``encoder.layers``).
+        layers: paths in ``body`` of the ``ModuleList`` of its blocks (``encoder.layers``), the
+            first found is used (a module may rename it between transformers versions); empty:
+            the usual paths.
         after: paths in ``body`` of what runs after the blocks (final norms, pooling heads):
             trained with ``trainable=last_k``.
         heads: paths in the *model* of what maps the tower's output into the joint space
@@ -63,7 +65,7 @@ class Tower:
     """
 
     body: str
-    layers: str | None = None
+    layers: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
     heads: tuple[str, ...] = ()
     unused: tuple[str, ...] = ()
@@ -146,18 +148,20 @@ def text_config(model: nn.Module):
 
 # The generic towers: CLIP's attribute names, blocks found among _LAYER_PATHS.
 _GENERIC_TOWERS: dict[Side, Tower] = {
-    "vision": Tower("vision_model", None, ("post_layernorm", "head"), ("visual_projection",)),
-    "text": Tower("text_model", None, ("final_layer_norm", "head"), ("text_projection",)),
+    "vision": Tower("vision_model", (), ("post_layernorm", "head"), ("visual_projection",)),
+    "text": Tower("text_model", (), ("final_layer_norm", "head"), ("text_projection",)),
 }
-_CLIP_VISION = Tower("vision_model", "encoder.layers", ("post_layernorm",), ("visual_projection",))
-_CLIP_TEXT = Tower("text_model", "encoder.layers", ("final_layer_norm",), ("text_projection",))
+_LAYERS = ("encoder.layers",)
+_BERT_LAYERS = ("encoder.layer", "encoder.layers")
+_CLIP_VISION = Tower("vision_model", _LAYERS, ("post_layernorm",), ("visual_projection",))
+_CLIP_TEXT = Tower("text_model", _LAYERS, ("final_layer_norm",), ("text_projection",))
 _SIGLIP = dict(
     padding="max_length",
     text_inputs=("input_ids",),
     bias="logit_bias",
     loss="sigmoid",
-    vision=Tower("vision_model", "encoder.layers", ("post_layernorm", "head"), ("vision_model.head",)),  # noqa: E501
-    text=Tower("text_model", "encoder.layers", ("final_layer_norm", "head"), ("text_model.head",)),
+    vision=Tower("vision_model", _LAYERS, ("post_layernorm", "head"), ("vision_model.head",)),
+    text=Tower("text_model", _LAYERS, ("final_layer_norm", "head"), ("text_model.head",)),
 )  # fmt: skip
 
 FAMILIES: tuple[Family, ...] = (
@@ -171,9 +175,9 @@ FAMILIES: tuple[Family, ...] = (
         "ALIGN",
         scale="temperature",
         vision=Tower(
-            "vision_model", "encoder.blocks", (), ("vision_model.encoder.blocks.-1.projection",)
+            "vision_model", ("encoder.blocks",), (), ("vision_model.encoder.blocks.-1.projection",)
         ),
-        text=Tower("text_model", "encoder.layer", (), ("text_projection",), unused=("pooler",)),
+        text=Tower("text_model", _BERT_LAYERS, (), ("text_projection",), unused=("pooler",)),
         model_types=("align",),
     ),
     Family(
@@ -181,14 +185,17 @@ FAMILIES: tuple[Family, ...] = (
         position_offset="xlm_roberta",
         vision=_CLIP_VISION,
         text=Tower(
-            "text_model", "roberta.encoder.layer", ("pre_LN", "transformation"), ("text_projection",)  # noqa: E501
+            "text_model",
+            ("roberta.encoder.layer", "roberta.encoder.layers"),
+            ("pre_LN", "transformation"),
+            ("text_projection",),
         ),
         model_types=("altclip",),
     ),
     Family(
         "ChineseCLIP",
         vision=_CLIP_VISION,
-        text=Tower("text_model", "encoder.layer", (), ("text_projection",)),
+        text=Tower("text_model", _BERT_LAYERS, (), ("text_projection",)),
         model_types=("chinese_clip",),
     ),
 )  # fmt: skip
@@ -250,7 +257,7 @@ def encoder_layers(family: Family, model: nn.Module, side: Side) -> nn.ModuleLis
     """
     tower = family.tower(side)
     body = module_at(model, tower.body)
-    paths = (tower.layers,) if tower.layers else _LAYER_PATHS
+    paths = tower.layers or _LAYER_PATHS
     for path in paths:
         layers = module_at(body, path) if body is not None else None
         if isinstance(layers, nn.ModuleList) and len(layers):
