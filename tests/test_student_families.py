@@ -78,6 +78,7 @@ def test_loads_as_its_family(case, student):
     assert student.max_text_length == case.max_text_length
     tokens = student.tokenize([SHORT, LONG])
     width = tokens["input_ids"].shape[1]
+    assert tokens["attention_mask"][:, 0].all()  # padded on the right, as trained
     if case.fixed_text_length:  # padded to the trained length whatever the batch
         assert width == case.fixed_text_length
     else:  # padded to the longest text of the batch
@@ -210,6 +211,48 @@ def test_sigmoid_families_train_with_the_sigmoid_loss():
     )
 
 
+def test_the_models_own_loss_is_lgas(case, student):
+    """SigLIP's loss as the model computes it (return_loss) is losses.siglip_loss; CLIP's is
+    losses.clip_loss (ALIGN's own adds label smoothing: not compared)."""
+    if case.model_type not in ("clip", "siglip", "siglip2"):
+        pytest.skip("the model's own loss is neither CLIP's nor SigLIP's")
+    images, texts = _images(2), [SHORT, LONG]
+    tokens = student.tokenize(texts)
+    inputs = {**student.image_inputs(images), **{k: tokens[k] for k in student.family.text_inputs}}
+    with torch.no_grad():
+        theirs = student.model(**inputs, return_loss=True).loss
+    u, v = student.encode_images(images), student.encode_texts(texts)
+    scale, bias = student.logit_scale(), student.logit_bias()
+    if case.sigmoid:
+        ours = losses.siglip_loss(u, v, logit_scale=scale, logit_bias=bias)
+    else:
+        ours = losses.clip_loss(u, v, logit_scale=scale)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["auto", "softmax"])
+def test_the_trainer_scores_with_the_family_scale_bias_and_loss(
+    case, loss, checkpoints, fit_data, tmp_path
+):
+    from lga.train.fit import build_fine_tuner, load_run_data, make_accelerator, release_accelerator
+
+    cfg = _fit_cfg(checkpoints(case.name), fit_data, "erm", f"train.image_text_loss={loss}")
+    acc = make_accelerator(cfg, tmp_path)
+    try:
+        tuner = build_fine_tuner(cfg, load_run_data(cfg, check_images=False, progress=False),
+                                 tmp_path, acc, progress=False)  # fmt: skip
+        batches = tuner.batches()
+        e = tuner.embed(*next(batches))
+        batches.close()
+    finally:
+        release_accelerator(acc)
+    assert e.sigmoid == (case.sigmoid and loss == "auto")
+    model = tuner.student.model
+    assert float(e.logit_scale) == pytest.approx(float(family_of(model).logit_scale(model)))
+    assert float(e.logit_bias) == pytest.approx(float(family_of(model).logit_bias(model)))
+    assert e.image.shape[0] == 8 and e.class_prompts.shape[0] == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading failures
 
@@ -280,7 +323,7 @@ def test_zero_shot_through_lga_eval(case, checkpoints, fit_data, tmp_path):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def _fit_cfg(case_dir: Path, fit_data: dict, method: str) -> FitConfig:
+def _fit_cfg(case_dir: Path, fit_data: dict, method: str, *overrides: str) -> FitConfig:
     base = {
         "method": method,
         "data": {"root": str(fit_data["data"]), "num_workers": 0},
@@ -289,7 +332,7 @@ def _fit_cfg(case_dir: Path, fit_data: dict, method: str) -> FitConfig:
         "train": {"batch_size": 8, "max_steps": 1, "lr": 1e-3},
         "eval": {"use_cache": False, "at_start": False},
     }
-    return resolve_config(FitConfig, base=base)
+    return resolve_config(FitConfig, base=base, overrides=list(overrides))
 
 
 METHODS = [

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from lga.testing.clip import DEFAULT_CORPUS
@@ -150,7 +151,9 @@ def _siglip_configs(text_len: int) -> tuple[dict, dict]:
     return text, vision
 
 
-def build_siglip_student(out: Path, *, seed: int = 0, spiece: bool = False) -> Path:
+def build_siglip_student(
+    out: Path, *, seed: int = 0, spiece: bool = False, gemma: bool = False
+) -> Path:
     """SigLIP: texts of 16 tokens, padded to it ("max_length"), sigmoid scores with a bias.
 
     Args:
@@ -158,17 +161,20 @@ def build_siglip_student(out: Path, *, seed: int = 0, spiece: bool = False) -> P
         seed: the weights' seed.
         spiece: ship the tokenizer as ``spiece.model`` only (a ``SiglipTokenizer``, which needs
             sentencepiece to load), as the hub's SigLIP checkpoints do; else a fast tokenizer.
+        gemma: SigLIP 2 at a fixed resolution (``google/siglip2-base-patch16-224``): the SigLIP
+            model with SigLIP 2's Gemma-style tokenizer (which pads on the left by default).
     """
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 
     text, vision = _siglip_configs(16)
-    tokenizer = (
-        siglip_spiece_tokenizer(Path(out) / ".spiece", max_length=16)
-        if spiece
-        else siglip_fast_tokenizer(max_length=16)
-    )
+    if gemma:
+        tokenizer = siglip2_tokenizer()
+    elif spiece:
+        tokenizer = siglip_spiece_tokenizer(Path(out) / ".spiece", max_length=16)
+    else:
+        tokenizer = siglip_fast_tokenizer(max_length=16)
     text.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-    text.update(eos_token_id=tokenizer.eos_token_id)
+    text.update(eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
     model = _seeded(SiglipModel, SiglipConfig(text_config=text, vision_config=vision), seed)
     images = SiglipImageProcessor(size={"height": 32, "width": 32})
     _save(Path(out), model, SiglipProcessor(image_processor=images, tokenizer=tokenizer))
@@ -311,6 +317,10 @@ STUDENT_FAMILIES: tuple[StudentFamilyCase, ...] = (
     StudentFamilyCase("clip", build_clip_student, "clip", "CLIP", max_text_length=32),
     StudentFamilyCase(
         "siglip", build_siglip_student, "siglip", "SigLIP", True, 16, max_text_length=16
+    ),
+    StudentFamilyCase(
+        "siglip2-fixed-res", partial(build_siglip_student, gemma=True), "siglip", "SigLIP",
+        True, 16, 16,
     ),
     StudentFamilyCase(
         "siglip2-naflex", build_siglip2_student, "siglip2", "SigLIP 2", True, 16, 16
