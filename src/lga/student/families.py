@@ -106,10 +106,13 @@ class Family:
     def max_text_length(self, model: nn.Module, tokenizer) -> int:
         """The number of tokens the text tower takes, special tokens included."""
         cfg = text_config(model)
-        length = int(cfg.max_position_embeddings)
+        positions = getattr(cfg, "max_position_embeddings", None)
+        tok_max = getattr(tokenizer, "model_max_length", None)
+        if positions is None:  # a text tower without absolute positions: the tokenizer's limit
+            return tok_max if isinstance(tok_max, int) and 0 < tok_max < 100_000 else 77
+        length = int(positions)
         if self.position_offset == "xlm_roberta":
             length -= int(cfg.pad_token_id) + 1  # positions start after the padding index
-        tok_max = getattr(tokenizer, "model_max_length", None)
         if self.padding == "longest" and isinstance(tok_max, int) and 0 < tok_max < length:
             length = tok_max
         return length

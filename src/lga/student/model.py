@@ -1,7 +1,10 @@
-"""The CLIP student: any transformers CLIP-family checkpoint, loaded via AutoModel/AutoProcessor.
+"""The student: any transformers dual encoder, loaded via AutoModel/AutoProcessor.
 
-``openai/clip-vit-large-patch14``, a local directory saved by ``save_pretrained``, or a tiny random
-checkpoint built by :mod:`lga.testing.tiny_clip` all go through the same ``from_pretrained`` path.
+``openai/clip-vit-large-patch14``, ``google/siglip-base-patch16-224``, a local directory saved by
+``save_pretrained``, or a tiny random checkpoint built by :mod:`lga.testing.families` all go
+through the same ``from_pretrained`` path. How each family pads its texts, which image inputs it
+takes and how it scores a pair (its own scale and bias) is :mod:`lga.student.families`' table;
+:class:`Student` applies it, so callers never branch on the family.
 """
 
 from __future__ import annotations
@@ -53,10 +56,10 @@ def pooled(output) -> torch.Tensor:
 
 @dataclass
 class Student:
-    """A loaded CLIP-family model with its processor.
+    """A loaded dual encoder with its processor, used with its family's conventions.
 
     Attributes:
-        model: the transformers model (``CLIPModel`` or another CLIP-family class).
+        model: the transformers model (``CLIPModel``, ``SiglipModel``, ``AlignModel``...).
         processor: its processor (``image_processor`` + ``tokenizer``).
         spec: the hub id or directory it came from.
         fingerprint: identity of the weights (for caches).
@@ -278,7 +281,10 @@ def load_student(cfg: StudentConfig | str) -> Student:
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load student {cfg.spec!r}: {e}") from e
     if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
-        raise ConfigError(f"{cfg.spec!r} loads as {type(model).__name__}, not a CLIP-family model")
+        raise ConfigError(
+            f"{cfg.spec!r} loads as {type(model).__name__}, not a dual encoder "
+            "(no get_image_features / get_text_features)"
+        )
     try:
         processor = _load_processor(cfg.spec, kw)
     except ImportError as e:
