@@ -289,7 +289,7 @@ def test_spiece_only_checkpoint_without_sentencepiece_names_the_extra(spiece_sig
         "import sys; sys.modules['sentencepiece'] = None\n"
         "from lga.cli import main\n"
         f"sys.exit(main(['eval', '--data', {str(tmp_path / 'none')!r}, "
-        f"'--student', {str(path)!r}, '--out', {str(tmp_path / 'out')!r}]))\n"
+        f"'--student', {str(path)!r}, '--out', {str(tmp_path / 'out')!r}, '--no-progress']))\n"
     )
     (tmp_path / "none").mkdir()
     make_fit_dataset(tmp_path / "none", n_train=4, n_val=4, n_test=4)
@@ -297,6 +297,7 @@ def test_spiece_only_checkpoint_without_sentencepiece_names_the_extra(spiece_sig
     assert done.returncode == 1, done.stderr
     assert "pip install 'lga[sentencepiece]'" in done.stderr
     assert "unexpected" not in done.stderr.lower()
+    assert len(done.stderr.strip().splitlines()) == 1  # one line
 
 
 def test_train_logit_scale_refuses_a_model_without_one(checkpoints):

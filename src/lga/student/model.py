@@ -10,6 +10,7 @@ takes and how it scores a pair (its own scale and bias) is :mod:`lga.student.fam
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import re
@@ -285,48 +286,56 @@ def load_student(cfg: StudentConfig | str) -> Student:
             f"{cfg.spec!r} loads as {type(model).__name__}, not a dual encoder "
             "(no get_image_features / get_text_features)"
         )
-    try:
-        processor = _load_processor(cfg.spec, kw)
-    except ImportError as e:
-        raise ConfigError(_missing_backend(cfg.spec, e)) from e
-    except (OSError, ValueError) as e:
-        if "sentencepiece" in str(e).lower():
-            raise ConfigError(_missing_backend(cfg.spec, e)) from e
-        raise ConfigError(f"cannot load the processor of student {cfg.spec!r}: {e}") from e
+    processor = _load_processor(cfg.spec, kw)
     model.to(device).eval()
     log.info("loaded student %s (%s) on %s, %s", cfg.spec, type(model).__name__, device, dtype)
     return Student(model, processor, cfg.spec, _weights_fingerprint(cfg.spec, model, cfg.revision))
 
 
 def _load_processor(spec: str, kw: dict):
+    """The checkpoint's processor, or its image processor and tokenizer when it has none.
+
+    Raises:
+        ConfigError: they cannot be loaded; when the tokenizer is a SentencePiece model and the
+            sentencepiece package is missing, the message names the extra that installs it.
+    """
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
     try:
-        processor = AutoProcessor.from_pretrained(spec, **kw)
-        if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
-            raise ValueError("no image processor and tokenizer")
-        return processor
-    except (OSError, ValueError, TypeError) as e:
-        if "sentencepiece" in str(e).lower():
-            raise
-        # Some checkpoints ship the two halves without a processor config.
-        image_processor = AutoImageProcessor.from_pretrained(spec, **kw)
-        return _Processor(image_processor, AutoTokenizer.from_pretrained(spec, **kw))
+        try:
+            processor = AutoProcessor.from_pretrained(spec, **kw)
+            if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
+                raise ValueError("no image processor and tokenizer")
+            return processor
+        except (OSError, ValueError, TypeError):
+            # Some checkpoints ship the two halves without a processor config.
+            image_processor = AutoImageProcessor.from_pretrained(spec, **kw)
+            return _Processor(image_processor, AutoTokenizer.from_pretrained(spec, **kw))
+    except (ImportError, OSError, ValueError, TypeError) as e:
+        if _needs_sentencepiece(spec, e):
+            raise ConfigError(
+                f"student {spec!r}: its tokenizer is a SentencePiece model, which needs the "
+                f"sentencepiece package: pip install 'lga[{SENTENCEPIECE_EXTRA}]'"
+            ) from e
+        what = "needs a package that is not installed" if isinstance(e, ImportError) else "failed"
+        raise ConfigError(f"student {spec!r}: loading its processor {what}: {e}") from e
 
 
 SENTENCEPIECE_EXTRA = "sentencepiece"
+_SENTENCEPIECE_FILES = ("spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 
 
-def _missing_backend(spec: str, error: Exception) -> str:
-    """The message for a tokenizer whose library is not installed (sentencepiece: the extra)."""
-    text = str(error)
-    if "sentencepiece" in text.lower() or "spiece" in text.lower() or "protobuf" in text.lower():
-        return (
-            f"student {spec!r}: its tokenizer is a SentencePiece model (spiece.model), which needs "
-            f"the sentencepiece package: pip install 'lga[{SENTENCEPIECE_EXTRA}]' "
-            f"(or pip install sentencepiece)"
-        )
-    return f"student {spec!r}: its processor needs a package that is not installed: {text}"
+def _needs_sentencepiece(spec: str, error: Exception) -> bool:
+    """sentencepiece is not installed, and the tokenizer is a SentencePiece model: a local
+    folder shipping one (and no tokenizer.json), or a hub checkpoint whose tokenizer asked for
+    a missing library."""
+    if importlib.util.find_spec("sentencepiece") is not None:
+        return False
+    folder = Path(spec)
+    if folder.is_dir():
+        has_model = any((folder / name).is_file() for name in _SENTENCEPIECE_FILES)
+        return has_model and not (folder / "tokenizer.json").is_file()
+    return isinstance(error, ImportError)
 
 
 @dataclass
