@@ -9,10 +9,6 @@ across processes with gradients), so contrastive negatives come from the whole b
 tensors (class prompts, spurious prompts) are computed by every process.
 
 - ``erm`` ("binary CLIP"): cross-entropy over ``logit_scale * cos(image, class prompt)``.
-
-The image–text terms of ``erm`` and ``lga`` (``class_ce``, ``instance``, ``prompt``) use the
-model's own scale and bias, and softmax (CLIP's InfoNCE, cross-entropy) or SigLIP's pairwise
-sigmoid as ``Embeddings.sigmoid`` says (``train.image_text_loss``; ``auto``: the family's own).
 - ``spurious-aware`` (Yang et al. 2023): CLIP loss between each image and its text (the teacher's
   object description with a store, else its class caption), in-modal supervised contrast of the
   image embeddings by class, and separation of class prompts from spurious-attribute prompts.
@@ -62,6 +58,11 @@ class Embeddings:
     logit_scale: Tensor | float = 100.0
     logit_bias: Tensor | float = 0.0
     sigmoid: bool = False
+
+
+# The image-text terms of erm and lga (class_ce, instance, prompt) use the model's own scale and
+# bias, and softmax (CLIP's InfoNCE, cross-entropy) or SigLIP's pairwise sigmoid as
+# Embeddings.sigmoid says (train.image_text_loss; auto: the student family's own).
 
 
 def pair_loss(e: Embeddings, u: Tensor, v: Tensor) -> Tensor:
