@@ -390,3 +390,18 @@ def test_one_step_of_each_method_saves_a_model_that_rescores_equal(
     before = load_student(str(ckpt)).model.state_dict()
     after = reloaded.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
+
+
+def test_explain_maps_a_vit_and_refuses_the_others_in_one_line(case, student):
+    from lga.errors import LgaError
+    from lga.report.explain import saliency
+
+    def explain():
+        return saliency(student, _images(1), class_names=["a", "b"], templates=["{}"], label="s")
+
+    if case.model_type in ("siglip2", "align"):  # NaFlex patches; a CNN without attention
+        with pytest.raises(LgaError, match="fixed-resolution ViT|ViT"):
+            explain()
+        return
+    (shown,) = explain()
+    assert np.isclose(shown.probs.sum(), 1.0) and shown.rollout.shape == shown.gradient.shape
