@@ -9,8 +9,9 @@ here, not as branches in the trainer:
   SigLIP and SigLIP 2 pool the *last* position and were trained on texts padded to a fixed 64
   tokens with no attention mask (big_vision; HF's conversion checked its logits with
   ``model(input_ids=..., pixel_values=...)``): they are padded to ``max_position_embeddings``
-  ("max_length") and get ``input_ids`` only. XLM-R text towers (AltCLIP) number positions from
-  ``pad_token_id + 1``, so ``max_position_embeddings`` minus that offset tokens fit.
+  ("max_length") and get ``input_ids`` only. RoBERTa-style text towers (AltCLIP's XLM-R) number
+  positions from ``pad_token_id + 1`` (their position embedding's padding index + 1), so
+  ``max_position_embeddings`` minus that offset tokens fit: found from the module, any family.
 - **scores**: ``logit = scale * cos(image, text) + bias`` with the model's own learned scale
   (CLIP: ``exp(logit_scale)``; ALIGN: ``1 / temperature``) and bias (SigLIP: ``logit_bias``; 0
   elsewhere). Pairs are scored by softmax over a batch (CLIP) or by a sigmoid each (SigLIP), which
@@ -80,8 +81,6 @@ class Family:
         padding: ``longest`` (pad to the batch's longest text) or ``max_length`` (pad every text
             to the text tower's ``max_position_embeddings``, as SigLIP was trained).
         text_inputs: tokenizer outputs passed to ``get_text_features``.
-        position_offset: positions the text tower cannot use (XLM-R: ``pad_token_id + 1``);
-            None: 0. Set from the text config by :meth:`max_text_length`.
         scale: the parameter holding the logit scale: ``logit_scale`` (exp of it),
             ``temperature`` (1 / it), or None (a fixed 100, CLIP's trained value).
         bias: the parameter holding the logit bias, or None (0).
@@ -93,7 +92,6 @@ class Family:
     name: str
     padding: Literal["longest", "max_length"] = "longest"
     text_inputs: tuple[str, ...] = ("input_ids", "attention_mask")
-    position_offset: Literal["xlm_roberta"] | None = None
     scale: Literal["logit_scale", "temperature"] | None = "logit_scale"
     bias: Literal["logit_bias"] | None = None
     loss: Loss = "softmax"
@@ -110,12 +108,19 @@ class Family:
         tok_max = getattr(tokenizer, "model_max_length", None)
         if positions is None:  # a text tower without absolute positions: the tokenizer's limit
             return tok_max if isinstance(tok_max, int) and 0 < tok_max < 100_000 else 77
-        length = int(positions)
-        if self.position_offset == "xlm_roberta":
-            length -= int(cfg.pad_token_id) + 1  # positions start after the padding index
+        length = int(positions) - self.position_offset(model)
         if self.padding == "longest" and isinstance(tok_max, int) and 0 < tok_max < length:
             length = tok_max
         return length
+
+    def position_offset(self, model: nn.Module) -> int:
+        """Positions a RoBERTa-style text tower never uses: its position embedding's padding
+        index + 1 (XLM-R numbers positions from ``pad_token_id + 1``); 0 for the others."""
+        body = module_at(model, self.tower("text").body)
+        for name, m in body.named_modules() if body is not None else ():
+            if name.endswith("position_embeddings") and isinstance(m, nn.Embedding):
+                return 0 if m.padding_idx is None else m.padding_idx + 1
+        return 0
 
     # -- scores ---------------------------------------------------------------------------------
 
@@ -184,8 +189,7 @@ FAMILIES: tuple[Family, ...] = (
         model_types=("align",),
     ),
     Family(
-        "AltCLIP",
-        position_offset="xlm_roberta",
+        "AltCLIP",  # XLM-R: at most max_position_embeddings - 2 tokens (position_offset)
         vision=_CLIP_VISION,
         text=Tower(
             "text_model",
