@@ -69,7 +69,7 @@ def test_feature_cache_reused_and_invalidated(small_dataset, tiny_clip_dir, tmp_
     monkeypatch.setattr(
         features.Student,
         "image_features",
-        lambda self, px, **kw: calls.append(len(px)) or real(self, px, **kw),
+        lambda self, px, **kw: calls.append(features.pixels_len(px)) or real(self, px, **kw),
     )
     args = [
         "eval",

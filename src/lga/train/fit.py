@@ -480,9 +480,8 @@ def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress:
         per_image=_text_sources(cfg, data, method.image_texts),
         class_prompts=class_prompts(data.full.config.classes, templates),
         spurious=_spurious_prompts(cfg, data) if method.needs_spurious else [],
-        max_length=getattr(
-            student.model.config, "text_config", student.model.config
-        ).max_position_embeddings,
+        max_length=student.max_text_length,
+        fixed_length=student.family.padding == "max_length",
     )
     if cfg.tracking.report_to:
         init_trackers(acc, cfg, out, _flat(cfg.model_dump(mode="json")))
