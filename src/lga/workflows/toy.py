@@ -267,15 +267,16 @@ def vocabulary_texts(n_draws: int = 2000) -> list[str]:
             t.format(cls=attrs["class_name"], where=where, species=attrs["species"])
             for t in _CLASS_CAPTIONS
         ]
-    from lga.data.synth import CLASSES
+    from lga.data.synth import BACKGROUNDS, CLASSES
     from lga.teacher.oracle import BACKGROUND
 
     texts += [
         t.format(cls=c, where=w)
         for t in _HABITAT_CAPTIONS
         for c in CLASSES
-        for ws in BACKGROUND.values()
-        for w in ws
+        for kinds in BACKGROUNDS.values()  # the places of the corpus (no unseen place)
+        for kind in kinds
+        for w in BACKGROUND[kind]
     ]
     templates = [
         "a photo of a {}.",
