@@ -31,6 +31,7 @@ from lga.outputs import output_dir
 from lga.rundir import RunDir
 from lga.student.cache import FeatureCache
 from lga.student.features import feature_cache, image_features
+from lga.student.heads import PROBE_FILE, balance_weights, fit_linear_probe
 from lga.student.model import Student, class_prompts, load_student, resolve_student_spec
 from lga.train.config import RUN_CONTROL_KEYS, FitConfig, Method
 from lga.train.data import (
@@ -43,7 +44,6 @@ from lga.train.data import (
     strip_background,
 )
 from lga.train.dfr import fit_dfr
-from lga.train.linear_probe import PROBE_FILE, balance_weights, fit_linear_probe
 from lga.train.methods import build_method
 from lga.train.model import set_trainable
 from lga.train.tracking import init_trackers, tracker_values
