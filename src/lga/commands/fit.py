@@ -7,9 +7,7 @@ from pathlib import Path
 
 from lga.commands import intermixed
 from lga.commands.eval import add_data_args, add_student_args, default_run_name
-from lga.config import deep_merge, read_yaml, resolve_config
-from lga.evaluation.metrics import format_metrics
-from lga.train.config import Method, resolve_run_file
+from lga.train.method import Method  # the parsers import nothing heavy (`lga --help`)
 
 METHODS = tuple(m.value for m in Method)
 
@@ -169,7 +167,8 @@ def flag_layer(args: argparse.Namespace) -> dict:
 
 def resolve_fit_config(args: argparse.Namespace):
     """Defaults < ``--config`` file < flags < ``KEY=VALUE`` overrides, validated."""
-    from lga.train import FitConfig
+    from lga.config import deep_merge, read_yaml, resolve_config
+    from lga.train.config import FitConfig, resolve_run_file
 
     base = read_yaml(resolve_run_file(args.config)) if args.config else {}
     return resolve_config(
@@ -178,6 +177,7 @@ def resolve_fit_config(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
+    from lga.evaluation.metrics import format_metrics
     from lga.train import fit
 
     cfg = resolve_fit_config(args)

@@ -14,29 +14,13 @@ evaluation, the pre-trained model included (``eval.at_start``).
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PositiveFloat, model_validator
 
 from lga.config import DataConfig, Strict, StudentConfig, resolve_config_file, shipped_names
-
-
-class Method(str, Enum):
-    """The values of ``lga fit --method``."""
-
-    ZERO_SHOT = "zero-shot"
-    LINEAR_PROBE = "linear-probe"
-    ERM = "erm"
-    SPURIOUS_AWARE = "spurious-aware"
-    LGA = "lga"
-    DFR = "dfr"
-
-    @property
-    def fine_tunes(self) -> bool:
-        """Whether the method trains CLIP (the others only read frozen features)."""
-        return self in (Method.ERM, Method.SPURIOUS_AWARE, Method.LGA)
+from lga.train.method import Method
 
 
 class SampleConfig(Strict):
