@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lga.teacher.prompts import SHIPPED_PROMPTS
+
 # The four prompts the benchmarks describe every image with.
-PROMPTS = ("object_description", "object_keywords", "background_description", "background_keywords")
+PROMPTS = SHIPPED_PROMPTS
 
 # Words the random students' tokenizer knows; descriptions are drawn from them (40 words, like a
 # concise LLaVA answer), so every image has its own text, as with a real teacher.

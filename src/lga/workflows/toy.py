@@ -238,14 +238,14 @@ def vocabulary_texts(n_draws: int = 2000) -> list[str]:
         object_keywords,
         object_text,
     )
+    from lga.teacher.prompts import SHIPPED_PROMPTS
 
     rng = np.random.default_rng(0)
     texts = []
     for i in range(n_draws):
         y, place = int(rng.integers(2)), int(rng.integers(2))
         attrs = sample_attributes(rng, y, place)
-        for prompt in ("object_description", "object_keywords", "background_description",
-                       "background_keywords", "caption", "web", "alt"):  # fmt: skip
+        for prompt in (*SHIPPED_PROMPTS, "caption", "web", "alt"):
             texts += [
                 fn(attrs, i, prompt)
                 for fn in (object_text, object_keywords, background_text, background_keywords)
