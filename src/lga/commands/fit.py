@@ -190,6 +190,10 @@ def _run(args: argparse.Namespace) -> int:
     elif result.metrics:  # the main process
         print(f"{cfg.method.value} / {cfg.student.spec} on {cfg.data.root} [test]")
         print(format_metrics(result.metrics))
-        written = "metrics.json, predictions.parquet, train_log.jsonl"
+        from lga.rundir import METRICS, PREDICTIONS, TRAIN_LOG
+
+        written = ", ".join(
+            n for n in (METRICS, PREDICTIONS, TRAIN_LOG) if (Path(out) / n).exists()
+        )
         print(f"wrote {out}/{written}" + (", model/" if result.run.model_dir else ""))
     return 0
