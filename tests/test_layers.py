@@ -1,4 +1,4 @@
-"""The import layers of pyproject.toml's [tool.importlinter] hold (so CI fails on a wrong-way
+"""The import contracts of pyproject.toml's [tool.importlinter] hold (so CI fails on a wrong-way
 import), and the contract checker itself catches a wrong-way import."""
 
 import shutil
@@ -32,6 +32,7 @@ def test_layers_and_no_fixtures_in_shipped_code():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "layers one way KEPT" in done.stdout
     assert "no shipped code imports the test fixtures KEPT" in done.stdout
+    assert "no circle between the modules of a package KEPT" in done.stdout
 
 
 def test_a_wrong_way_import_breaks_the_contract(tmp_path):
@@ -43,3 +44,13 @@ def test_a_wrong_way_import_breaks_the_contract(tmp_path):
     done = _run(tmp_path, tmp_path / "src")
     assert done.returncode != 0
     assert "lga.store.keys -> lga.teacher.visual" in done.stdout
+
+
+def test_a_circle_inside_a_package_breaks_the_contract(tmp_path):
+    shutil.copytree(ROOT / "src", tmp_path / "src")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    visual = tmp_path / "src" / "lga" / "teacher" / "visual.py"  # the runner imports it
+    visual.write_text(visual.read_text() + "\nfrom lga.teacher import runner  # noqa\n")
+    done = _run(tmp_path, tmp_path / "src")
+    assert done.returncode != 0
+    assert "No cycles are allowed in lga.teacher" in done.stdout
