@@ -177,3 +177,21 @@ def test_report_to_flag(env, tmp_path):
     assert name == "my-run" and group is None
     assert fields["method"] == "lga" and fields["seed"] == "3"
     assert tags[:2] == ["lga", "seed-3"] and tags[-1] == "ablation"
+
+
+@pytest.mark.parametrize("tracker", ["wandb", "mlflow"])
+def test_a_tracker_that_is_not_installed_stops_the_run_before_training(
+    env, tmp_path, capsys, tracker
+):
+    from lga.train.tracking import tracker_available
+
+    if tracker_available(tracker):
+        pytest.skip(f"{tracker} is installed here")
+    run = tmp_path / "run"
+    assert main(argv(env, run, "erm", "--report-to", f"tensorboard,{tracker}")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: --report-to {tracker}: not installed; install it with "
+        f"pip install 'lga[{tracker}]' (or report to none)"
+    ]
+    assert not run.exists()

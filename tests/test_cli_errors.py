@@ -36,12 +36,14 @@ def test_missing_student_folder_is_named_before_any_hub_lookup(small_dataset, tm
     assert not out.exists()
 
 
-def test_student_spec_resolution(tmp_path):
+def test_student_spec_resolution(tmp_path, tiny_clip_dir):
     from lga.workflows.toy import toy_checkpoint
 
     assert resolve_student_spec("toy") == str(toy_checkpoint())
     assert resolve_student_spec("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
-    assert resolve_student_spec(str(tmp_path)) == str(tmp_path)
+    assert resolve_student_spec(str(tiny_clip_dir)) == str(tiny_clip_dir)
+    with pytest.raises(ConfigError, match="cannot be scored as saved: no config.json"):
+        resolve_student_spec(str(tmp_path))  # a folder without a checkpoint
     (tmp_path / "weights.bin").write_bytes(b"")
     with pytest.raises(ConfigError, match="a file, not a checkpoint folder"):
         resolve_student_spec(str(tmp_path / "weights.bin"))
@@ -110,3 +112,18 @@ def test_broken_pipe_is_quiet(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait() in (0, 141)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.parametrize(
+    "flags, line",
+    [
+        (["--n-train", "-5"], "error: --n-train -5: input should be greater than 0"),
+        (["--size", "0"], "error: --size 0: input should be greater than or equal to 32"),
+        (["--correlation", "2"], "error: --correlation 2.0: input should be less than or equal"),
+    ],
+)
+def test_synth_values_out_of_range_are_usage_errors(tmp_path, capsys, flags, line):
+    out = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(out), *flags]) == 2
+    assert _one_line_error(capsys).startswith(line)
+    assert not out.exists()

@@ -296,7 +296,23 @@ def test_unreadable_metadata_is_one_clear_error(tmp_path, capsys, monkeypatch, h
     assert main(["data", "check", str(root)]) == 1
     captured = capsys.readouterr()
     assert captured.err.startswith(f"error: {meta} {what}")
+    assert len(captured.err.strip().splitlines()) == 1, "said once"
     assert "Traceback" not in captured.err + captured.out
+
+
+def test_not_utf8_metadata_names_the_files_byte_and_line(tmp_path, capsys):
+    root = tmp_path / "ds"
+    root.mkdir()
+    rows = [f"{i},images/{i:06d}.png,0,0,0,land/{i}.png" for i in range(1, 20001)]
+    good = (HEADER + "\n" + "\n".join(rows) + "\n").encode()
+    at = good.index(b"images/015000.png")  # far past the first block pandas decodes
+    (root / "metadata.csv").write_bytes(good[:at] + b"\xff" + good[at + 1 :])
+    assert main(["data", "check", str(root), "--no-images"]) == 1
+    line = good[:at].count(b"\n") + 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: {root / 'metadata.csv'} is not UTF-8 text (invalid start byte at byte {at}, "
+        f"line {line})"
+    )
 
 
 def _one_class_train(tmp_path):

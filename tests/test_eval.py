@@ -69,7 +69,7 @@ def test_feature_cache_reused_and_invalidated(small_dataset, tiny_clip_dir, tmp_
     monkeypatch.setattr(
         features.Student,
         "image_features",
-        lambda self, px, **kw: calls.append(len(px)) or real(self, px, **kw),
+        lambda self, px, **kw: calls.append(features.pixels_len(px)) or real(self, px, **kw),
     )
     args = [
         "eval",
@@ -187,3 +187,29 @@ def test_pixel_memo_decodes_once_per_process(small_dataset, tiny_clip_dir, monke
     with pytest.raises(DataError, match="LGA_PIXEL_MEMO_MB"):
         features.image_features(student, test, **kw)
     features.clear_pixel_memo()
+
+
+@pytest.mark.parametrize(
+    "remove, named",
+    [
+        (("tokenizer.json", "tokenizer_config.json"), "no tokenizer"),
+        (("tokenizer.json",), "no tokenizer"),
+        (("model.safetensors",), "no weights"),
+        (("processor_config.json",), "no image processor"),
+    ],
+)
+def test_eval_refuses_a_model_folder_missing_a_part(
+    small_dataset, tiny_clip_dir, tmp_path, capsys, remove, named
+):
+    import shutil
+
+    model = tmp_path / "run" / "model"
+    shutil.copytree(tiny_clip_dir, model)
+    for name in remove:
+        (model / name).unlink()
+    out = tmp_path / "eval"
+    argv = ["eval", "--data", str(small_dataset), "--student", str(model), "--out", str(out)]
+    assert main(argv + ["--no-cache", "--num-workers", "0", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{model} cannot be scored as saved: {named}" in err[0]
+    assert "unexpected" not in err[0] and not out.exists()

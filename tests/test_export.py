@@ -57,6 +57,19 @@ def test_round_trip_equals_fine_tuned_text_tower(run, tmp_path, tiny_clip_dir):
     assert not torch.allclose(got.last_hidden_state, base.last_hidden_state)
 
 
+def test_exported_files_get_the_mode_of_the_umask(run, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        out = export_text_encoder(run, tmp_path / "te")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert "model.safetensors" in modes and set(modes.values()) == {0o640}
+
+
 def test_with_projection_gives_clip_text_features(run, tmp_path):
     from transformers import AutoTokenizer, CLIPModel, CLIPTextModelWithProjection
 

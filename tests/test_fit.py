@@ -387,22 +387,44 @@ def test_existing_run_needs_resume_or_overwrite(fit_env, tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["n"] == 16
 
 
-def test_overwrite_removes_what_lga_wrote_and_refuses_other_files(fit_env, tmp_path):
+def test_overwrite_removes_what_lga_wrote_and_keeps_other_files(fit_env, tmp_path):
     cfg = make_cfg(fit_env, "zero-shot")
     out = tmp_path / "run"
     fit(cfg, out, progress=False)
     (out / "balance.json").write_text("{}")  # written by another method's earlier run
     (out / "notes.md").write_text("mine")
-    with pytest.raises(LgaError, match=r"notes\.md"):
-        fit(cfg, out, overwrite=True, progress=False)
-    assert (out / "metrics.json").is_file() and (out / "notes.md").read_text() == "mine"
-    (out / "notes.md").unlink()
     fit(cfg, out, overwrite=True, progress=False)
     assert sorted(p.name for p in out.iterdir()) == [
         "config.yaml",
         "metrics.json",
+        "notes.md",
         "predictions.parquet",
     ]
+    assert (out / "notes.md").read_text() == "mine"
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_lga_did_not_write_keeps_the_users_files(fit_env, tmp_path, overwrite):
+    out = tmp_path / "mine"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "my.bin").write_bytes(b"weights")
+    cfg = make_cfg(fit_env, "erm")
+    with pytest.raises(LgaError, match=r"not an lga run folder .*holds model/"):
+        fit(cfg, out, overwrite=overwrite, progress=False)
+    assert (out / "model" / "my.bin").read_bytes() == b"weights"
+    (out / "config.yaml").write_text("lr: 3\n")  # the user's, not an lga run's
+    with pytest.raises(LgaError, match=r"not an lga run folder .*config\.yaml, model/"):
+        fit(cfg, out, overwrite=overwrite, progress=False)
+    assert (out / "model" / "my.bin").read_bytes() == b"weights"
+    assert (out / "config.yaml").read_text() == "lr: 3\n"
+    # other files beside a run's are fine: lga writes its own names only
+    (out / "model" / "my.bin").rename(tmp_path / "my.bin")
+    (out / "model").rmdir()
+    (out / "config.yaml").unlink()
+    (out / "notes.md").write_text("mine")
+    cfg = make_cfg(fit_env, "zero-shot")
+    fit(cfg, out, overwrite=overwrite, progress=False)
+    assert (out / "notes.md").read_text() == "mine" and (out / "metrics.json").is_file()
 
 
 def test_fit_failing_before_its_first_step_leaves_no_run(fit_env, tmp_path):
@@ -413,7 +435,7 @@ def test_fit_failing_before_its_first_step_leaves_no_run(fit_env, tmp_path):
     assert not out.exists()
     # A folder left by a run killed before its first step (config.yaml alone) is reused as is.
     out.mkdir()
-    (out / "config.yaml").write_text("method: lga\n")
+    RunDir(out).write_config(make_cfg(fit_env, "erm"))
     fit(make_cfg(fit_env, "zero-shot"), out, progress=False)
     assert (out / "metrics.json").is_file()
     assert yaml.safe_load((out / "config.yaml").read_text())["method"] == "zero-shot"
@@ -473,3 +495,18 @@ def test_cli_end_to_end(fit_env, tmp_path, capsys):
         )
         for k in changed
     )
+
+
+def test_saved_model_files_get_the_mode_of_the_umask(fit_env, tmp_path):
+    import os
+    import stat
+
+    cfg = make_cfg(fit_env, "linear-probe")
+    old = os.umask(0o022)
+    try:
+        fit(cfg, tmp_path / "run", progress=False)
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "run" / "model").iterdir() if p.is_file()]
+    assert "model.safetensors" in {p.name for p in files}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o644 for p in files}

@@ -298,3 +298,70 @@ def test_table_names_given_twice_are_a_config_error(tmp_path, capsys):
     table = _write_table(folder / "labels.csv", fake_table_rows(folder))
     assert main(["data", "import", "table", str(table), *TABLE_COLS, "--places", "male,male"]) == 1
     assert "a name is given twice in 'male,male'" in capsys.readouterr().err
+
+
+def test_table_with_one_image_in_two_splits_is_refused_before_writing(tmp_path, capsys):
+    folder = tmp_path / "faces"
+    rows = fake_table_rows(folder)
+    rows[9]["path"] = rows[0]["path"]  # line 11: a train image again, in test
+    table = _write_table(folder / "labels.csv", rows)
+    assert main(["data", "import", "table", str(table), *TABLE_COLS]) == 1
+    err = capsys.readouterr().err
+    assert f"{table} line 2: column 'path': the same image" in err
+    assert "in " + f"{table} line 2, {table} line 11" in err and "two splits or labels" in err
+    assert not (folder / "metadata.csv").exists()
+    out = tmp_path / "ds"
+    assert main(["data", "import", "table", str(table), *TABLE_COLS, "--out", str(out)]) == 1
+    assert not out.exists()
+    rows[9] = {**rows[0]}  # the same image with the same split and labels: it counts twice
+    table = _write_table(folder / "labels.csv", rows)
+    assert main(["data", "import", "table", str(table), *TABLE_COLS]) == 0
+
+
+def test_table_file_that_is_no_image_is_refused(tmp_path, capsys):
+    folder = tmp_path / "faces"
+    rows = fake_table_rows(folder)
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    rows[4]["path"] = str(secret)  # absolute, outside the table's folder
+    table = _write_table(folder / "labels.csv", rows)
+    out = tmp_path / "ds"
+    assert main(["data", "import", "table", str(table), *TABLE_COLS, "--out", str(out)]) == 1
+    assert f"{table} line 6: column 'path': {secret} is not an image file" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()
+
+
+def test_overwrite_never_replaces_an_image_of_the_users(tmp_path, capsys):
+    folder = tmp_path / "faces"
+    table = _write_table(folder / "labels.csv", fake_table_rows(folder))
+    out = tmp_path / "ds"
+    mine = out / "imgs" / "003.jpg"
+    _jpeg(mine, 99)
+    before = mine.read_bytes()
+    argv = ["data", "import", "table", str(table), *TABLE_COLS, "--out", str(out), "--overwrite"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{mine}: image of row 4: exists and no import put it there" in err
+    assert not mine.is_symlink() and mine.read_bytes() == before
+    assert sorted(p.name for p in out.rglob("*")) == ["003.jpg", "imgs"]  # nothing written
+    mine.unlink()
+    assert main(argv) == 0 and main(argv) == 0  # its own links are replaced on a rerun
+    assert mine.is_symlink()
+    copy = tmp_path / "copied"
+    assert main([*argv[:-3], "--out", str(copy), "--copy"]) == 0
+    assert main([*argv[:-3], "--out", str(copy), "--copy", "--overwrite"]) == 0  # its copies
+
+
+def test_celeba_target_equal_to_spurious_is_refused(tmp_path, capsys):
+    src = fake_celeba(tmp_path / "celeba")
+    assert (
+        main(["data", "import", "celeba", str(src), "--target", "Male", "--spurious", "Male"]) == 1
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: --target and --spurious are both 'Male': the spurious attribute must be another "
+        "attribute than the class"
+    ]
+    assert not (src / "metadata.csv").exists()

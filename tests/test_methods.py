@@ -233,12 +233,13 @@ def test_dual_encoder_matches_get_features(clip_model):
     pixels = torch.randn(3, 3, 32, 32)
     ids = torch.tensor([[1, 5, 6, 0], [1, 7, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
-    u, v, scale = DualEncoder(clip_model)(pixels, ids, mask)
+    u, v, scale, bias = DualEncoder(clip_model)(pixels, ids, mask)
     with torch.no_grad():
         ref = pooled(clip_model.get_image_features(pixel_values=pixels))
     torch.testing.assert_close(u.detach(), F.normalize(ref, dim=-1))
     assert v.shape == (2, ref.shape[1])
     torch.testing.assert_close(scale.detach(), clip_model.logit_scale.exp().detach())
+    assert float(bias) == 0.0  # CLIP has no logit bias
 
 
 def test_warmup_cosine_and_constant():

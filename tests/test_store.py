@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -372,3 +375,74 @@ def test_recover_copies_the_readable_rows(damaged_store, tmp_path, capsys):
     assert 500 <= len(texts) <= 600  # one damaged page of ~10 rows
     assert all(t == f"answer {i} " * 20 for i, t in texts.items())
     assert main(["store", "recover", str(damaged_store), "--to", str(new)]) == 1  # exists
+
+
+def test_recover_of_a_store_whose_top_page_is_damaged_says_so(tmp_path, capsys):
+    path = tmp_path / "d.sqlite"
+    with DescriptionStore(path) as s:
+        s.put([row(i, text=f"answer {i} " * 20) for i in range(288)])
+    con = sqlite3.connect(path)
+    page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    top = con.execute("SELECT rootpage FROM sqlite_master WHERE name='descriptions'").fetchone()[0]
+    con.close()
+    with open(path, "r+b") as f:  # the table's root: an interior page over its leaves
+        f.seek(page_size * (top - 1))
+        f.write(bytes(range(256)) * (page_size // 256))
+    new = tmp_path / "new.sqlite"
+    assert main(["store", "recover", str(path), "--to", str(new)]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert err == [
+        f"error: cannot recover {path}: no description row can be reached (the damage is at the "
+        f"top of the table); SQLite's own `sqlite3 {path} .recover` may find more"
+    ]
+    assert not [p.name for p in tmp_path.iterdir() if "new.sqlite" in p.name]  # nor its .tmp
+
+
+def test_recover_leaves_out_a_garbled_text_and_never_prints_it(tmp_path, capsys, caplog):
+    path = tmp_path / "d.sqlite"
+    with DescriptionStore(path) as s:
+        s.put([row(i, text=f"answer {i} " * 20) for i in range(288)])
+    raw = path.read_bytes()
+    at = raw.index(b"answer 150 answer 150")
+    path.write_bytes(raw[:at] + b"\xff\xfe" + raw[at + 2 :])  # the page itself is intact
+    new = tmp_path / "new.sqlite"
+    assert main(["store", "recover", str(path), "--to", str(new)]) == 0
+    captured = capsys.readouterr()
+    assert "recovered 287 description row(s)" in captured.out
+    assert "swer 150" not in captured.out + captured.err + caplog.text
+    assert "descriptions: 1 row(s) with garbled text left out" in caplog.text
+    with DescriptionStore(new, read_only=True) as s:
+        texts = s.texts("object_description")
+    assert sorted(texts) == [i for i in range(288) if i != 150]
+
+
+def test_a_killed_merge_leaves_files_that_the_rerun_removes(tmp_path):
+    a, b, out = (tmp_path / n for n in ("a.sqlite", "b.sqlite", "out.sqlite"))
+    with DescriptionStore(a) as s:
+        s.put([row(i) for i in range(50)])
+    with DescriptionStore(b) as s:
+        s.put([row(i) for i in range(50, 90)])
+    # a merge killed (SIGKILL: no cleanup) in its second input, its transaction open
+    script = (
+        "import os, signal, sys\n"
+        "import lga.store.core as core\n"
+        "one = core._merge_one\n"
+        "def killed(store, src):\n"
+        "    if src.name == 'b.sqlite':\n"
+        "        store._con.execute('BEGIN')\n"
+        "        store._con.execute(\"UPDATE descriptions SET text = 'x'\")\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return one(store, src)\n"
+        "core._merge_one = killed\n"
+        "core.merge_stores(sys.argv[1], sys.argv[2:])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-c", script, str(out), str(a), str(b)], env=env)
+    assert proc.returncode == -9
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.sqlite.merge-"))
+    assert left and left[0].endswith(".tmp") and any(n.endswith("-wal") for n in left), left
+    assert not out.exists()
+    assert main(["store", "merge", str(out), str(a), str(b)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.sqlite", "b.sqlite", "out.sqlite"]
+    with DescriptionStore(out, read_only=True) as s:
+        assert len(s.texts("object_description")) == 90

@@ -121,3 +121,87 @@ def test_bad_rows_are_named_with_their_lines_and_nothing_is_written(env, tmp_pat
     no_text = _write(tmp_path / "no-text.csv", [{"img_id": 1, "prompt": "object_description"}])
     assert _import(env, no_text, store) == 1
     assert "no column(s) ['text']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix, bad", [(".jsonl", 1.5), (".parquet", 2.7), (".csv", "1.5")])
+def test_img_id_must_be_an_integer(env, tmp_path, capsys, suffix, bad):
+    rows = _minimal_rows(env["data"])[:4]
+    rows = [{**r, "img_id": float(r["img_id"])} for r in rows]  # 3.0 is the integer 3
+    rows[2] = {**rows[2], "img_id": bad}
+    store = tmp_path / "s.sqlite"
+    assert _import(env, _write(tmp_path / f"ids{suffix}", rows), store) == 1
+    place = {".jsonl": "line 3", ".parquet": "row 3", ".csv": "line 4"}[suffix]
+    assert f"{place}: img_id {bad!r} is not an integer" in capsys.readouterr().err
+    assert not store.exists()
+    rows[2] = {**rows[2], "img_id": float(rows[1]["img_id"])}
+    assert _import(env, _write(tmp_path / f"ok{suffix}", rows), store) == 0
+
+
+def test_long_texts_are_cut_and_marked_as_describe_does(env, tmp_path, capsys):
+    rows = _minimal_rows(env["data"])[:4]
+    rows[0] = {**rows[0], "text": "a bird " * 3000}  # 21,000 characters
+    store = tmp_path / "s.sqlite"
+    assert _import(env, _write(tmp_path / "long.jsonl", rows), store) == 0
+    assert "1 text(s) cut to 2048 characters" in capsys.readouterr().out
+    with DescriptionStore(store, read_only=True) as s:
+        df = s.frame().set_index(["img_id", "prompt"])
+    cut = df.loc[(rows[0]["img_id"], rows[0]["prompt"])]
+    assert len(cut.text) == 2048 and cut.truncated and cut.text == rows[0]["text"][:2048]
+    assert int(df.truncated.sum()) == 1
+    assert _import(env, _write(tmp_path / "long.jsonl", rows), store) == 0  # same cut text
+    assert "0 new, 4 already" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "suffix, text, kind",
+    [(".jsonl", ["a", "bird"], "list"), (".jsonl", {"a": 1}, "struct"), (".parquet", ["a"], "list"),
+     (".parquet", {"a": 1}, "struct"), (".jsonl", 5, "number")],
+)  # fmt: skip
+def test_text_must_be_a_string(env, tmp_path, capsys, suffix, text, kind):
+    rows = _minimal_rows(env["data"])[:2]
+    # a Parquet column holds one type: every text is a list (or struct) there
+    bad = [1] if suffix == ".jsonl" else [0, 1]
+    rows = [{**r, "text": text} if i in bad else r for i, r in enumerate(rows)]
+    store = tmp_path / "s.sqlite"
+    assert _import(env, _write(tmp_path / f"t{suffix}", rows), store) == 1
+    place = "line 2" if suffix == ".jsonl" else "row 2"
+    assert f"{place}: text is a {kind}, not a string" in capsys.readouterr().err
+    assert not store.exists()
+
+
+def test_a_conflicting_reimport_is_refused_naming_the_row(env, tmp_path, capsys):
+    rows = _minimal_rows(env["data"])[:4]
+    store = tmp_path / "s.sqlite"
+    assert _import(env, _write(tmp_path / "a.jsonl", rows), store, "--teacher", "cap") == 0
+    capsys.readouterr()
+    before = store.read_bytes()
+    changed = [*rows[:2], {**rows[2], "text": "another text"}, rows[3]]
+    assert _import(env, _write(tmp_path / "b.jsonl", changed), store, "--teacher", "cap") == 1
+    err = capsys.readouterr().err
+    assert "1 row(s) conflict with" in err
+    assert f"line 3: the store holds another text for img_id {rows[2]['img_id']}" in err
+    assert store.read_bytes() == before
+    twice = [*rows, {**rows[0], "text": "another text"}]
+    assert _import(env, _write(tmp_path / "c.jsonl", twice), tmp_path / "new.sqlite") == 1
+    assert "line 5: another text for img_id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name, content, why",
+    [
+        ("x.parquet", b"not parquet", "cannot read {} as Parquet: Could not open Parquet"),
+        (
+            "x.csv",
+            b'img_id,prompt,text\n1,"open quote\n',
+            "cannot read {} as CSV: Error tokenizing",
+        ),
+        ("x.csv", b"\xff\xfeimg_id", "cannot read {} as CSV: 'utf-8' codec can't decode"),
+        ("x.jsonl", b"\xff\xfe{}", "cannot read {} as JSON Lines: 'utf-8' codec"),
+    ],
+)
+def test_an_unreadable_file_is_one_clear_line(env, tmp_path, capsys, name, content, why):
+    file = tmp_path / name
+    file.write_bytes(content)
+    assert _import(env, file, tmp_path / "s.sqlite") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: " + why.format(file)), err

@@ -51,16 +51,16 @@ def test_fingerprint_changes_with_weights(tiny_clip_dir, tmp_path):
     assert a.fingerprint == load_student(StudentConfig(spec=str(tiny_clip_dir))).fingerprint
 
 
-def test_errors(tmp_path):
+def test_errors(tmp_path, tiny_clip_dir):
     with pytest.raises(ConfigError, match="student folder not found"):
         load_student(StudentConfig(spec=str(tmp_path / "nothing-here")))
     (tmp_path / "empty").mkdir()  # a folder without a checkpoint
-    with pytest.raises(ConfigError, match="cannot load student"):
+    with pytest.raises(ConfigError, match="cannot be scored as saved: no config.json; no weights"):
         load_student(StudentConfig(spec=str(tmp_path / "empty")))
     with pytest.raises(ConfigError, match="no CUDA"):
         if torch.cuda.is_available():
             pytest.skip("has CUDA")
-        load_student(StudentConfig(spec=str(tmp_path), device="cuda"))
+        load_student(StudentConfig(spec=str(tiny_clip_dir), device="cuda"))
 
 
 def test_dtype_resolution():

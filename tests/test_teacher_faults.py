@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import logging
@@ -18,7 +19,7 @@ from describe_support import describe_argv
 from lga.cli import main
 from lga.errors import ConfigError
 from lga.store.core import DONE, FAILED, DescriptionStore
-from lga.teacher.base import FailureKind, WorkItem
+from lga.teacher.base import FailureKind, WorkItem, parse_teacher_spec
 from lga.teacher.openai_compat import (
     OpenAITeacher,
     TeacherUnreachable,
@@ -286,3 +287,45 @@ def test_keys_of_the_api_never_enter_the_settings(monkeypatch):
         OpenAITeacher("http://127.0.0.1:9/v1", MODEL, request_options={"user": f"x-{KEY}"})
     teacher = OpenAITeacher("http://127.0.0.1:9/v1", MODEL, request_options={"top_k": 7})
     assert KEY not in repr(teacher) + json.dumps(teacher.settings) + teacher.id
+
+
+@pytest.mark.parametrize(
+    "key, why",
+    [
+        (KEY + "\r", "contains a control character"),
+        (KEY + "\n", "contains a control character"),
+        (KEY[:8] + "\x1b" + KEY[8:], "contains a control character"),
+        (KEY + " ", "contains whitespace"),
+        (KEY[:8] + "é" + KEY[8:], "contains a non-ASCII character"),
+    ],
+)
+def test_malformed_key_is_named_and_never_shown(birds, tmp_path, capsys, monkeypatch, key, why):
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    with FakeChatServer(lambda n: "ok") as server:
+        assert run(birds, tmp_path / "d.sqlite", server.base_url) == 1
+        assert server.requests == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: OPENAI_API_KEY is malformed ({why}); the key is not shown"]
+    assert KEY[8:] not in "\n".join(err)
+
+
+def test_userinfo_of_the_url_is_never_echoed(birds, tmp_path, capsys, monkeypatch):
+    secret = "hunter2-USERINFO-SECRET"
+    url = f"http://user:{secret}@127.0.0.1:{free_port()}/v1"
+    assert run(birds, tmp_path / "d.sqlite", url) == 1
+    err = capsys.readouterr().err
+    assert "connection refused" in err and url.replace(f"user:{secret}@", "") in err
+    assert secret not in err
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with FakeChatServer(lambda n: "ok") as server:  # the credentials still go, as basic auth
+        url = server.base_url.replace("http://", f"http://user:{secret}@")
+        teacher = OpenAITeacher(url, MODEL)
+        _, out = teacher.ask(ITEM)
+        teacher.close()
+    assert out.ok
+    basic = base64.b64encode(f"user:{secret}".encode()).decode()
+    assert server.requests[0].authorization == f"Basic {basic}"
+    assert secret not in repr(teacher) + teacher.url + teacher.base_url
+    with pytest.raises(ConfigError, match="bad teacher spec") as e:  # no #model
+        parse_teacher_spec(f"openai:http://user:{secret}@127.0.0.1/v1")
+    assert secret not in str(e.value)

@@ -179,6 +179,10 @@ def test_teacher_options_reach_the_body_with_their_json_types(birds, tmp_path, a
         ("temperature=0.7", "greedily"),
         ("top_k", "not KEY=VALUE"),
         ("=3", "bad teacher option name"),
+        ("n=3", "teacher option 'n' is set by lga: lga stores one answer"),
+        ("top_p=NaN", "teacher option 'top_p': nan holds a number that is not finite"),
+        ("repetition_penalty=1e999", "'repetition_penalty': inf holds a number that is not"),
+        ('logit_bias={"50256": -Infinity}', "'logit_bias': {'50256': -inf} holds a number"),
     ],
 )
 def test_teacher_options_lga_sets_are_refused(birds, tmp_path, capsys, option, words):

@@ -82,6 +82,22 @@ def _os_error(e: OSError) -> str:
     return str(e) or type(e).__name__
 
 
+def _invalid_flags(e) -> str:
+    """A pydantic ValidationError of a config made from flags, by flag: ``SynthConfig(n_train=-5)``
+    -> ``--n-train -5: input should be greater than 0``."""
+    lines = []
+    for err in e.errors():
+        loc = err["loc"]
+        msg = err["msg"].removeprefix("Value error, ")
+        msg = msg[:1].lower() + msg[1:]
+        if len(loc) == 1 and isinstance(loc[0], str):
+            lines.append(f"--{loc[0].replace('_', '-')} {err.get('input')!r}: {msg}")
+        else:
+            where = ".".join(map(str, loc))
+            lines.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(lines)
+
+
 def _broken_pipe() -> int:
     """The reader of our output went away (``lga ... | head``): stop quietly, as Unix tools do."""
     try:
@@ -107,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except DataError as e:
         code = _error(str(e), args.verbose)
+        if not e.listed:
+            return code
         for p in e.problems[:50]:
             print(f"  {p}", file=sys.stderr)
         if len(e.problems) > 50:
@@ -122,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a file or folder that cannot be read or written
         return _error(_os_error(e), args.verbose)
     except Exception as e:  # a bug: say so in one line; -v shows where
+        from pydantic import ValidationError  # here: `lga --help` does not import pydantic
+
+        if isinstance(e, ValidationError):  # a typed config built from the flags
+            _error(_invalid_flags(e), args.verbose)
+            return 2  # a usage error, as argparse's
         return _error(
             f"{type(e).__name__}: {e} (unexpected: rerun with -v for the traceback, and "
             "please report it)",

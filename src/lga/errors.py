@@ -10,8 +10,11 @@ class ConfigError(LgaError):
 
 
 class DataError(LgaError):
-    """A dataset is malformed. ``problems`` lists every fault found, one per row or file."""
+    """A dataset is malformed. ``problems`` lists every fault found, one per row or file;
+    ``listed`` False: the message says all they say (one file-level fault), so the CLI prints
+    the message alone."""
 
-    def __init__(self, message: str, problems: list | None = None):
+    def __init__(self, message: str, problems: list | None = None, *, listed: bool = True):
         super().__init__(message)
         self.problems = list(problems or [])
+        self.listed = listed

@@ -52,3 +52,27 @@ def output_dir(path: str | Path, *, what: str = "output folder") -> Iterator[Pat
         if created and path.is_dir() and not RunDir(path).started:
             shutil.rmtree(path, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    try:  # Linux says it without changing it (os.umask sets it, for a moment, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(folder: str | Path) -> None:
+    """Give the files under ``folder`` the mode a new file gets (0644 under umask 022).
+
+    ``save_pretrained`` writes ``model.safetensors`` with mode 0600, so a model saved for others
+    to read (a run's ``model/``, an export) would be readable by its owner only.
+    """
+    mode = 0o666 & ~_umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(mode)

@@ -36,6 +36,7 @@ reused), and *resumable* when it holds a complete checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -46,6 +47,9 @@ import pandas as pd
 import yaml
 
 from lga.errors import ConfigError, LgaError
+from lga.outputs import honour_umask
+
+log = logging.getLogger(__name__)
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
@@ -101,6 +105,7 @@ def save_pretrained_atomic(
     processor.save_pretrained(tmp)
     if extra is not None:
         extra(tmp)
+    honour_umask(tmp)
     old = path.with_name(path.name + ".old")
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -280,24 +285,56 @@ class RunDir:
         if not self.finished and self.model_path.is_dir():
             shutil.rmtree(self.model_path, ignore_errors=True)
 
-    def empty(self) -> None:
-        """Remove what lga wrote; refuse, naming them, if other files are there.
+    @property
+    def written_by_lga(self) -> bool:
+        """Whether ``config.yaml`` is one lga wrote (a mapping with ``method``, ``data`` and
+        ``student``): only then are the folder's run files lga's to replace."""
+        try:
+            raw = yaml.safe_load(self.config_file.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return False
+        return isinstance(raw, dict) and {"method", "data", "student"} <= raw.keys()
+
+    def check_owned(self) -> None:
+        """Refuse a folder where lga would replace files it did not write.
+
+        A folder without lga's ``config.yaml`` (the user's own, or any folder given as ``--out``)
+        may hold other files, but none of the names lga writes (``model/``, ``metrics.json``
+        ...): those would be replaced or, with ``--overwrite``, removed.
 
         Raises:
-            LgaError: the folder holds files lga did not write (nothing is removed then).
+            LgaError: naming the files lga did not write that it would replace.
+        """
+        if not self.path.is_dir() or self.written_by_lga:
+            return
+        clash = [n for n in LGA_FILES if (self.path / n).exists() or (self.path / n).is_symlink()]
+        if clash:
+            names = ", ".join(n + ("/" if (self.path / n).is_dir() else "") for n in clash)
+            raise LgaError(
+                f"{self.path} is not an lga run folder (no config.yaml written by lga) and holds "
+                f"{names}, which lga did not write and would replace; move them away or choose "
+                "another --out"
+            )
+
+    def empty(self) -> None:
+        """Remove what lga wrote (its names in :data:`LGA_FILES`); the user's other files stay.
+
+        Raises:
+            LgaError: the folder is not an lga run folder but holds names lga writes
+                (:meth:`check_owned`): nothing is removed then.
         """
         if not self.path.is_dir():
             return
-        foreign = sorted(p.name for p in self.path.iterdir() if p.name not in LGA_FILES)
-        if foreign:
-            raise LgaError(
-                f"--overwrite: {self.path} holds files lga did not write "
-                f"({', '.join(foreign[:10])}{', ...' if len(foreign) > 10 else ''}); "
-                "move them away or choose another --out"
-            )
+        self.check_owned()
+        kept = sorted(p.name for p in self.path.iterdir() if p.name not in LGA_FILES)
+        if kept:
+            log.info("--overwrite: %s keeps files lga did not write: %s", self.path, kept)
         for name in LGA_FILES:
             p = self.path / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
 
     # -- readers -----------------------------------------------------------------------------
 

@@ -161,7 +161,7 @@ class _BareStep:
         from lga.student.model import pooled
 
         with self.acc.autocast():
-            u = pooled(self.model.get_image_features(pixel_values=self.pixels))  # (B, D)
+            u = pooled(self.model.get_image_features(**self.pixels))  # (B, D)
             v = pooled(self.model.get_text_features(input_ids=self.ids, attention_mask=self.mask))
             loss = u.float().sum() + v.float().sum()
         loss.backward()
@@ -176,7 +176,8 @@ def _bare_step(tuner: Any, pixels: Any, rows: Any, acc: Any) -> _BareStep:
     index = torch.cat([tuner.table.per_image[name][rows] for name in tuner.method.image_texts])
     ids, mask = tuner.table.tokens(torch.unique(index))  # (T, L): what the full step encodes
     model = acc.unwrap_model(tuner.model).model
-    return _BareStep(model, pixels.to(dev), ids.to(dev), mask.to(dev), acc)
+    pixels = {k: v.to(dev) for k, v in pixels.items()}  # pixel_values (and NaFlex's masks)
+    return _BareStep(model, pixels, ids.to(dev), mask.to(dev), acc)
 
 
 def _optimizer_seconds(tuner: Any) -> float:

@@ -134,7 +134,8 @@ def _add_import_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace a metadata.csv/dataset.yaml that no earlier import wrote",
+        help="replace a metadata.csv/dataset.yaml that no earlier import wrote (never an "
+        "image file of yours)",
     )
 
 

@@ -113,7 +113,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue from the newest checkpoint in RUN/checkpoints",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in RUN")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run in RUN: removes the files lga wrote there, no others",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_report_to(p)
     p.add_argument(

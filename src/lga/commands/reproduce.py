@@ -14,11 +14,13 @@ from lga.commands.fit import add_report_to
 def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser(
         "demo",
-        help="the embedded offline demo: synthetic Waterbirds, oracle teacher, toy CLIP, 6 methods",
-        description="Generate Waterbirds in miniature, describe it with the oracle teacher, fit "
-        "zero-shot, linear probe, ERM, spurious-aware, lga and DFR from the shipped toy CLIP over "
-        "3 seeds, print the results table and write the report. About 2 minutes on 2 CPU cores "
-        "(--quick: about 1 minute). Example: lga demo --out lga-demo",
+        help="the embedded offline demo: synthetic Waterbirds, a faulty oracle teacher, toy CLIP",
+        description="Generate Waterbirds in miniature (with test birds on snow and desert, "
+        "backgrounds no training image has), describe it with the oracle teacher erring as "
+        "LLaVA-class models do (faults=llava-like), fit zero-shot, linear probe, ERM, ERM on "
+        "teacher-balanced batches, spurious-aware, lga, lga with the slides' recipe and DFR "
+        "from the shipped toy CLIP over 3 seeds, print the results table and write the report. "
+        "About 3-4 minutes on 2 CPU cores (--quick: about 1.5). Example: lga demo --out lga-demo",
     )
     demo.add_argument("--out", type=Path, default=Path("lga-demo"), help="output folder")
     demo.add_argument("--quick", action="store_true", help="smaller sets, for a smoke test / CI")

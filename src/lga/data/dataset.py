@@ -178,8 +178,8 @@ def _read_metadata(root: Path) -> pd.DataFrame:
         )
     try:
         df = pd.read_csv(meta, dtype=str, keep_default_na=False)
-    except UnicodeDecodeError as e:
-        _metadata_error(meta, f"is not UTF-8 text ({e.reason} at byte {e.start})", e)
+    except UnicodeDecodeError as e:  # its offset is within pandas' chunk: find the file's
+        _metadata_error(meta, f"is not UTF-8 text ({_first_bad_utf8(meta) or e.reason})", e)
     except pd.errors.EmptyDataError as e:
         _metadata_error(meta, f"is empty; expected the header {','.join(COLUMNS)}", e)
     except pd.errors.ParserError as e:
@@ -191,10 +191,22 @@ def _read_metadata(root: Path) -> pd.DataFrame:
     return df
 
 
+def _first_bad_utf8(path: Path) -> str | None:
+    """Where the file stops being UTF-8: ``"invalid start byte at byte 226, line 5"``."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        return f"{e.reason} at byte {e.start}, line {line}"
+    return None
+
+
 def _metadata_error(meta: Path, why: str, cause: Exception | None = None) -> NoReturn:
-    """Raise the DataError of a metadata.csv that cannot be read at all."""
+    """Raise the DataError of a metadata.csv that cannot be read at all (its one problem is
+    the message: the CLI prints it once)."""
     raise DataError(
-        f"{meta} {why}", [Problem(str(meta), why, kind=ProblemKind.METADATA)]
+        f"{meta} {why}", [Problem(str(meta), why, kind=ProblemKind.METADATA)], listed=False
     ) from cause
 
 

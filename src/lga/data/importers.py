@@ -31,7 +31,13 @@ from tqdm.auto import tqdm
 from lga import __version__
 from lga.data.dataset import METADATA_FILE, SPLIT_NAMES, Problem
 from lga.data.dataset_config import DATASET_FILE, DatasetConfig, load_dataset_config
-from lga.data.provenance import IMPORT_FILE, ImportRecord, file_sha256, written_by_import
+from lga.data.provenance import (
+    IMPORT_FILE,
+    ImportRecord,
+    file_sha256,
+    read_record,
+    written_by_import,
+)
 from lga.errors import ConfigError, DataError, LgaError
 from lga.outputs import make_output_dir
 
@@ -320,6 +326,11 @@ def read_celeba(
             column): a value not in {-1, 1}, an unknown or missing partition, a missing image.
     """
     src = Path(src)
+    if target == spurious:
+        raise ConfigError(
+            f"--target and --spurious are both {target!r}: the spurious attribute must be "
+            "another attribute than the class"
+        )
     if not src.is_dir():
         raise DataError(f"CelebA folder not found: {src}", [Problem(str(src), "not a folder")])
     images_dir = _celeba_image_dir(src)
@@ -438,6 +449,42 @@ def _image_files(
     return files, names, problems
 
 
+def _not_images(src: _Source, files: list[Path], column: str) -> list[Problem]:
+    """Rows whose file is no image PIL can identify (its header only is read, not decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    problems = []
+    for i, f in enumerate(files):
+        try:
+            with Image.open(f):
+                pass
+        except (UnidentifiedImageError, OSError) as e:
+            why = "not an image file" if isinstance(e, UnidentifiedImageError) else str(e)
+            problems.append(_problem(src, i, column, f"{f} is {why}"))
+    return problems
+
+
+def _same_image_twice(
+    src: _Source, files: list[Path], codes: tuple[np.ndarray, ...], column: str
+) -> list[Problem]:
+    """Rows naming one image file (by its real path) with another split, class or place: one
+    image cannot be both a training and a test image (``lga data check`` refuses it)."""
+    rows: dict[str, list[int]] = {}
+    for i, f in enumerate(files):
+        rows.setdefault(os.path.realpath(f), []).append(i)
+    problems = []
+    for same in (r for r in rows.values() if len(r) > 1):
+        labels = {tuple(int(c[i]) for c in codes) for i in same}
+        if len(labels) > 1:
+            where = ", ".join(src.where(i) for i in same)
+            message = (
+                f"the same image {files[same[0]]} with another split, class or place in {where}: "
+                "one image cannot have two splits or labels"
+            )
+            problems.append(_problem(src, same[0], column, message))
+    return problems
+
+
 def read_table(
     path: str | Path,
     *,
@@ -478,6 +525,9 @@ def read_table(
     place, place_names, bad_p = _codes(src, df[place_col], place_col, place_names, place_from)
     split, bad_split = _split_codes(src, df[split_col], split_col)
     files, names, bad_images = _image_files(src, df[image_col], image_col)
+    if not bad_images:  # what `lga data check` would refuse of the dataset, found before writing
+        bad_images = _not_images(src, files, image_col)
+        bad_images += _same_image_twice(src, files, (y, split, place), image_col)
     _raise_if(bad_y + bad_p + bad_split + bad_images, f"table {path}")
     if spec is None:
         spec = _generic_spec(path, class_names, place_col, place_names)
@@ -575,6 +625,22 @@ def _separate_names(plan: ImportPlan) -> list[str]:
     ]
 
 
+def _foreign_files(out: Path, names: list[str], copy: bool) -> list[Problem]:
+    """Files at the images' names in ``out`` that no import put there: a regular file, unless
+    an earlier copying import (``import.yaml``) made it. A symlink is an import's own."""
+    record = read_record(out)
+    copied_before = record is not None and record.images == ImageMode.COPY.value
+    problems = []
+    for i, name in enumerate(names):
+        dst = out / name
+        if dst.is_symlink() or not dst.exists():
+            continue
+        if not (copy and copied_before and dst.is_file()):
+            why = "exists and no import put it there; an import replaces no file of yours"
+            problems.append(Problem(str(dst), f"image of row {i + 1}: {why}"))
+    return problems
+
+
 def _place_images(plan: ImportPlan, out: Path, names: list[str], copy: bool, progress: bool):
     made: set[Path] = set()
     pairs = zip(plan.images, names, strict=True)
@@ -670,8 +736,16 @@ def write_import(
     mode = ImageMode.IN_PLACE
     names = [n for n in plan.names if n is not None]
     if separate:
-        make_output_dir(dest, what="dataset folder")
         names = _separate_names(plan)
+        foreign = _foreign_files(dest, names, copy)
+        if foreign:
+            raise DataError(
+                f"{dest}: {len(foreign)} file(s) of yours are where the import puts its images "
+                "(--overwrite replaces only metadata.csv and dataset.yaml); move them away or "
+                "choose another --out",
+                foreign,
+            )
+        make_output_dir(dest, what="dataset folder")
         mode = ImageMode.COPY if copy else ImageMode.SYMLINK
         _place_images(plan, dest, names, copy, progress)
     header = f"# written by `lga data import {plan.importer}` from {plan.source}\n"

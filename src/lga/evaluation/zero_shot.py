@@ -29,10 +29,22 @@ def templates_for(ds: GroupDataset, which: str = "dataset") -> list[str]:
 
 @torch.no_grad()
 def zero_shot_probs(
-    image_feats: torch.Tensor, class_feats: torch.Tensor, logit_scale: torch.Tensor
+    image_feats: torch.Tensor,
+    class_feats: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    logit_bias: torch.Tensor | float = 0.0,
 ) -> np.ndarray:
-    """(N, C) class probabilities: softmax(scale * cos(image, class prompt))."""
-    logits = logit_scale * image_feats @ class_feats.T  # (N, C)
+    """(N, C) class probabilities: softmax over the classes of the model's own logits.
+
+    The logits are ``scale * cos(image, class prompt) + bias`` with the student's scale and bias
+    (:meth:`lga.student.model.Student.logits`). The class probabilities of a zero-shot classifier
+    must be a distribution over the classes (predictions, accuracy, the report's plots), so they
+    are a softmax for every family. For SigLIP, whose own probability is a sigmoid per (image,
+    prompt) pair (:meth:`~lga.student.model.Student.pair_probs`), this is the softmax of the
+    same logits at the model's own scale (the bias cancels): the prediction, the argmax, is the
+    same under either.
+    """
+    logits = logit_scale * image_feats @ class_feats.T + logit_bias  # (N, C)
     return logits.softmax(dim=-1).numpy()
 
 
@@ -124,7 +136,9 @@ def predict_zero_shot(
     )
     with torch.no_grad():
         class_feats = class_text_features(student, ds.config.classes, templates).cpu()
-    return zero_shot_probs(feats, class_feats, student.logit_scale().cpu())
+    return zero_shot_probs(
+        feats, class_feats, student.logit_scale().cpu(), student.logit_bias().cpu()
+    )
 
 
 def _saved_head(student: Student, ds: GroupDataset):
@@ -155,6 +169,7 @@ def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
     from lga.student.model import resolve_student_spec
 
     resolve_student_spec(cfg.student.spec)  # a missing folder fails before any work
+    RunDir(out).check_owned()  # never replace a metrics.json or config.yaml of the user's
     with output_dir(out, what="--out folder"):
         full = load_dataset(
             cfg.data.root,

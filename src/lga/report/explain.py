@@ -166,7 +166,8 @@ def _vision_forward(student: Student, pixels: torch.Tensor):
         output_attentions=True,
         output_hidden_states=True,
     )
-    if not out.attentions or out.attentions[0] is None or not out.hidden_states:
+    attentions, hidden = getattr(out, "attentions", None), getattr(out, "hidden_states", None)
+    if not attentions or attentions[0] is None or not hidden:  # ALIGN's EfficientNet has none
         raise LgaError(f"{student.spec} returns no attention weights; explain needs a ViT")
     embeds = out.pooler_output
     projection = getattr(model, "visual_projection", None)
@@ -192,7 +193,13 @@ def saliency(
         templates: prompt templates with ``{}`` (``"a photo of a {}."``).
         label: the student's name in figures.
     """
-    pixels = student.pixel_values(images)  # (B, 3, H, W)
+    inputs = student.image_inputs(images)
+    if set(inputs) != {"pixel_values"}:  # SigLIP 2 NaFlex: patches of varying grids, no image
+        raise LgaError(
+            f"{student.spec} ({student.family.name}) takes {sorted(inputs)}: explain needs a "
+            "fixed-resolution ViT"
+        )
+    pixels = inputs["pixel_values"]  # (B, 3, H, W)
     with eager_attention(student), torch.enable_grad():
         with torch.no_grad():
             cls = class_text_features(student, class_names, templates)  # (C, D)

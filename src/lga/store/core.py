@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import glob
 import json
 import logging
 import os
@@ -520,6 +521,18 @@ class DescriptionStore:
         return {(int(i), p, h) for i, p, h in rows}
 
     @_guarded
+    def done_texts(
+        self, dataset: str, teacher: str, settings_hash: str
+    ) -> dict[tuple[int, str, str], str | None]:
+        """Like :meth:`done_keys`, each key with its text."""
+        rows = self._query(
+            "SELECT img_id, prompt, prompt_hash, text FROM descriptions WHERE dataset=? AND "
+            "teacher=? AND settings_hash=? AND status=?",
+            (dataset, teacher, settings_hash, DONE),
+        )
+        return {(int(i), p, h): t for i, p, h, t in rows}
+
+    @_guarded
     def variants(self, prompt: str | None = None) -> list[Variant]:
         """The (dataset, teacher, settings, prompt text) combinations with done rows."""
         where, params = ("AND d.prompt=?", [prompt]) if prompt else ("", [])
@@ -833,6 +846,7 @@ def merge_stores(out: str | Path, inputs: Sequence[str | Path]) -> dict[str, int
     for src in sources:  # file, integrity and schema version, before anything is written
         DescriptionStore(src, read_only=True).close()
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(out, "merge")
     tmp = out.with_name(f".{out.name}.merge-{os.getpid()}.tmp")
     try:
         if out.exists():
@@ -870,6 +884,26 @@ def _copy_store(path: Path, to: Path) -> None:
         )
 
 
+def _remove_stale_tmp(out: Path, job: str) -> None:
+    """Remove the temporary store (and its -wal, -shm) of an earlier ``job`` into ``out`` that
+    was killed before it could clean up: one whose process is gone on this machine."""
+    for tmp in out.parent.glob(f".{glob.escape(out.name)}.{job}-*.tmp"):
+        pid = tmp.name.removesuffix(".tmp").rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by a %s that was killed", tmp, job)
+            _remove_store_files(tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _remove_store_files(path: Path) -> None:
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         p.unlink(missing_ok=True)
@@ -882,17 +916,22 @@ def recover_store(path: str | Path, out: str | Path) -> dict[str, int]:
     from the end until it: only the rows on damaged pages (and between them) are lost. The new
     store is written to a temporary file and renamed at the end.
 
+    A row whose text is no longer UTF-8 (garbled by the damage) is left out and counted.
+
     Returns:
         Rows recovered per table: ``{"prompts": ..., "settings": ..., "descriptions": ...}``.
 
     Raises:
-        LgaError: ``out`` exists, or the file's schema itself cannot be read.
+        LgaError: ``out`` exists, the file's schema itself cannot be read, or not one
+            description row can be reached (the table's top page is damaged): nothing is
+            written then.
     """
     path, out = Path(path), Path(out)
     if not path.is_file():
         raise LgaError(f"description store not found: {path}")
     if out.exists():
         raise LgaError(f"{out} exists; give a new file to recover into")
+    _remove_stale_tmp(out, "recover")
     src = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     tmp = out.with_name(f".{out.name}.recover-{os.getpid()}.tmp")
     counts: dict[str, int] = {}
@@ -911,7 +950,13 @@ def recover_store(path: str | Path, out: str | Path) -> dict[str, int]:
                 ("descriptions", KEY_COLUMNS),
             ):
                 if table in names:
-                    counts[table] = _recover_table(src, dst, table, order)
+                    counts[table], damaged = _recover_table(src, dst, table, order)
+                    if damaged and table == "descriptions" and not counts[table]:
+                        raise LgaError(
+                            f"cannot recover {path}: no description row can be reached (the "
+                            "damage is at the top of the table); SQLite's own "
+                            f"`sqlite3 {path} .recover` may find more"
+                        )
         os.replace(tmp, out)
     except BaseException:
         _remove_store_files(tmp)
@@ -922,13 +967,23 @@ def recover_store(path: str | Path, out: str | Path) -> dict[str, int]:
     return counts
 
 
+def _decoded(values: tuple) -> tuple | None:
+    """A row read as bytes, its texts decoded; None when one is not UTF-8 (garbled)."""
+    try:
+        return tuple(v.decode("utf-8") if isinstance(v, bytes) else v for v in values)
+    except UnicodeDecodeError:
+        return None
+
+
 def _recover_table(
     src: sqlite3.Connection, dst: DescriptionStore, table: str, order: Sequence[str]
-) -> int:
+) -> tuple[int, bool]:
+    """Copy the readable rows of ``table``: (rows copied, whether a damaged page was met)."""
     have = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
     columns = dst._columns("main", table)
     wanted = [c for c in have if c in columns]
     rows: dict[tuple, tuple] = {}
+    damaged, garbled = False, set()
     for direction in ("ASC", "DESC"):
         # NOT INDEXED: walk the table's own b-tree (in key order, so no sort reads it all)
         # rather than an index that may be the damaged part.
@@ -936,18 +991,29 @@ def _recover_table(
             f"SELECT {', '.join(wanted)}, {', '.join(order)} FROM {table} NOT INDEXED "
             f"ORDER BY {', '.join(f'{c} {direction}' for c in order)}"
         )
+        src.text_factory = bytes  # a garbled text is one row left out, not the end of the scan
         try:
             for r in src.execute(sql):
-                rows[r[len(wanted) :]] = r[: len(wanted)]
+                key, values = r[len(wanted) :], _decoded(r[: len(wanted)])
+                if values is None:
+                    garbled.add(key)
+                else:
+                    rows[key] = values
         except sqlite3.DatabaseError as e:
+            damaged = True
             log.warning("reading %s %s stopped at a damaged page: %s", table, direction, e)
+        finally:
+            src.text_factory = str
+    if garbled:
+        damaged = True
+        log.warning("%s: %d row(s) with garbled text left out", table, len(garbled))
     with dst.transaction() as con:
         con.executemany(
             f"INSERT OR IGNORE INTO {table} ({', '.join(wanted)}) "
             f"VALUES ({', '.join('?' * len(wanted))})",
             rows.values(),
         )
-    return len(rows)
+    return len(rows), damaged
 
 
 def _merge_one(store: DescriptionStore, src: Path) -> int:

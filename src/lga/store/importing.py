@@ -14,7 +14,11 @@ Every row is checked against the dataset (``img_id`` in its metadata.csv) and th
 (known prompt names) and must have a text; every fault is named with its line, and nothing is
 written unless all rows pass. Rows are stored under the ``--data`` dataset's key, so ``lga fit``
 reads them exactly like generated ones. A done row is never replaced: importing twice changes
-nothing.
+nothing, and a row whose text differs from the one the store (or an earlier row of the file)
+holds for the same key is refused. ``img_id`` must be an integer (``3`` or ``3.0``; ``1.5`` is
+refused), ``text`` a string; a text longer than ``MAX_TEXT_CHARS`` (the 2,048 characters that
+``lga describe`` keeps of an answer by default) is cut to it and marked truncated, as describe
+marks the answers it cuts.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lga.errors import DataError, LgaError
@@ -36,6 +41,8 @@ log = logging.getLogger(__name__)
 
 IMPORT_FORMATS = (".jsonl", ".parquet", ".csv")
 REQUIRED = ("img_id", "prompt", "text")
+# What describe keeps of an answer by default: 16 characters per token of 128 new tokens.
+MAX_TEXT_CHARS = 2048
 
 
 @dataclass
@@ -47,9 +54,12 @@ class ImportSummary:
     already: int  # rows the store held already (a done row is kept)
     skipped_failed: int  # rows of an export whose status was not done
     teachers: list[str]
+    truncated: int = 0  # texts cut to MAX_TEXT_CHARS
 
     def line(self) -> str:
         parts = [f"{self.imported} new", f"{self.already} already in the store"]
+        if self.truncated:
+            parts.append(f"{self.truncated} text(s) cut to {MAX_TEXT_CHARS} characters")
         if self.skipped_failed:
             parts.append(f"{self.skipped_failed} failed row(s) skipped")
         return f"{self.rows} row(s): " + ", ".join(parts) + f" (teacher {', '.join(self.teachers)})"
@@ -61,6 +71,17 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
         raise LgaError(f"cannot import {path}: the name must end with one of {IMPORT_FORMATS}")
     if not path.is_file():
         raise LgaError(f"{path}: file not found")
+    try:
+        return _read(path)
+    except DataError:
+        raise
+    except (ValueError, OSError) as e:  # not Parquet, bad CSV quoting, not UTF-8 ...
+        kind = {".jsonl": "JSON Lines", ".parquet": "Parquet", ".csv": "CSV"}[path.suffix]
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"cannot read {path} as {kind}: {reason}") from e
+
+
+def _read(path: Path) -> tuple[pd.DataFrame, list[str]]:
     if path.suffix == ".jsonl":
         records, where = [], []
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -80,6 +101,34 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
         return df, [f"row {i + 1}" for i in range(len(df))]
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     return df, [f"line {i + 2}" for i in range(len(df))]  # line 1 is the header
+
+
+def _img_id(value: Any) -> int | None:
+    """An integer id: an int, an integral float (``3.0``: a column with gaps), or its text;
+    None for anything else (``1.5``, ``"2.7"``, ``True``)."""
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if "." in value or "e" in value.lower() else int(value)
+        except ValueError:
+            return None
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating) and math.isfinite(value) and value == int(value):
+        return int(value)
+    return None
+
+
+def _kind(value: Any) -> str:
+    """What a non-string text is, in the words of JSON and Parquet."""
+    if isinstance(value, dict):
+        return "a struct"
+    if isinstance(value, list | tuple | np.ndarray):
+        return "a list"
+    if isinstance(value, bool | np.bool_):
+        return "a boolean"
+    return "a number" if isinstance(value, int | float | np.number) else f"a {type(value).__name__}"
 
 
 def _blank(v: Any) -> bool:
@@ -136,15 +185,16 @@ def import_descriptions(
     default_teacher = teacher or f"import:{path.stem}"
     has = set(df.columns)
     problems, rows, skipped, other_keys = [], [], 0, set()
+    places: list[str] = []  # each row's place in the file
+    n_cut = 0  # texts cut to MAX_TEXT_CHARS
     import_settings: dict[str, dict] = {}
     prompt_texts: dict[tuple[str, str], str] = {}
     for rec, at in zip(df.to_dict("records"), where, strict=True):
         if "status" in has and not _blank(rec["status"]) and rec["status"] != DONE:
             skipped += 1
             continue
-        try:
-            img_id = int(float(rec["img_id"]))
-        except (TypeError, ValueError):
+        img_id = _img_id(rec["img_id"])
+        if img_id is None:
             problems.append(f"{path}: {at}: img_id {rec['img_id']!r} is not an integer")
             continue
         fault = []
@@ -153,12 +203,17 @@ def import_descriptions(
         name = str(rec["prompt"])
         if name not in by_name:
             fault.append(f"prompt {name!r} is not in the prompt set (it has {sorted(by_name)})")
-        if _blank(rec["text"]):
+        text = rec["text"]
+        if not isinstance(text, str) and not _blank(text):
+            fault.append(f"text is {_kind(text)}, not a string")
+        elif _blank(text):
             fault.append("empty text")
         if fault:
             problems.append(f"{path}: {at}: " + "; ".join(fault))
             continue
-        prompt, text = by_name[name], str(rec["text"])
+        prompt, cut = by_name[name], len(text) > MAX_TEXT_CHARS
+        n_cut += cut
+        text = text[:MAX_TEXT_CHARS]
         who = default_teacher if "teacher" not in has or _blank(rec["teacher"]) else rec["teacher"]
         if "settings_hash" in has and not _blank(rec["settings_hash"]):
             settings_hash = str(rec["settings_hash"])
@@ -183,6 +238,8 @@ def import_descriptions(
         if "dataset" in has and not _blank(rec["dataset"]) and rec["dataset"] != key:
             other_keys.add(str(rec["dataset"]))
         kw_value = rec.get("keywords") if "keywords" in has else None
+        marked = "truncated" in has and not _blank(rec["truncated"]) and _true(rec["truncated"])
+        places.append(at)
         rows.append(
             Row(
                 dataset=key,
@@ -195,8 +252,10 @@ def import_descriptions(
                 text=text,
                 keywords=_keywords(kw_value, text, prompt.format.value == "keywords"),
                 attempts=1,
+                truncated=cut or marked,
             )
         )
+    problems += _conflicts_in_file(path, rows, places)
     if problems:
         raise DataError(f"{path}: {len(problems)} row(s) cannot be imported", problems)
     if other_keys:
@@ -206,12 +265,24 @@ def import_descriptions(
             sorted(other_keys),
             key,
         )
+    if n_cut:
+        log.warning("%s: %d text(s) longer than %d characters cut and marked truncated",
+                    path, n_cut, MAX_TEXT_CHARS)  # fmt: skip
     with DescriptionStore(store_path) as store:
-        done = set()
+        done: dict[tuple, str | None] = {}
         for who, h in {(r.teacher, r.settings_hash) for r in rows}:
-            done |= {(who, h, *k) for k in store.done_keys(key, who, h)}
-        new = {(r.teacher, r.settings_hash, r.img_id, r.prompt, r.prompt_hash) for r in rows}
-        added = len(new - done)
+            done |= {(who, h, *k): t for k, t in store.done_texts(key, who, h).items()}
+        clash = [
+            f"{path}: {at}: the store holds another text for img_id {r.img_id}, prompt "
+            f"{r.prompt!r}, teacher {r.teacher!r} (a done row is never replaced: import into "
+            "another store, or under another --teacher)"
+            for r, at in zip(rows, places, strict=True)
+            if _key(r) in done and done[_key(r)] != r.text
+        ]
+        if clash:
+            raise DataError(f"{path}: {len(clash)} row(s) conflict with {store_path}", clash)
+        new = {_key(r) for r in rows}
+        added = len(new - done.keys())
         store.register_prompts(prompts)
         for (name, h), text in prompt_texts.items():
             store.register_prompts([_PromptText(name, h, text, by_name[name])])
@@ -224,7 +295,31 @@ def import_descriptions(
         already=len(new) - added,
         skipped_failed=skipped,
         teachers=sorted({r.teacher for r in rows}),
+        truncated=n_cut,
     )
+
+
+def _key(r: Row) -> tuple:
+    return (r.teacher, r.settings_hash, r.img_id, r.prompt, r.prompt_hash)
+
+
+def _true(v: Any) -> bool:
+    return str(v).strip().lower() in ("true", "1", "1.0")
+
+
+def _conflicts_in_file(path: Path, rows: list[Row], places: list[str]) -> list[str]:
+    """Rows of one key given twice with different texts (the same text twice is harmless)."""
+    first: dict[tuple, str | None] = {}
+    out = []
+    for r, at in zip(rows, places, strict=True):
+        k = _key(r)
+        if k in first and first[k] != r.text:
+            out.append(
+                f"{path}: {at}: another text for img_id {r.img_id}, prompt "
+                f"{r.prompt!r}, teacher {r.teacher!r} than an earlier row of the file"
+            )
+        first.setdefault(k, r.text)
+    return out
 
 
 @dataclass

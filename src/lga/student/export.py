@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from lga.errors import LgaError
-from lga.outputs import make_output_dir
+from lga.outputs import honour_umask, make_output_dir
 from lga.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -105,5 +105,6 @@ def export_text_encoder(
         "hidden_size": int(text.config.hidden_size),
     }
     (out / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    honour_umask(out)
     log.info("exported %s from %s to %s", type(text).__name__, model_dir, out)
     return out

@@ -30,8 +30,40 @@ from lga.student.model import Student
 log = logging.getLogger(__name__)
 
 
+Pixels = dict[str, torch.Tensor]
+"""A batch of preprocessed images: every image-processor output, each ``(B, ...)``:
+``pixel_values`` (B, 3, H, W), and for SigLIP 2 NaFlex ``pixel_attention_mask`` (B, P) and
+``spatial_shapes`` (B, 2), which must travel with the pixels wherever they go."""
+
+
+def pixels_rows(pixels: Pixels, index: torch.Tensor | slice) -> Pixels:
+    """The rows ``index`` of every entry."""
+    return {k: v[index] for k, v in pixels.items()}
+
+
+def pixels_cat(parts: list[Pixels]) -> Pixels:
+    """Batches concatenated along the first dimension, entry by entry."""
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def pixels_nbytes(pixels: Pixels) -> int:
+    return sum(v.numel() * v.element_size() for v in pixels.values())
+
+
+def pixels_len(pixels: Pixels) -> int:
+    return len(next(iter(pixels.values())))
+
+
+def process_images(image_processor, images: list) -> Pixels:
+    """The image processor's tensors for ``images`` (pixel values and, where it makes them,
+    attention masks and spatial shapes)."""
+    out = image_processor(images=images, return_tensors="pt")
+    return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+
+
 class PixelDataset(Dataset):
-    """Rows of a GroupDataset as preprocessed pixels: item -> ((3, H, W) pixels, row index)."""
+    """Rows of a GroupDataset as preprocessed images: item -> (:data:`Pixels` of one image
+    without the batch dimension, row index); the default collate stacks them into a batch."""
 
     def __init__(self, ds: GroupDataset, image_processor, rows: list[int] | None = None):
         self.ds = ds
@@ -41,14 +73,13 @@ class PixelDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, k: int) -> tuple[Pixels, int]:
         i = self.rows[k]
         try:
             image = self.ds.load_image(i)
         except ImageLoadError as e:
             raise DataError(f"{self.ds.image_path(i)} (img_id {self.ds.img_ids[i]}): {e}") from e
-        pixels = self.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
-        return pixels, i
+        return pixels_rows(process_images(self.image_processor, [image]), 0), i
 
 
 def pixel_loader(
@@ -61,7 +92,7 @@ def pixel_loader(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
 ) -> DataLoader:
-    """A DataLoader of (pixels (B, 3, H, W), row indices (B,))."""
+    """A DataLoader of (:data:`Pixels` (B, ...), row indices (B,))."""
     return DataLoader(
         PixelDataset(ds, image_processor, rows),
         batch_size=batch_size,
@@ -75,7 +106,7 @@ def pixel_loader(
 
 PIXEL_MEMO_ENV = "LGA_PIXEL_MEMO_MB"  # the memo's budget in MiB (0 switches it off)
 DEFAULT_PIXEL_MEMO_MB = 1024
-_PIXEL_MEMO: OrderedDict[str, torch.Tensor] = OrderedDict()
+_PIXEL_MEMO: OrderedDict[str, Pixels] = OrderedDict()
 
 
 def pixel_memo_budget() -> int:
@@ -97,26 +128,26 @@ def _memo_key(ds: GroupDataset, image_processor) -> str:
     return f"{ds.fingerprint()}|{ids}|{hashlib.sha256(processor.encode()).hexdigest()[:16]}"
 
 
-def _memo_get(key: str) -> torch.Tensor | None:
+def _memo_get(key: str) -> Pixels | None:
     if key in _PIXEL_MEMO:
         _PIXEL_MEMO.move_to_end(key)
     return _PIXEL_MEMO.get(key)
 
 
-def _memo_put(key: str, pixels: torch.Tensor) -> None:
+def _memo_put(key: str, pixels: Pixels) -> None:
     """Keep ``pixels`` if they fit the budget, dropping the least recently used entries."""
     budget = pixel_memo_budget()
-    if pixels.numel() * pixels.element_size() > budget:
+    if pixels_nbytes(pixels) > budget:
         return
     _PIXEL_MEMO[key] = pixels
-    while sum(t.numel() * t.element_size() for t in _PIXEL_MEMO.values()) > budget:
+    while sum(pixels_nbytes(p) for p in _PIXEL_MEMO.values()) > budget:
         _PIXEL_MEMO.popitem(last=False)
 
 
 def memo_pixels(
     ds: GroupDataset, image_processor, *, batch_size: int, num_workers: int, progress: bool = False
-) -> torch.Tensor:
-    """``(N, 3, H, W)`` float32 pixels of every row of ``ds``, decoded once per process.
+) -> Pixels:
+    """:data:`Pixels` ``(N, ...)`` of every row of ``ds``, decoded once per process.
 
     Keyed by the dataset (folder and metadata content), its rows and the processor's settings.
     The least recently used entries are dropped beyond the budget; a set larger than the budget
@@ -127,14 +158,14 @@ def memo_pixels(
     if pixels is None:
         loader = pixel_loader(ds, image_processor, batch_size=batch_size, num_workers=num_workers)
         bar = tqdm(loader, desc="decoding images", unit="batch", disable=not progress)
-        pixels = torch.cat([p for p, _ in bar])
+        pixels = pixels_cat([p for p, _ in bar])
         _memo_put(key, pixels)
     return pixels
 
 
 def _memo_batches(
     ds: GroupDataset, image_processor, *, batch_size: int, num_workers: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+) -> Iterator[tuple[Pixels, torch.Tensor]]:
     """``(pixels, rows)`` batches of every row of ``ds``: from the memo, or streamed from a
     DataLoader and kept afterwards while they fit the budget (a set larger than the budget is
     never held in memory whole)."""
@@ -142,22 +173,22 @@ def _memo_batches(
     pixels = _memo_get(key)
     if pixels is not None:
         for rows in torch.arange(len(ds)).split(batch_size):
-            yield pixels[rows[0] : rows[-1] + 1], rows
+            yield pixels_rows(pixels, slice(int(rows[0]), int(rows[-1]) + 1)), rows
         return
     budget, size = pixel_memo_budget(), 0
-    kept: list[torch.Tensor] | None = []  # None once the set outgrows the budget
+    kept: list[Pixels] | None = []  # None once the set outgrows the budget
     for batch, rows in pixel_loader(
         ds, image_processor, batch_size=batch_size, num_workers=num_workers
     ):
         yield batch, rows
         if kept is not None:
-            size += batch.numel() * batch.element_size()
+            size += pixels_nbytes(batch)
             if size > budget:
                 kept = None
             else:
                 kept.append(batch)
     if kept:
-        _memo_put(key, torch.cat(kept))
+        _memo_put(key, pixels_cat(kept))
 
 
 def cache_key(student: Student, ds: GroupDataset) -> dict:

@@ -1,15 +1,19 @@
-"""The CLIP student: any transformers CLIP-family checkpoint, loaded via AutoModel/AutoProcessor.
+"""The student: any transformers dual encoder, loaded via AutoModel/AutoProcessor.
 
-``openai/clip-vit-large-patch14``, a local directory saved by ``save_pretrained``, or a tiny random
-checkpoint built by :mod:`lga.testing.tiny_clip` all go through the same ``from_pretrained`` path.
+``openai/clip-vit-large-patch14``, ``google/siglip-base-patch16-224``, a local directory saved by
+``save_pretrained``, or a tiny random checkpoint built by :mod:`lga.testing.families` all go
+through the same ``from_pretrained`` path. How each family pads its texts, which image inputs it
+takes and how it scores a pair (its own scale and bias) is :mod:`lga.student.families`' table;
+:class:`Student` applies it, so callers never branch on the family.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from PIL import Image
 
 from lga.config import StudentConfig
 from lga.errors import ConfigError
+from lga.student.families import Family, family_of, select_image_inputs
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +56,10 @@ def pooled(output) -> torch.Tensor:
 
 @dataclass
 class Student:
-    """A loaded CLIP-family model with its processor.
+    """A loaded dual encoder with its processor, used with its family's conventions.
 
     Attributes:
-        model: the transformers model (``CLIPModel`` or another CLIP-family class).
+        model: the transformers model (``CLIPModel``, ``SiglipModel``, ``AlignModel``...).
         processor: its processor (``image_processor`` + ``tokenizer``).
         spec: the hub id or directory it came from.
         fingerprint: identity of the weights (for caches).
@@ -81,35 +86,67 @@ class Student:
     def image_processor(self):
         return self.processor.image_processor
 
+    @property
+    def family(self) -> Family:
+        """The model family's conventions (text padding, scale and bias, towers)."""
+        return family_of(self.model)
+
+    @property
+    def max_text_length(self) -> int:
+        """Tokens the text tower takes (special tokens included); longer texts are truncated."""
+        return self.family.max_text_length(self.model, self.tokenizer)
+
     def preprocess_config(self) -> dict:
         """The image processor's settings, part of every feature-cache key."""
         return json.loads(self.image_processor.to_json_string())
 
+    def image_inputs(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """What ``get_image_features`` takes for ``images``, made by the checkpoint's processor:
+        ``pixel_values`` (B, 3, H, W) float32, and for SigLIP 2 NaFlex also
+        ``pixel_attention_mask`` (B, P) and ``spatial_shapes`` (B, 2)."""
+        processed = self.image_processor(images=list(images), return_tensors="pt")
+        return select_image_inputs(self.model, processed)
+
     def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """(B, 3, H, W) float32 pixels, resized/cropped/normalised by the checkpoint's processor."""
-        return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        return self.image_inputs(images)["pixel_values"]
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        max_len = getattr(
-            self.model.config, "text_config", self.model.config
-        ).max_position_embeddings
+        """Token ids and attention mask of ``texts``, padded and truncated as the family was
+        trained: to the longest text, or to a fixed length (SigLIP), always on the right.
+
+        A text's tokens do not depend on the other texts of the batch beyond right padding,
+        which the family's pooling and attention mask make irrelevant.
+        """
+        fixed = self.family.padding == "max_length"
         return self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+            list(texts),
+            padding="max_length" if fixed else True,
+            padding_side="right",
+            truncation=True,
+            max_length=self.max_text_length,
+            return_tensors="pt",
+            return_attention_mask=True,
         )
 
-    def image_features(self, pixel_values: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
-        """(B, D) image embeddings (projected), with gradients if enabled by the caller."""
-        pixel_values = pixel_values.to(self.device, self.dtype)
-        feats = pooled(self.model.get_image_features(pixel_values=pixel_values))
+    def image_features(
+        self, pixels: torch.Tensor | Mapping[str, torch.Tensor], *, normalize: bool = True
+    ) -> torch.Tensor:
+        """(B, D) image embeddings (projected), with gradients if enabled by the caller.
+
+        Args:
+            pixels: ``pixel_values`` (B, 3, H, W), or the dict of :meth:`image_inputs`.
+            normalize: L2-normalise the embeddings.
+        """
+        inputs = image_inputs_to(pixels, self.device, self.dtype)
+        feats = pooled(self.model.get_image_features(**inputs))
         return F.normalize(feats.float(), dim=-1) if normalize else feats.float()
 
     def text_features(
-        self, tokens: dict[str, torch.Tensor], *, normalize: bool = True
+        self, tokens: Mapping[str, torch.Tensor], *, normalize: bool = True
     ) -> torch.Tensor:
-        """(B, D) text embeddings of tokenised texts."""
-        tokens = {
-            k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")
-        }
+        """(B, D) text embeddings of tokenised texts (the family's inputs only)."""
+        tokens = {k: tokens[k].to(self.device) for k in self.family.text_inputs if k in tokens}
         feats = pooled(self.model.get_text_features(**tokens))
         return F.normalize(feats.float(), dim=-1) if normalize else feats.float()
 
@@ -126,15 +163,42 @@ class Student:
     def encode_images(self, images: Sequence[Image.Image], *, batch_size: int = 64) -> torch.Tensor:
         """(N, D) normalised image embeddings of PIL images, batched, on CPU."""
         out = [
-            self.image_features(self.pixel_values(images[i : i + batch_size])).cpu()
+            self.image_features(self.image_inputs(images[i : i + batch_size])).cpu()
             for i in range(0, len(images), batch_size)
         ]
         return torch.cat(out)
 
     def logit_scale(self) -> torch.Tensor:
-        """CLIP's learned temperature, exp(logit_scale), as a scalar tensor."""
-        scale = getattr(self.model, "logit_scale", None)
-        return scale.exp().float() if scale is not None else torch.tensor(100.0)
+        """The model's own scale of cos(image, text), a detached float32 scalar: CLIP's
+        exp(logit_scale), ALIGN's 1 / temperature (100 for a model without one)."""
+        return self.family.logit_scale(self.model).detach()
+
+    def logit_bias(self) -> torch.Tensor:
+        """The model's own logit bias (SigLIP's ``logit_bias``; 0 for families without one)."""
+        return self.family.logit_bias(self.model).detach()
+
+    def logits(self, image_feats: torch.Tensor, text_feats: torch.Tensor) -> torch.Tensor:
+        """(N, T) ``scale * cos + bias`` of normalised embeddings: the model's
+        ``logits_per_image``, with its own scale and bias."""
+        scale, bias = self.logit_scale().to(image_feats), self.logit_bias().to(image_feats)
+        return scale * image_feats @ text_feats.T + bias
+
+    def pair_probs(self, image_feats: torch.Tensor, text_feats: torch.Tensor) -> torch.Tensor:
+        """(N, T) probabilities as the family defines them: a sigmoid per pair (SigLIP: "this
+        image matches this text", independent across texts) or a softmax over the texts (CLIP)."""
+        logits = self.logits(image_feats, text_feats)
+        return logits.sigmoid() if self.family.loss == "sigmoid" else logits.softmax(dim=-1)
+
+
+def image_inputs_to(
+    pixels: torch.Tensor | Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """``get_image_features`` keyword arguments on ``device``; floating tensors in ``dtype``
+    (masks and shapes keep theirs). A bare tensor is ``pixel_values``."""
+    items = {"pixel_values": pixels} if isinstance(pixels, torch.Tensor) else dict(pixels)
+    return {
+        k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in items.items()
+    }
 
 
 def class_prompts(classes: Sequence[str], templates: Sequence[str]) -> list[list[str]]:
@@ -180,13 +244,69 @@ def resolve_student_spec(spec: str) -> str:
 
     Raises:
         ConfigError: the spec is a path that does not exist or is not a folder, an unfinished
-            run, or a folder with a damaged weights file.
+            run, a folder with a damaged weights file, or one that lacks a part
+            (:func:`check_saved_model`).
     """
     from lga.hub import resolve_model_spec
     from lga.rundir import run_model_spec
     from lga.student.toy import resolve_student as resolve_toy
 
-    return resolve_model_spec(resolve_toy(run_model_spec(spec)), what="student")[0]
+    spec, local = resolve_model_spec(resolve_toy(run_model_spec(spec)), what="student")
+    if local:
+        check_saved_model(spec)
+    return spec
+
+
+# What a saved folder needs to be scored as it was saved: each part and the files that give it.
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
+def _has_image_processor(path: Path) -> bool:
+    if (path / "preprocessor_config.json").is_file():
+        return True
+    try:
+        return "image_processor" in json.loads((path / "processor_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def check_saved_model(path: str | Path) -> None:
+    """Refuse a local checkpoint folder that lacks a part it needs to be scored as saved.
+
+    transformers loads a folder without its tokenizer files as a tokenizer of two tokens, and
+    scores every prompt alike; without weights or an image processor it fails deep inside.
+
+    Raises:
+        ConfigError: naming the folder and every missing part (config.json, weights, tokenizer,
+            image processor) with the files that would give it.
+    """
+    path = Path(path)
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any((path / f).is_file() for f in _WEIGHT_FILES):
+        missing.append(f"weights ({' or '.join(_WEIGHT_FILES[::2])})")
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        missing.append(f"tokenizer ({', '.join(_TOKENIZER_FILES[:3])} ...)")
+    if not _has_image_processor(path):
+        missing.append("image processor (preprocessor_config.json or processor_config.json)")
+    if missing:
+        raise ConfigError(
+            f"student folder {path} cannot be scored as saved: no {'; no '.join(missing)}"
+        )
 
 
 def load_student(cfg: StudentConfig | str) -> Student:
@@ -195,7 +315,7 @@ def load_student(cfg: StudentConfig | str) -> Student:
     ``toy`` loads the shipped toy CLIP. Safetensors weights are preferred where the checkpoint
     has them (transformers' default); remote code runs only when ``cfg.trust_remote_code`` is set.
     """
-    from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
+    from transformers import AutoModel
 
     cfg = StudentConfig(spec=cfg) if isinstance(cfg, str) else cfg
     cfg = cfg.model_copy(update={"spec": resolve_student_spec(cfg.spec)})
@@ -207,20 +327,60 @@ def load_student(cfg: StudentConfig | str) -> Student:
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load student {cfg.spec!r}: {e}") from e
     if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
-        raise ConfigError(f"{cfg.spec!r} loads as {type(model).__name__}, not a CLIP-family model")
-    try:
-        processor = AutoProcessor.from_pretrained(cfg.spec, **kw)
-        if not hasattr(processor, "image_processor"):
-            raise ValueError("no image processor")
-    except (OSError, ValueError):
-        # Some checkpoints ship the two halves without a processor config.
-        processor = _Processor(
-            AutoImageProcessor.from_pretrained(cfg.spec, **kw),
-            AutoTokenizer.from_pretrained(cfg.spec, **kw),
+        raise ConfigError(
+            f"{cfg.spec!r} loads as {type(model).__name__}, not a dual encoder "
+            "(no get_image_features / get_text_features)"
         )
+    processor = _load_processor(cfg.spec, kw)
     model.to(device).eval()
     log.info("loaded student %s (%s) on %s, %s", cfg.spec, type(model).__name__, device, dtype)
     return Student(model, processor, cfg.spec, _weights_fingerprint(cfg.spec, model, cfg.revision))
+
+
+def _load_processor(spec: str, kw: dict):
+    """The checkpoint's processor, or its image processor and tokenizer when it has none.
+
+    Raises:
+        ConfigError: they cannot be loaded; when the tokenizer is a SentencePiece model and the
+            sentencepiece package is missing, the message names the extra that installs it.
+    """
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+
+    try:
+        try:
+            processor = AutoProcessor.from_pretrained(spec, **kw)
+            if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
+                raise ValueError("no image processor and tokenizer")
+            return processor
+        except (OSError, ValueError, TypeError):
+            # Some checkpoints ship the two halves without a processor config.
+            image_processor = AutoImageProcessor.from_pretrained(spec, **kw)
+            return _Processor(image_processor, AutoTokenizer.from_pretrained(spec, **kw))
+    except (ImportError, OSError, ValueError, TypeError) as e:
+        if _needs_sentencepiece(spec, e):
+            raise ConfigError(
+                f"student {spec!r}: its tokenizer is a SentencePiece model, which needs the "
+                f"sentencepiece package: pip install 'lga[{SENTENCEPIECE_EXTRA}]'"
+            ) from e
+        what = "needs a package that is not installed" if isinstance(e, ImportError) else "failed"
+        raise ConfigError(f"student {spec!r}: loading its processor {what}: {e}") from e
+
+
+SENTENCEPIECE_EXTRA = "sentencepiece"
+_SENTENCEPIECE_FILES = ("spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+
+
+def _needs_sentencepiece(spec: str, error: Exception) -> bool:
+    """sentencepiece is not installed, and the tokenizer is a SentencePiece model: a local
+    folder shipping one (and no tokenizer.json), or a hub checkpoint whose tokenizer asked for
+    a missing library."""
+    if importlib.util.find_spec("sentencepiece") is not None:
+        return False
+    folder = Path(spec)
+    if folder.is_dir():
+        has_model = any((folder / name).is_file() for name in _SENTENCEPIECE_FILES)
+        return has_model and not (folder / "tokenizer.json").is_file()
+    return isinstance(error, ImportError)
 
 
 @dataclass

@@ -145,8 +145,9 @@ def parse_teacher_spec(spec: str) -> TeacherSpec:
     m = _OPENAI.match(spec)
     if m:
         return TeacherSpec(Backend.OPENAI, model=m["model"], base_url=m["url"].rstrip("/"))
+    shown = re.sub(r"//[^/@\s]*@", "//***@", spec)  # credentials in a URL are never echoed
     raise ConfigError(
-        f"bad teacher spec {spec!r}; expected one of: hf:<hub id or folder> "
+        f"bad teacher spec {shown!r}; expected one of: hf:<hub id or folder> "
         "(e.g. hf:llava-hf/llava-1.5-7b-hf), openai:<base_url>#<model> "
         "(e.g. openai:http://localhost:8000/v1#llava-hf/llava-1.5-7b-hf), oracle"
     )

@@ -21,8 +21,11 @@ tokens across the prompts of one image). ``request_options`` (``--teacher-option
 every request body and are part of the teacher's settings (the store key).
 
 The API key is read from the environment and only ever put in the ``Authorization`` header: it
-is not part of the teacher id or settings, and it is scrubbed from every error message. (httpx
-logs each request's method, URL and status at INFO; request headers are never logged.)
+is not part of the teacher id or settings, and it is scrubbed from every error message. A key
+that is no valid header value (a trailing ``\\r`` or ``\\n``, a non-ASCII character) is refused
+as malformed, unshown. Credentials in the URL (``http://user:secret@host/v1``) go as basic auth
+and are cut from every URL lga shows. (httpx logs each request's method, URL and status at
+INFO; request headers are never logged.)
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import os
 import queue
 import random
@@ -185,6 +189,8 @@ RESERVED_OPTIONS = {
     "max_completion_tokens": "use --max-new-tokens (sent as max_tokens)",
     "temperature": "lga decodes greedily (temperature 0) so that a stored answer is reproducible",
     "stream": "lga reads whole (non-streamed) answers",
+    "n": "lga stores one answer per image and prompt (several completions would be paid for "
+    "and dropped)",
 }
 _OPTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
@@ -200,7 +206,23 @@ def check_request_options(options: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"bad teacher option name {key!r}")
         if key in RESERVED_OPTIONS:
             raise ConfigError(f"teacher option {key!r} is set by lga: {RESERVED_OPTIONS[key]}")
+        if not _finite(options[key]):
+            raise ConfigError(
+                f"teacher option {key!r}: {options[key]!r} holds a number that is not finite "
+                "(NaN or infinite: JSON has none, and a server would reject it)"
+            )
     return dict(options)
+
+
+def _finite(value: Any) -> bool:
+    """False when ``value`` (or a number inside a list or dict of it) is NaN or infinite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
 
 
 def parse_request_options(pairs: Iterable[str]) -> dict[str, Any]:
@@ -313,6 +335,39 @@ class _ConnectionStats:
             return {"requests": self.requests, "connections": self.connections}
 
 
+def check_api_key(key: str | None, env: str) -> str | None:
+    """The key as read from ``env``, refused when it cannot be an HTTP header value.
+
+    Such a key (a trailing newline or carriage return from a file, a pasted non-ASCII quote)
+    would fail in the HTTP library, whose message shows the whole header. It is refused, never
+    repaired: a stripped key that then works would hide a wrongly written secret.
+
+    Raises:
+        ConfigError: ``{env} is malformed (contains ...)``; the key itself is not shown.
+    """
+    if key is None:
+        return None
+    for why, bad in (
+        ("contains a non-ASCII character", lambda c: ord(c) > 126),
+        ("contains a control character", lambda c: ord(c) < 32 and c not in " \t" or c == "\x7f"),
+        ("contains whitespace", lambda c: c in " \t"),
+    ):
+        if any(bad(c) for c in key):
+            raise ConfigError(f"{env} is malformed ({why}); the key is not shown")
+    return key
+
+
+def split_userinfo(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """``http://user:secret@host/v1`` -> (``http://host/v1``, basic auth of user and secret)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    auth = httpx.BasicAuth(urllib.parse.unquote(user), urllib.parse.unquote(password))
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), auth
+
+
 class OpenAITeacher:
     """Chat completions over HTTP, ``concurrency`` at a time, over pooled keep-alive connections.
 
@@ -366,7 +421,7 @@ class OpenAITeacher:
             )
         if timeout <= 0 or item_deadline <= 0:
             raise ConfigError("timeout and item_deadline must be > 0 seconds")
-        self._key = os.environ.get(api_key_env) or None
+        self._key = check_api_key(os.environ.get(api_key_env) or None, api_key_env)
         if self._key is None and require_key:
             raise ConfigError(f"environment variable {api_key_env} (the API key) is not set")
         self._key_env = api_key_env
@@ -384,6 +439,8 @@ class OpenAITeacher:
         }
         if self.request_options:  # absent when none: earlier stores keep their settings key
             self.settings["request_options"] = dict(sorted(self.request_options.items()))
+        # Credentials in the URL go as basic auth and are never part of a URL lga shows.
+        base_url, self._auth = split_userinfo(base_url)
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
         self.model, self.max_new_tokens = model, max_new_tokens
@@ -418,6 +475,7 @@ class OpenAITeacher:
                     timeout=self.timeout,
                     # Loopback servers are reached directly even when a proxy is configured.
                     trust_env=host not in _LOOPBACK,
+                    auth=self._auth,
                 )
             return self._http
 

@@ -64,7 +64,11 @@ class TrainConfig(Strict):
     trainable: Literal["all", "last_k", "projections"] = "all"
     last_k: int = Field(default=2, gt=0)  # blocks per tower trained with trainable=last_k
     freeze_text: bool = False  # freeze the text tower: text embeddings computed once, cached
-    train_logit_scale: bool = False
+    train_logit_scale: bool = False  # the model's scale: CLIP's logit_scale, ALIGN's temperature
+    # The image-text terms of erm and lga (class_ce, instance, prompt): softmax (CLIP's InfoNCE and
+    # cross-entropy), SigLIP's pairwise sigmoid, or auto: the student family's own (sigmoid for
+    # SigLIP and SigLIP 2, softmax for the others).
+    image_text_loss: Literal["auto", "softmax", "sigmoid"] = "auto"
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU with it
     gradient_accumulation_steps: int = Field(default=1, gt=0)
     gradient_checkpointing: bool = False

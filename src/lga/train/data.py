@@ -1,9 +1,10 @@
 """Training data: the descriptions of the sample, their tokens, and a reproducible batch order.
 
-A batch is ``(pixels (b, 3, H, W), rows (b,))``: rows index the training sample, and every
-per-image tensor (label, description tokens) is gathered from tables built once, with batched
-indexing instead of per-item Python work. Texts are de-duplicated and tokenised once
-(:class:`TextTable`); when the text tower is frozen their embeddings are computed once too.
+A batch is ``(pixels, rows (b,))``: pixels are the image processor's tensors (``(b, ...)`` each),
+rows index the training sample, and every per-image tensor (label, description tokens) is
+gathered from tables built once, with batched indexing instead of per-item Python work. Texts
+are de-duplicated and tokenised once (:class:`TextTable`); when the text tower is frozen their
+embeddings are computed once too.
 
 Batch order (:class:`GlobalBatchSampler`): each epoch draws one permutation of the sample from
 ``(seed, epoch)`` alone; global batch k is ``perm[k*G:(k+1)*G]``, cut into ``accum`` micro-batches,
@@ -24,7 +25,7 @@ from torch.utils.data import Sampler
 
 from lga.data.dataset import GroupDataset
 from lga.errors import ConfigError, LgaError
-from lga.student.features import memo_pixels
+from lga.student.features import Pixels, memo_pixels, pixels_len, pixels_nbytes, pixels_rows
 from lga.train.config import DescriptionsConfig
 
 log = logging.getLogger(__name__)
@@ -161,11 +162,14 @@ class TextTable:
 
     Attributes:
         texts: the unique texts.
-        input_ids: ``(T, L)`` token ids, right-padded to the longest text.
+        input_ids: ``(T, L)`` token ids, right-padded as the student's family pads (to the
+            longest text, or to a fixed length).
         attention_mask: ``(T, L)``.
         per_image: source name -> ``(N,)`` index into ``texts`` of each sample row's text.
         class_index: ``(C, K)`` index of each class's K prompt templates.
         spurious_index: ``(S,)`` index of the spurious-attribute prompts (may be empty).
+        fixed_length: the texts are padded to a fixed length that the model was trained on
+            (SigLIP): :meth:`tokens` keeps it instead of trimming to the longest.
     """
 
     texts: list[str]
@@ -174,10 +178,14 @@ class TextTable:
     per_image: dict[str, Tensor]
     class_index: Tensor
     spurious_index: Tensor
+    fixed_length: bool = False
 
     def tokens(self, index: Tensor) -> tuple[Tensor, Tensor]:
-        """``(ids, mask)`` of the texts ``index`` (M,), trimmed to their longest: (M, L')."""
+        """``(ids, mask)`` of the texts ``index`` (M,), trimmed to their longest: (M, L')
+        (kept at (M, L) with ``fixed_length``)."""
         mask = self.attention_mask[index]  # (M, L)
+        if self.fixed_length:
+            return self.input_ids[index], mask
         length = int(mask.sum(dim=1).max()) if len(index) else 1
         return self.input_ids[index, :length], mask[:, :length]
 
@@ -190,6 +198,7 @@ def build_text_table(
     class_prompts: list[list[str]],
     spurious: list[str],
     max_length: int | None = None,
+    fixed_length: bool = False,
 ) -> TextTable:
     """De-duplicate and tokenise the texts of the sample, the class prompts and spurious prompts.
 
@@ -200,6 +209,7 @@ def build_text_table(
         class_prompts: ``[[prompt per template] per class]``.
         spurious: spurious-attribute prompts.
         max_length: the text tower's token limit (to report truncated texts).
+        fixed_length: ``tokenize`` pads to a fixed length the model needs (SigLIP).
     """
     uniq: dict[str, int] = {}
 
@@ -215,6 +225,8 @@ def build_text_table(
     tok = tokenize(texts)
     ids_t, mask = tok["input_ids"], tok["attention_mask"]
     n_full = int((mask.sum(dim=1) >= max_length).sum()) if max_length else 0
+    if fixed_length:  # every text fills the length: count those whose last token is not padding
+        n_full = int(mask[:, -1].sum())
     if n_full:
         log.warning(
             "%d of %d texts fill the text tower's %d tokens: longer ones are truncated",
@@ -222,7 +234,7 @@ def build_text_table(
             len(texts),
             max_length,
         )
-    return TextTable(texts, ids_t, mask, rows, class_index, spurious_index)
+    return TextTable(texts, ids_t, mask, rows, class_index, spurious_index, fixed_length)
 
 
 def caption_texts(sample: GroupDataset, template: str) -> dict[int, str]:
@@ -314,10 +326,12 @@ class CachedPixels:
     decoding and resizing them again (the slow part of a CLIP input pipeline) is wasted work.
 
     Attributes:
-        pixels: ``(N, 3, H, W)`` float32, row i = row i of the dataset.
+        pixels: :data:`~lga.student.features.Pixels` ``(N, ...)``: ``pixel_values``
+            (N, 3, H, W) float32 and whatever else the image processor makes (SigLIP 2's
+            attention masks and spatial shapes); row i = row i of the dataset.
     """
 
-    def __init__(self, pixels: Tensor):
+    def __init__(self, pixels: Pixels):
         self.pixels = pixels
 
     @classmethod
@@ -331,18 +345,18 @@ class CachedPixels:
         pixels = memo_pixels(ds, image_processor, batch_size=batch_size, num_workers=num_workers)
         log.info(
             "cached %d preprocessed images (%.0f MB)",
-            len(pixels),
-            pixels.numel() * pixels.element_size() / 2**20,
+            pixels_len(pixels),
+            pixels_nbytes(pixels) / 2**20,
         )
         return cls(pixels)
 
-    def batches(self, sampler: Sampler[list[int]]) -> Iterator[tuple[Tensor, Tensor]]:
-        """``(pixels (b, 3, H, W), rows (b,))`` for each batch of row indices of ``sampler``."""
+    def batches(self, sampler: Sampler[list[int]]) -> Iterator[tuple[Pixels, Tensor]]:
+        """``(pixels (b, ...), rows (b,))`` for each batch of row indices of ``sampler``."""
         for rows in sampler:
             index = torch.as_tensor(rows, dtype=torch.long)
-            yield self.pixels[index], index
+            yield pixels_rows(self.pixels, index), index
 
-    def chunks(self, size: int) -> Iterator[Tensor]:
-        """Consecutive ``(<= size, 3, H, W)`` slices, in row order."""
-        for i in range(0, len(self.pixels), size):
-            yield self.pixels[i : i + size]
+    def chunks(self, size: int) -> Iterator[Pixels]:
+        """Consecutive ``(<= size, ...)`` slices, in row order."""
+        for i in range(0, pixels_len(self.pixels), size):
+            yield pixels_rows(self.pixels, slice(i, i + size))

@@ -46,7 +46,7 @@ from lga.train.data import (
 from lga.train.dfr import fit_dfr
 from lga.train.methods import build_method
 from lga.train.model import set_trainable
-from lga.train.tracking import init_trackers, tracker_values
+from lga.train.tracking import check_trackers, init_trackers, tracker_values
 from lga.train.trainer import SELECT_KEYS, FineTuner, evaluate_split, predict_split
 
 log = logging.getLogger(__name__)
@@ -128,10 +128,11 @@ def prepare_run_dir(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool)
 
     Raises:
         LgaError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set,
-            ``resume`` is asked with a configuration different from the run's, ``overwrite``
-            would remove files lga did not write, or ``out`` cannot be written.
+            ``resume`` is asked with a configuration different from the run's, ``out`` holds
+            names lga writes but no config.yaml of lga's, or ``out`` cannot be written.
     """
     rd = RunDir(out)
+    rd.check_owned()  # never replace (or, with overwrite, remove) what lga did not write
     saved = rd.config_file
     if resume and saved.is_file():
         diff = _config_diff(
@@ -478,9 +479,8 @@ def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress:
         per_image=_text_sources(cfg, data, method.image_texts),
         class_prompts=class_prompts(data.full.config.classes, templates),
         spurious=_spurious_prompts(cfg, data) if method.needs_spurious else [],
-        max_length=getattr(
-            student.model.config, "text_config", student.model.config
-        ).max_position_embeddings,
+        max_length=student.max_text_length,
+        fixed_length=student.family.padding == "max_length",
     )
     if cfg.tracking.report_to:
         init_trackers(acc, cfg, out, _flat(cfg.model_dump(mode="json")))
@@ -620,6 +620,8 @@ def fit(
     """
     out = Path(out)
     resolve_student_spec(cfg.student.spec)  # a missing folder fails here, before any output
+    RunDir(out).check_owned()  # and a folder holding the user's model/ or metrics.json
+    check_trackers(cfg.tracking.report_to)  # a tracker that cannot start stops the run here
     # A bad --out fails here too; a run that fails before producing anything leaves no folder,
     # and a run that fails later leaves no model/ (its model is staged until metrics.json).
     with output_dir(out, what="run folder"):

@@ -7,8 +7,10 @@ training loop weights and sums the terms it needs.
 - :func:`supcon_out`, :func:`supcon_in`: the supervised contrastive losses of Khosla et al. 2020
   over the anchors {u_i} ∪ {v_i} (images and their object descriptions).
 - :func:`clip_loss`: symmetric InfoNCE between paired image and text embeddings.
+- :func:`siglip_loss`: SigLIP's pairwise sigmoid loss between paired images and texts.
 - :func:`background_repulsion`: push each image away from its own background description.
 - :func:`class_prompt_ce`: cross-entropy over class-prompt logits (ERM / "binary CLIP" and lga).
+- :func:`class_prompt_sigmoid`: the same classifier trained with SigLIP's sigmoid loss.
 - :func:`spurious_prompt_separation`: lga's reading of the prompt-separation term of Yang et al.
   2023.
 - :func:`gather_with_grad`: all-gather a batch across processes, keeping gradients.
@@ -24,8 +26,10 @@ from torch import Tensor
 __all__ = [
     "background_repulsion",
     "class_prompt_ce",
+    "class_prompt_sigmoid",
     "clip_loss",
     "gather_with_grad",
+    "siglip_loss",
     "spurious_prompt_separation",
     "supcon_in",
     "supcon_out",
@@ -252,6 +256,52 @@ def clip_loss(
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
 
+def _pairwise_sigmoid(logits: Tensor, positives: Tensor) -> Tensor:
+    """``−Σ_ij log σ(z_ij · logits_ij) / N`` with z = +1 on ``positives``, −1 elsewhere."""
+    signs = positives.to(logits.dtype) * 2 - 1  # (N, M): +1 / −1
+    return -F.logsigmoid(signs * logits).sum() / logits.shape[0]
+
+
+def siglip_loss(
+    image_features: Tensor,
+    text_features: Tensor,
+    *,
+    logit_scale: Tensor | float,
+    logit_bias: Tensor | float = 0.0,
+) -> Tensor:
+    """SigLIP's pairwise sigmoid loss between paired images and texts (Zhai et al. 2023).
+
+    Every (image i, text j) pair is a binary problem, "do they match?", with label z_ij = 1 for
+    i = j and −1 otherwise, and logit t·x_i·y_j + b::
+
+        L = −1/N Σ_i Σ_j log σ( z_ij · (t · x_i·y_j + b) )
+
+    (the paper's Algorithm 1: the sum over the N×N pairs divided by the batch size). No softmax
+    over the batch: each pair is scored on its own, as SigLIP was trained and scores.
+
+    Args:
+        image_features: ``(N, D)`` normalised image embeddings.
+        text_features: ``(N, D)`` normalised text embeddings, row i paired with image i.
+        logit_scale: t, already exponentiated (``SiglipModel.logit_scale.exp()``).
+        logit_bias: b (``SiglipModel.logit_bias``).
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        ValueError: if the inputs are not 2-D, have different sizes or are empty.
+    """
+    _check_rank("image_features", image_features, 2)
+    _check_rank("text_features", text_features, 2)
+    _check_same_rows("image_features", image_features, "text_features", text_features)
+    _check_same_dim("image_features", image_features, "text_features", text_features)
+    if image_features.shape[0] == 0:
+        raise ValueError("siglip_loss needs at least one image-text pair")
+    logits = logit_scale * image_features @ text_features.T + logit_bias  # (N, N)
+    n = logits.shape[0]
+    return _pairwise_sigmoid(logits, torch.eye(n, dtype=torch.bool, device=logits.device))
+
+
 def background_repulsion(
     image_features: Tensor, background_features: Tensor, *, margin: float = 0.0
 ) -> Tensor:
@@ -314,6 +364,46 @@ def class_prompt_ce(
     _check_labels(labels, image_features.shape[0])
     logits = logit_scale * image_features @ class_text_features.T  # (N, C)
     return F.cross_entropy(logits, labels)
+
+
+def class_prompt_sigmoid(
+    image_features: Tensor,
+    class_text_features: Tensor,
+    labels: Tensor,
+    *,
+    logit_scale: Tensor | float,
+    logit_bias: Tensor | float = 0.0,
+) -> Tensor:
+    """The class-prompt classifier of :func:`class_prompt_ce` trained with SigLIP's sigmoid loss.
+
+    Each (image i, class c) pair is a binary problem with label z_ic = 1 for c = y_i, −1
+    otherwise, and logit t·u_i·T_c + b::
+
+        L = −1/N Σ_i Σ_c log σ( z_ic · (t · u_i·T_c + b) )
+
+    normalised as :func:`siglip_loss` (by the number of images). What a SigLIP model was trained
+    to score: each class prompt independently, not a softmax over the classes.
+
+    Args:
+        image_features: ``(N, D)`` normalised image (or text) embeddings.
+        class_text_features: ``(C, D)`` normalised class-prompt embeddings.
+        labels: ``(N,)`` integer class of each row, in ``[0, C)``.
+        logit_scale: t, already exponentiated.
+        logit_bias: b.
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        ValueError: on wrong ranks or sizes, or non-integer labels.
+    """
+    _check_rank("image_features", image_features, 2)
+    _check_rank("class_text_features", class_text_features, 2)
+    _check_same_dim("image_features", image_features, "class_text_features", class_text_features)
+    _check_labels(labels, image_features.shape[0])
+    logits = logit_scale * image_features @ class_text_features.T + logit_bias  # (N, C)
+    classes = torch.arange(logits.shape[1], device=logits.device)  # (C,)
+    return _pairwise_sigmoid(logits, labels.unsqueeze(1) == classes.unsqueeze(0))
 
 
 def spurious_prompt_separation(

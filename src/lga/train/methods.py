@@ -45,7 +45,9 @@ class Embeddings:
         texts: per-image text source -> ``(B, D)``: row i embeds image i's text.
         class_prompts: ``(C, D)`` class-prompt embeddings (template ensemble), when asked for.
         spurious: ``(S, D)`` spurious-attribute prompt embeddings, when asked for.
-        logit_scale: CLIP's exp(logit_scale), scalar.
+        logit_scale: the model's own scale (CLIP's exp(logit_scale)), scalar.
+        logit_bias: the model's own logit bias (SigLIP's), scalar; 0 for CLIP.
+        sigmoid: image–text terms use SigLIP's sigmoid loss instead of softmax ones.
     """
 
     image: Tensor
@@ -54,6 +56,32 @@ class Embeddings:
     class_prompts: Tensor | None = None
     spurious: Tensor | None = None
     logit_scale: Tensor | float = 100.0
+    logit_bias: Tensor | float = 0.0
+    sigmoid: bool = False
+
+
+# The image-text terms of erm and lga (class_ce, instance, prompt) use the model's own scale and
+# bias, and softmax (CLIP's InfoNCE, cross-entropy) or SigLIP's pairwise sigmoid as
+# Embeddings.sigmoid says (train.image_text_loss; auto: the student family's own).
+
+
+def pair_loss(e: Embeddings, u: Tensor, v: Tensor) -> Tensor:
+    """Image i vs text i among the batch: :func:`~losses.clip_loss` or
+    :func:`~losses.siglip_loss`, with the model's scale (and bias)."""
+    if e.sigmoid:
+        return losses.siglip_loss(u, v, logit_scale=e.logit_scale, logit_bias=e.logit_bias)
+    return losses.clip_loss(u, v, logit_scale=e.logit_scale)
+
+
+def class_loss(e: Embeddings, x: Tensor, labels: Tensor) -> Tensor:
+    """Rows of ``x`` classified by the class prompts: :func:`~losses.class_prompt_ce` or
+    :func:`~losses.class_prompt_sigmoid`, with the model's scale (and bias)."""
+    scale, bias = e.logit_scale, e.logit_bias
+    if e.sigmoid:
+        return losses.class_prompt_sigmoid(
+            x, e.class_prompts, labels, logit_scale=scale, logit_bias=bias
+        )
+    return losses.class_prompt_ce(x, e.class_prompts, labels, logit_scale=scale)
 
 
 class FineTuneMethod(ABC):
@@ -95,11 +123,7 @@ class Erm(FineTuneMethod):
         self.needs_class_prompts = True
 
     def terms(self, e: Embeddings) -> dict[str, Tensor]:
-        return {
-            "class_ce": losses.class_prompt_ce(
-                e.image, e.class_prompts, e.labels, logit_scale=e.logit_scale
-            )
-        }
+        return {"class_ce": class_loss(e, e.image, e.labels)}
 
 
 class SpuriousAware(FineTuneMethod):
@@ -159,26 +183,15 @@ class Lga(FineTuneMethod):
                 views = (torch.arange(len(labels), device=y.device) >= len(y)).long()
             out["supcon"] = self.supcon(anchors, labels, temperature=self.temperature, views=views)
         if self.active("instance"):
-            out["instance"] = torch.stack(
-                [losses.clip_loss(u, e.texts[t], logit_scale=e.logit_scale) for t in self.texts]
-            ).mean()
+            out["instance"] = torch.stack([pair_loss(e, u, e.texts[t]) for t in self.texts]).mean()
         if self.active("background"):
             out["background"] = losses.background_repulsion(
                 u, e.texts[self.background_prompt], margin=self.margin
             )
         if self.active("class_ce"):
-            out["class_ce"] = losses.class_prompt_ce(
-                u, e.class_prompts, y, logit_scale=e.logit_scale
-            )
+            out["class_ce"] = class_loss(e, u, y)
         if self.active("prompt"):  # the class prompts classify the descriptions
-            out["prompt"] = torch.stack(
-                [
-                    losses.class_prompt_ce(
-                        e.texts[t], e.class_prompts, y, logit_scale=e.logit_scale
-                    )
-                    for t in self.texts
-                ]
-            ).mean()
+            out["prompt"] = torch.stack([class_loss(e, e.texts[t], y) for t in self.texts]).mean()
         return out
 
 

@@ -10,58 +10,69 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lga.errors import ConfigError
+from lga.student.families import (
+    Family,
+    after_modules,
+    encoder_layers,
+    family_of,
+    head_modules,
+    select_image_inputs,
+    tower_modules,
+    unused_modules,
+)
 from lga.student.model import pooled
 
 log = logging.getLogger(__name__)
 
-# Children of a tower applied after its encoder blocks: they train with ``trainable=last_k``.
-_AFTER_ENCODER = ("post_layernorm", "final_layer_norm", "head")
-
 
 class DualEncoder(nn.Module):
-    """A CLIP-family model seen as ``(pixels, tokens) -> (image, text embeddings, logit scale)``."""
+    """A dual encoder seen as ``(images, tokens) -> (image, text embeddings, scale, bias)``.
+
+    The family's conventions (which image inputs, which text inputs, the scale and bias) come
+    from :func:`lga.student.families.family_of`.
+    """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.family: Family = family_of(model)
 
     def forward(
         self,
-        pixel_values: Tensor,
+        pixels: Tensor | dict[str, Tensor],
         input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None, Tensor]:
+    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
         """Normalised embeddings, in float32 whatever the autocast dtype.
 
         Args:
-            pixel_values: ``(B, 3, H, W)`` preprocessed images.
+            pixels: ``pixel_values`` ``(B, 3, H, W)``, or the image processor's tensors
+                (SigLIP 2 NaFlex: with ``pixel_attention_mask`` and ``spatial_shapes``).
             input_ids: ``(T, L)`` token ids of the texts to encode with gradients, or None.
             attention_mask: ``(T, L)``.
 
         Returns:
-            ``(u (B, D), v (T, D) or None, logit_scale ())``.
+            ``(u (B, D), v (T, D) or None, logit_scale (), logit_bias ())``.
         """
-        u = F.normalize(
-            pooled(self.model.get_image_features(pixel_values=pixel_values)).float(), dim=-1
-        )  # (B, D)
+        images = {"pixel_values": pixels} if isinstance(pixels, Tensor) else pixels
+        images = select_image_inputs(self.model, images)
+        u = F.normalize(pooled(self.model.get_image_features(**images)).float(), dim=-1)  # (B, D)
         v = None
         if input_ids is not None:
-            feats = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
-            v = F.normalize(pooled(feats).float(), dim=-1)  # (T, D)
-        return u, v, logit_scale(self.model)
+            given = {"input_ids": input_ids, "attention_mask": attention_mask}
+            tokens = {k: given[k] for k in self.family.text_inputs if given.get(k) is not None}
+            v = F.normalize(pooled(self.model.get_text_features(**tokens)).float(), dim=-1)
+        return u, v, logit_scale(self.model), self.family.logit_bias(self.model)
 
 
 def logit_scale(model: nn.Module) -> Tensor:
-    """exp(logit_scale) of a CLIP-family model (100 when it has none), as a float32 scalar."""
-    scale = getattr(model, "logit_scale", None)
-    if scale is None:
-        return torch.tensor(100.0)
-    return scale.exp().float()
+    """The model's own scale of cos(image, text) as a float32 scalar: CLIP's exp(logit_scale),
+    ALIGN's 1 / temperature, 100 for a model without one."""
+    return family_of(model).logit_scale(model)
 
 
 @dataclass(frozen=True)
@@ -73,38 +84,27 @@ class Trainable:
     text_frozen: bool
 
 
-def _tower(model: nn.Module, side: str) -> tuple[nn.Module, nn.Module | None]:
-    body = getattr(model, f"{side}_model", None)
-    proj = getattr(model, "visual_projection" if side == "vision" else "text_projection", None)
-    if body is None:
-        raise ConfigError(f"{type(model).__name__} has no {side}_model; cannot choose what trains")
-    return body, proj
-
-
-def _encoder_layers(body: nn.Module) -> nn.ModuleList:
-    layers = getattr(getattr(body, "encoder", None), "layers", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise ConfigError(
-            f"{type(body).__name__} has no encoder.layers; use train.trainable=all or projections"
-        )
-    return layers
-
-
-def _open_tower(body: nn.Module, proj: nn.Module | None, trainable: str, last_k: int) -> None:
+def _open_tower(family: Family, model: nn.Module, side: str, trainable: str, last_k: int) -> None:
+    heads = head_modules(family, model, side)
     if trainable == "all":
-        body.requires_grad_(True)
-    elif trainable == "last_k":
-        for layer in _encoder_layers(body)[-last_k:]:
+        for m in tower_modules(family, model, side):
+            m.requires_grad_(True)
+        for m in unused_modules(family, model, side):
+            m.requires_grad_(False)
+        return
+    if trainable == "last_k":
+        for layer in encoder_layers(family, model, side)[-last_k:]:
             layer.requires_grad_(True)
-        for name in _AFTER_ENCODER:
-            if isinstance(getattr(body, name, None), nn.Module):
-                getattr(body, name).requires_grad_(True)
-    elif proj is None:
+        for m in after_modules(family, model, side):
+            m.requires_grad_(True)
+    elif not heads:
         raise ConfigError(
-            f"{type(body).__name__} has no projection; train.trainable=projections cannot apply"
+            f"{family.name} ({type(model).__name__}): its {side} tower has no projection "
+            f"({', '.join(family.tower(side).heads) or 'none known'}); "
+            "train.trainable=projections cannot apply: use last_k or all"
         )
-    if proj is not None:
-        proj.requires_grad_(True)
+    for m in heads:
+        m.requires_grad_(True)
 
 
 def set_trainable(
@@ -112,33 +112,52 @@ def set_trainable(
 ) -> Trainable:
     """Freeze everything, then open the parts selected by ``train.trainable`` and friends.
 
+    Where each part is depends on the family (:mod:`lga.student.families`): CLIP's
+    ``encoder.layers``, BERT's and XLM-R's ``encoder.layer``, EfficientNet's ``encoder.blocks``;
+    projections are CLIP's ``visual_projection`` / ``text_projection``, SigLIP's two heads,
+    ALIGN's text projection and last EfficientNet convolution.
+
     Args:
-        model: a CLIP-family model with ``vision_model`` / ``text_model`` (and projections).
-        trainable: ``all``; ``last_k`` (the last k encoder blocks of each trained tower, the
-            norms after them and the projection); ``projections`` (the projections only).
+        model: a dual encoder with a vision and a text tower.
+        trainable: ``all``; ``last_k`` (the last k blocks of each trained tower, the norms and
+            pooling heads after them and the projection); ``projections`` (the projections only).
         last_k: k for ``last_k``.
         freeze_text: keep the whole text tower (projection included) frozen.
-        train_logit_scale: let CLIP's temperature train.
+        train_logit_scale: let the model's own scale train (CLIP's ``logit_scale``, ALIGN's
+            ``temperature``; SigLIP's ``logit_bias`` with it).
 
     Returns:
         Parameter counts and whether the text tower is entirely frozen.
+
+    Raises:
+        ConfigError: the family has no such parts, or ``train_logit_scale`` is asked of a model
+            without a learned scale.
     """
+    family = family_of(model)
     model.requires_grad_(False)
     sides = ["vision"] if freeze_text else ["vision", "text"]
     for side in sides:
-        _open_tower(*_tower(model, side), trainable, last_k)
-    if train_logit_scale and isinstance(getattr(model, "logit_scale", None), nn.Parameter):
-        model.logit_scale.requires_grad_(True)
-    text_params = [p for m in _tower(model, "text") if m is not None for p in m.parameters()]
+        _open_tower(family, model, side, trainable, last_k)
+    if train_logit_scale:
+        params = family.scale_parameters(model)
+        if not params:
+            raise ConfigError(
+                f"train.train_logit_scale: {family.name} ({type(model).__name__}) has no learned "
+                "logit scale or temperature"
+            )
+        for p in params:
+            p.requires_grad_(True)
+    text_params = [p for m in tower_modules(family, model, "text") for p in m.parameters()]
     out = Trainable(
         n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
         n_total=sum(p.numel() for p in model.parameters()),
         text_frozen=not any(p.requires_grad for p in text_params),
     )
     log.info(
-        "trainable parameters: %d of %d (%s%s)",
+        "trainable parameters: %d of %d (%s, %s%s)",
         out.n_trainable,
         out.n_total,
+        family.name,
         trainable,
         ", text tower frozen" if out.text_frozen else "",
     )

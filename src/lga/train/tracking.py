@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lga.errors import ConfigError
 from lga.train.config import FitConfig
 
 
@@ -42,6 +43,34 @@ def run_identity(cfg: FitConfig, out: Path) -> tuple[str, str | None, dict[str, 
     tags = [fields["method"], f"seed-{fields['seed']}", f"data-{fields['dataset']}",
             f"student-{fields['student']}", *tc.tags]  # fmt: skip
     return tc.run_name or Path(out).resolve().name, tc.group, fields, tags
+
+
+def tracker_available(name: str) -> bool:
+    """Whether Accelerate can start the tracker ``name`` (its package is installed)."""
+    from accelerate.utils import imports
+
+    check = {
+        "tensorboard": imports.is_tensorboard_available,
+        "wandb": imports.is_wandb_available,
+        "mlflow": imports.is_mlflow_available,
+    }
+    return check[name]()
+
+
+def check_trackers(names: list[str]) -> None:
+    """Refuse, before any work, trackers whose package is missing: Accelerate would only warn
+    and the run would log nothing.
+
+    Raises:
+        ConfigError: naming each missing tracker and the extra that installs it.
+    """
+    missing = [n for n in names if not tracker_available(n)]
+    if missing:
+        extras = ",".join(missing)
+        raise ConfigError(
+            f"--report-to {', '.join(missing)}: not installed; install it with "
+            f"pip install 'lga[{extras}]' (or report to none)"
+        )
 
 
 def init_trackers(acc, cfg: FitConfig, out: Path, config: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from lga.data.dataset import GroupDataset
 from lga.evaluation.zero_shot import predict_zero_shot, predictions_table, zero_shot_probs
 from lga.rundir import CHECKPOINT_STATE, RunDir
-from lga.student.features import PixelDataset
+from lga.student.features import PixelDataset, Pixels
 from lga.student.model import Student, class_text_features
 from lga.train.config import FitConfig
 from lga.train.data import CachedPixels, GlobalBatchSampler, TextTable
@@ -177,6 +177,9 @@ class FineTuner:
         self.total_steps = tc.max_steps or tc.epochs * self.sampler.steps_per_epoch
         self.eval_every = cfg.eval.every or self.sampler.steps_per_epoch
         model = DualEncoder(student.model)
+        loss = tc.image_text_loss if tc.image_text_loss != "auto" else model.family.loss
+        self.sigmoid = loss == "sigmoid"  # the image-text terms: SigLIP's loss or softmax ones
+        log.info("image-text loss: %s (%s)", loss, model.family.name)
         self.params = [p for p in model.parameters() if p.requires_grad]
         optimizer = make_adamw(
             param_groups(model, tc.weight_decay), lr=tc.lr, betas=tc.betas, eps=tc.eps
@@ -243,22 +246,23 @@ class FineTuner:
             return torch.empty(0, dtype=torch.long), []
         return torch.cat(parts), [len(p) for p in parts]
 
-    def _forward(self, pixels: Tensor, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Image embeddings (b, D), text embeddings of ``index`` (M, D), logit scale."""
+    def _forward(self, pixels: Pixels, index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Image embeddings (b, D), text embeddings of ``index`` (M, D), logit scale and bias."""
         dev = self.acc.device
+        pixels = {k: v.to(dev) for k, v in pixels.items()}
         if self.text_cache is not None or len(index) == 0:
-            u, _, scale = self.model(pixels.to(dev))
+            u, _, scale, bias = self.model(pixels)
             v = self.text_cache[index.to(dev)] if len(index) else u.new_zeros(0, u.shape[1])
-            return u, v, scale
+            return u, v, scale, bias
         uniq, inverse = torch.unique(index, return_inverse=True)  # encode each text once
         ids, mask = self.table.tokens(uniq)
-        u, v, scale = self.model(pixels.to(dev), ids.to(dev), mask.to(dev))
-        return u, v[inverse.to(dev)], scale
+        u, v, scale, bias = self.model(pixels, ids.to(dev), mask.to(dev))
+        return u, v[inverse.to(dev)], scale, bias
 
-    def embed(self, pixels: Tensor, rows: Tensor) -> Embeddings:
+    def embed(self, pixels: Pixels, rows: Tensor) -> Embeddings:
         """The method's embeddings of one micro-batch, per-image ones gathered over processes."""
         index, sizes = self._text_index(rows)
-        u, v, scale = self._forward(pixels, index)
+        u, v, scale, bias = self._forward(pixels, index)
         chunks = list(torch.split(v, sizes)) if sizes else []
         texts = {name: gather_with_grad(chunks.pop(0)) for name in self.method.image_texts}
         class_prompts = spurious = None
@@ -268,11 +272,13 @@ class FineTuner:
         if self.method.needs_spurious:
             spurious = chunks.pop(0)  # (S, D)
         labels = self.acc.gather(self.labels[rows].to(self.acc.device))  # (B,)
-        return Embeddings(gather_with_grad(u), labels, texts, class_prompts, spurious, scale)
+        return Embeddings(
+            gather_with_grad(u), labels, texts, class_prompts, spurious, scale, bias, self.sigmoid
+        )
 
     # -- one step --------------------------------------------------------------------------------
 
-    def micro_step(self, pixels: Tensor, rows: Tensor) -> dict[str, Tensor]:
+    def micro_step(self, pixels: Pixels, rows: Tensor) -> dict[str, Tensor]:
         """Forward, backward and (every ``accum`` calls) an optimizer step; detached terms."""
         with self.acc.accumulate(self.model):
             terms = self.method.terms(self.embed(pixels, rows))
@@ -309,7 +315,9 @@ class FineTuner:
         size = self.cfg.eval.batch_size
         feats = torch.cat([student.image_features(p).cpu() for p in self.val_pixels.chunks(size)])
         classes = class_text_features(student, self.val.config.classes, self.templates).cpu()
-        probs = zero_shot_probs(feats, classes, student.logit_scale().cpu())  # (N, C)
+        probs = zero_shot_probs(
+            feats, classes, student.logit_scale().cpu(), student.logit_bias().cpu()
+        )  # (N, C)
         return predictions_table(self.val, probs)
 
     def validate(self) -> None:
