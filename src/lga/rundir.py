@@ -39,7 +39,8 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ import pandas as pd
 import yaml
 
 from lga.errors import ConfigError, LgaError
-from lga.outputs import honour_umask
+from lga.outputs import honour_umask, make_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -381,6 +382,22 @@ class RunDir:
 
     def read_train_log(self) -> list[dict]:
         return self.train_log().read()
+
+
+@contextmanager
+def output_dir(path: str | Path, *, what: str = "output folder") -> Iterator[Path]:
+    """:func:`make_output_dir` up front; if the work inside fails, a folder created here whose
+    run never started (:attr:`lga.rundir.RunDir.started`: nothing but its config) is removed
+    again, so that a failed command leaves nothing behind."""
+    path = Path(path)
+    created = not path.exists()
+    make_output_dir(path, what=what)
+    try:
+        yield path
+    except BaseException:
+        if created and path.is_dir() and not RunDir(path).started:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def run_model_spec(spec: str) -> str:

@@ -165,7 +165,7 @@ def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
     Zero-shot through the class prompts, or, for the model of a linear-probe or DFR run (a
     folder with ``linear_probe.safetensors``), through that head: the run's predictions again.
     """
-    from lga.outputs import output_dir
+    from lga.rundir import output_dir
     from lga.student.model import resolve_student_spec
 
     resolve_student_spec(cfg.student.spec)  # a missing folder fails before any work

@@ -27,8 +27,7 @@ from lga.evaluation.zero_shot import (
     templates_for,
     train_group_counts,
 )
-from lga.outputs import output_dir
-from lga.rundir import RunDir
+from lga.rundir import RunDir, output_dir
 from lga.student.cache import FeatureCache
 from lga.student.features import feature_cache, image_features
 from lga.student.heads import PROBE_FILE, balance_weights, fit_linear_probe
