@@ -97,8 +97,10 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_run_directory_and_metrics_schema(run):
     out, metrics = run["out"], run["metrics"]
-    for name in ("config.yaml", "metrics.json", "predictions.parquet", "train_log.jsonl"):
+    for name in ("config.yaml", "metrics.json", "predictions.parquet"):
         assert (out / name).exists(), name
+    # a train log when the run trains or chooses on validation: not zero-shot (lga eval's shape)
+    assert (out / "train_log.jsonl").exists() == (run["cfg"].method.value != "zero-shot")
     # model/ only when the run changed the model: weights, or a linear head beside them
     changed = run["cfg"].method.value not in ("zero-shot",)
     assert RunDir(out).model_dir == (out / "model" if changed else None)
@@ -146,6 +148,9 @@ def test_model_reloads_with_transformers(run):
 
 
 def test_train_log(run):
+    if run["cfg"].method.value == "zero-shot":  # chooses nothing: its validation is in metrics
+        assert run["metrics"]["val"]["worst_group_accuracy"] == run["metrics"]["val_score"]
+        return
     lines = [json.loads(s) for s in (run["out"] / "train_log.jsonl").read_text().splitlines()]
     vals = [r for r in lines if "val" in r]
     assert vals and all("worst_group_accuracy" in r["val"] for r in vals)
@@ -249,11 +254,9 @@ def test_zero_shot_fit_equals_lga_eval(fit_env, tmp_path):
     assert {k: fitted[k] for k in METRIC_KEYS - {"method"}} == {
         k: ev[k] for k in METRIC_KEYS - {"method"}
     }
-    # one shape: the same files (fit adds the log of its validation), read the same way
+    # one shape: the same files, read the same way
     a, b = RunDir(out), RunDir(tmp_path / "ev")
-    assert {p.name for p in b.path.iterdir()} == {p.name for p in a.path.iterdir()} - {
-        "train_log.jsonl"
-    }
+    assert sorted(p.name for p in b.path.iterdir()) == sorted(p.name for p in a.path.iterdir())
     assert a.model_source() == b.model_source() == str(fit_env["clip"])
     pd.testing.assert_frame_equal(a.read_predictions(), b.read_predictions())
     from lga.report.runs import load_run
@@ -396,7 +399,6 @@ def test_overwrite_removes_what_lga_wrote_and_keeps_other_files(fit_env, tmp_pat
         "metrics.json",
         "notes.md",
         "predictions.parquet",
-        "train_log.jsonl",
     ]
     assert (out / "notes.md").read_text() == "mine"
 

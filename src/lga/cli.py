@@ -56,15 +56,14 @@ def _setup_logging(verbose: int) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
     if verbose < 2:
         # transformers/hf_hub chatter (weight-loading bars, backend notices) is not for the user.
+        # transformers reads both variables when it is imported; a command that needs no model
+        # never imports it (`lga data check` starts in a fraction of a second).
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        try:
-            import transformers
-
+        transformers = sys.modules.get("transformers")
+        if transformers is not None:  # imported already: the variables came too late
             transformers.utils.logging.set_verbosity_error()
             transformers.utils.logging.disable_progress_bar()
-        except ImportError:  # pragma: no cover
-            pass
 
 
 def _error(message: str, verbose: int) -> int:

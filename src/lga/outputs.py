@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from lga.errors import LgaError
@@ -34,24 +31,6 @@ def make_output_dir(path: str | Path, *, what: str = "output folder") -> Path:
     except OSError as e:
         raise LgaError(f"cannot write in {what} {path}: {e.strerror or e}") from e
     return path
-
-
-@contextmanager
-def output_dir(path: str | Path, *, what: str = "output folder") -> Iterator[Path]:
-    """:func:`make_output_dir` up front; if the work inside fails, a folder created here whose
-    run never started (:attr:`lga.rundir.RunDir.started`: nothing but its config) is removed
-    again, so that a failed command leaves nothing behind."""
-    from lga.rundir import RunDir
-
-    path = Path(path)
-    created = not path.exists()
-    make_output_dir(path, what=what)
-    try:
-        yield path
-    except BaseException:
-        if created and path.is_dir() and not RunDir(path).started:
-            shutil.rmtree(path, ignore_errors=True)
-        raise
 
 
 def _umask() -> int:

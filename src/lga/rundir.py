@@ -1,7 +1,9 @@
 """The run directory: the one interface between training, evaluation, report, explain and export.
 
 Every producer (``lga eval`` and every ``lga fit`` method) writes the same shape, and every reader
-goes through :class:`RunDir`::
+goes through :class:`RunDir`. A run that scores a frozen model without choosing anything
+(``lga eval``, ``lga fit --method zero-shot``) holds exactly config.yaml, metrics.json and the
+predictions; the other files come only with what a run does beyond that::
 
     RUN/config.yaml          the resolved configuration (FitConfig, or EvalRunConfig for eval)
     RUN/metrics.json         the evaluated split's metrics (``lga.evaluation.metrics``
@@ -10,7 +12,9 @@ goes through :class:`RunDir`::
     RUN/predictions_unseen.parquet  the same for the test images on places no training image
                              has (the dataset config's ``unseen_places``), when there are any:
                              metrics.json's ``unseen`` is computed from it alone
-    RUN/train_log.jsonl      one record per logged step and per validation (runs that validate)
+    RUN/train_log.jsonl      one record per logged step and per validation, for the runs that
+                             train or choose on validation (fine-tuning; the C of linear probe
+                             and DFR); a zero-shot fit's validation is in metrics.json (``val``)
     RUN/model/               only when the run changed the model: fine-tuned weights
                              (save_pretrained), or the base weights with a linear head
                              (linear_probe.safetensors: linear probe, DFR). A run without it
@@ -35,7 +39,8 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +48,7 @@ import pandas as pd
 import yaml
 
 from lga.errors import ConfigError, LgaError
-from lga.outputs import honour_umask
+from lga.outputs import honour_umask, make_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +382,22 @@ class RunDir:
 
     def read_train_log(self) -> list[dict]:
         return self.train_log().read()
+
+
+@contextmanager
+def output_dir(path: str | Path, *, what: str = "output folder") -> Iterator[Path]:
+    """:func:`make_output_dir` up front; if the work inside fails, a folder created here whose
+    run never started (:attr:`lga.rundir.RunDir.started`: nothing but its config) is removed
+    again, so that a failed command leaves nothing behind."""
+    path = Path(path)
+    created = not path.exists()
+    make_output_dir(path, what=what)
+    try:
+        yield path
+    except BaseException:
+        if created and path.is_dir() and not RunDir(path).started:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def run_model_spec(spec: str) -> str:

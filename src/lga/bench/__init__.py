@@ -20,8 +20,8 @@ same work in one process, interleaved round by round (best time of ``repeats`` r
 
 Each function returns one *figure* (:func:`lga.bench.common.figure`): ``{"value", "goal",
 "passed", "unit", "command", "sizes", ...timings}``; :func:`lga.bench.run.run_benchmarks` runs
-them all on assets it builds offline (:mod:`lga.testing.bench_data`, :mod:`lga.testing.clip`,
-:mod:`lga.testing.tiny_llava`) and adds the ``machine``. The plan (sizes), goals and timing
+them all on assets it builds offline (:mod:`lga.offline.bench_data`, :mod:`lga.offline.clip`,
+:mod:`lga.offline.tiny_llava`) and adds the ``machine``. The plan (sizes), goals and timing
 helpers are in :mod:`lga.bench.common`.
 """
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lga.testing.bench_data import PROMPTS
+from lga.offline.bench_data import PROMPTS
 
 __all__ = [
     "FIGURES", "FULL", "GOALS", "PROMPTS", "QUICK", "BenchPlan", "choose_threads", "figure",

@@ -14,8 +14,8 @@ from lga.bench.eval_cache import eval_cache_speedup
 from lga.bench.store import store_writes_per_s
 from lga.bench.teacher import png_encode_ms, teacher_batch_speedup, teacher_concurrency_speedup
 from lga.bench.train import train_pipeline_efficiency
-from lga.testing.bench_data import fill_descriptions, make_bench_dataset
-from lga.testing.clip import random_clip
+from lga.offline.bench_data import fill_descriptions, make_bench_dataset
+from lga.offline.clip import random_clip
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def _dataset(plan: BenchPlan, workdir: Path) -> Path:
 
 
 def _measure_teacher_batch(plan: BenchPlan, workdir: Path, device: str) -> dict[str, Any]:
-    from lga.testing.tiny_llava import build_tiny_llava
+    from lga.offline.tiny_llava import build_tiny_llava
 
     llava = workdir / "llava"
     if not (llava / "config.json").is_file():

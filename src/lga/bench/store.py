@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from lga.bench.common import PROMPTS, figure, timed
-from lga.testing.bench_data import random_words
+from lga.offline.bench_data import random_words
 
 
 def store_writes_per_s(

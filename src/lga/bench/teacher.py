@@ -143,7 +143,7 @@ def teacher_concurrency_speedup(
 ) -> dict[str, Any]:
     """Items/s of the ``openai:`` teacher at ``concurrency`` over 1, against a loopback server.
 
-    The server (:class:`lga.testing.fake_chat_server.FakeChatServer`) answers every request after
+    The server (:class:`lga.offline.fake_chat_server.FakeChatServer`) answers every request after
     ``latency_s``: the figure shows how much of a server's latency the client hides.
     """
     from lga.teacher import TeacherOptions, build_teacher
@@ -228,7 +228,7 @@ def png_encode_ms(data_root: str | Path, *, n_images: int = 4) -> dict[str, floa
 
 def _serve(conn: Any, latency_s: float) -> None:
     """Child process: run the loopback server until told to stop (or the parent goes away)."""
-    from lga.testing.fake_chat_server import FakeChatServer
+    from lga.offline.fake_chat_server import FakeChatServer
 
     with FakeChatServer(delay_s=latency_s) as server:
         conn.send(server.base_url)
@@ -240,7 +240,7 @@ def _serve(conn: Any, latency_s: float) -> None:
 
 @contextlib.contextmanager
 def chat_server_process(latency_s: float) -> Iterator[str]:
-    """A :class:`~lga.testing.fake_chat_server.FakeChatServer` in its own process; its base URL.
+    """A :class:`~lga.offline.fake_chat_server.FakeChatServer` in its own process; its base URL.
 
     A real server is another process: in this one its threads would take the client's GIL.
     """

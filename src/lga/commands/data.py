@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lga.data.dataset import GroupDataset, check_dataset, split_group_table
-from lga.data.dataset_config import load_dataset_config
 from lga.errors import LgaError
 
 if TYPE_CHECKING:
@@ -142,6 +140,9 @@ def _add_import_args(p: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from lga.data.dataset import GroupDataset, check_dataset, split_group_table  # pandas: here
+    from lga.data.dataset_config import load_dataset_config
+
     root = args.dir or args.data_dir
     spec = load_dataset_config(args.dataset_config, root)
     res = check_dataset(root, spec, check_images=not args.no_images, progress=True)
@@ -186,6 +187,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _import_celeba(args: argparse.Namespace) -> int:
+    from lga.data.dataset_config import load_dataset_config
     from lga.data.importers import read_celeba
 
     spec = load_dataset_config(args.dataset_config) if args.dataset_config else None
@@ -194,6 +196,7 @@ def _import_celeba(args: argparse.Namespace) -> int:
 
 
 def _import_table(args: argparse.Namespace) -> int:
+    from lga.data.dataset_config import load_dataset_config
     from lga.data.importers import parse_names, read_table
 
     spec = load_dataset_config(args.dataset_config) if args.dataset_config else None
@@ -211,6 +214,7 @@ def _import_table(args: argparse.Namespace) -> int:
 
 
 def _write_import(plan: ImportPlan, args: argparse.Namespace) -> int:
+    from lga.data.dataset import GroupDataset, check_dataset, split_group_table
     from lga.data.importers import write_import
 
     if args.copy and args.out is None:

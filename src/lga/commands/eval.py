@@ -6,9 +6,6 @@ import argparse
 import re
 from pathlib import Path
 
-from lga.config import EvalRunConfig, resolve_config
-from lga.evaluation.metrics import format_metrics
-
 
 def add_student_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     p.add_argument(
@@ -91,6 +88,8 @@ def default_run_name(prefix: str, student: str, suffix: str) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from lga.config import EvalRunConfig, resolve_config
+    from lga.evaluation.metrics import format_metrics
     from lga.evaluation.zero_shot import run_eval
 
     cfg = resolve_config(

@@ -7,9 +7,7 @@ from pathlib import Path
 
 from lga.commands import intermixed
 from lga.commands.eval import add_data_args, add_student_args, default_run_name
-from lga.config import deep_merge, read_yaml, resolve_config
-from lga.evaluation.metrics import format_metrics
-from lga.train.config import Method, resolve_run_file
+from lga.train.method import Method  # the parsers import nothing heavy (`lga --help`)
 
 METHODS = tuple(m.value for m in Method)
 
@@ -173,7 +171,8 @@ def flag_layer(args: argparse.Namespace) -> dict:
 
 def resolve_fit_config(args: argparse.Namespace):
     """Defaults < ``--config`` file < flags < ``KEY=VALUE`` overrides, validated."""
-    from lga.train import FitConfig
+    from lga.config import deep_merge, read_yaml, resolve_config
+    from lga.train.config import FitConfig, resolve_run_file
 
     base = read_yaml(resolve_run_file(args.config)) if args.config else {}
     return resolve_config(
@@ -182,6 +181,7 @@ def resolve_fit_config(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
+    from lga.evaluation.metrics import format_metrics
     from lga.train import fit
 
     cfg = resolve_fit_config(args)
@@ -194,6 +194,10 @@ def _run(args: argparse.Namespace) -> int:
     elif result.metrics:  # the main process
         print(f"{cfg.method.value} / {cfg.student.spec} on {cfg.data.root} [test]")
         print(format_metrics(result.metrics))
-        written = "metrics.json, predictions.parquet, train_log.jsonl"
+        from lga.rundir import METRICS, PREDICTIONS, TRAIN_LOG
+
+        written = ", ".join(
+            n for n in (METRICS, PREDICTIONS, TRAIN_LOG) if (Path(out) / n).exists()
+        )
         print(f"wrote {out}/{written}" + (", model/" if result.run.model_dir else ""))
     return 0

@@ -1,7 +1,7 @@
 """The ``attributes.csv`` contract: each image's recorded attributes, beside ``metadata.csv``.
 
 ``lga data synth`` writes it (one row per image, ``ATTRIBUTE_COLUMNS``), and so does
-:mod:`lga.testing.tiny_birds`; the oracle teacher reads it to describe images from their
+:mod:`lga.offline.tiny_birds`; the oracle teacher reads it to describe images from their
 attributes, and the circle visual prompt takes the bird's box (``BOX_COLUMNS``) from it.
 """
 

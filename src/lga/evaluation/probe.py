@@ -29,7 +29,7 @@ import torch
 
 from lga.config import StudentConfig
 from lga.evaluation.metrics import group_metrics
-from lga.train.linear_probe import balanced_rows, train_logreg
+from lga.student.heads import balanced_rows, train_logreg
 
 log = logging.getLogger(__name__)
 

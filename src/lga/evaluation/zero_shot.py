@@ -16,6 +16,7 @@ from lga.evaluation.metrics import group_metrics
 from lga.rundir import RunDir
 from lga.student.cache import FeatureCache
 from lga.student.features import feature_cache, image_features
+from lga.student.heads import PROBE_FILE, read_head
 from lga.student.model import Student, class_text_features, load_student
 
 log = logging.getLogger(__name__)
@@ -146,8 +147,6 @@ def _saved_head(student: Student, ds: GroupDataset):
     Raises:
         LgaError: the head was fitted for other classes than the dataset's.
     """
-    from lga.train.linear_probe import PROBE_FILE, read_head  # lazy: lga.train imports this
-
     found = read_head(student.spec)
     if found is None:
         return None
@@ -166,7 +165,7 @@ def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
     Zero-shot through the class prompts, or, for the model of a linear-probe or DFR run (a
     folder with ``linear_probe.safetensors``), through that head: the run's predictions again.
     """
-    from lga.outputs import output_dir
+    from lga.rundir import output_dir
     from lga.student.model import resolve_student_spec
 
     resolve_student_spec(cfg.student.spec)  # a missing folder fails before any work

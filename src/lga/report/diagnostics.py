@@ -23,6 +23,7 @@ from lga.data.dataset import GroupDataset
 from lga.errors import LgaError
 from lga.student.features import image_features
 from lga.student.model import Student, class_text_features
+from lga.teacher.prompts import BACKGROUND_DESCRIPTION, OBJECT_DESCRIPTION
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,8 @@ def read_descriptions(
     store_path: str | Path,
     ds: GroupDataset,
     *,
-    object_prompt: str = "object_description",
-    background_prompt: str = "background_description",
+    object_prompt: str = OBJECT_DESCRIPTION,
+    background_prompt: str = BACKGROUND_DESCRIPTION,
     teacher: str | None = None,
 ) -> dict[str, dict[int, str]]:
     """The teacher's object and background descriptions of the images of ``ds``.

@@ -35,8 +35,7 @@ import pandas as pd
 
 from lga.errors import DataError, LgaError
 from lga.store.core import DONE, DescriptionStore, Row, dataset_key, parse_keywords
-from lga.teacher.runner import settings_key
-from lga.teacher.visual import VisualPrompt
+from lga.store.keys import settings_key
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +222,7 @@ def import_descriptions(
         else:
             # the store's own settings key, with an "imported" teacher setting
             settings_hash, settings = settings_key(
-                {"source": "import", "teacher": who}, VisualPrompt.NONE
+                {"source": "import", "teacher": who}, "none"
             )
             import_settings[settings_hash] = settings
         if "prompt_hash" in has and not _blank(rec["prompt_hash"]):

@@ -249,9 +249,7 @@ def resolve_student_spec(spec: str) -> str:
     """
     from lga.hub import resolve_model_spec
     from lga.rundir import run_model_spec
-    from lga.workflows.toy import (
-        resolve_student as resolve_toy,  # lazy: lga.workflows.toy imports this module
-    )
+    from lga.student.toy import resolve_student as resolve_toy
 
     spec, local = resolve_model_spec(resolve_toy(run_model_spec(spec)), what="student")
     if local:

@@ -21,6 +21,14 @@ from lga.errors import ConfigError
 
 GENERIC = "generic"
 
+# The prompt names of the shipped prompt sets (configs/prompts/*.yaml): the store's rows are
+# keyed by them, and the training and report configs name them as their defaults.
+OBJECT_DESCRIPTION = "object_description"
+OBJECT_KEYWORDS = "object_keywords"
+BACKGROUND_DESCRIPTION = "background_description"
+BACKGROUND_KEYWORDS = "background_keywords"
+SHIPPED_PROMPTS = (OBJECT_DESCRIPTION, OBJECT_KEYWORDS, BACKGROUND_DESCRIPTION, BACKGROUND_KEYWORDS)
+
 
 class Target(str, Enum):
     """What a prompt's answer describes."""

@@ -15,8 +15,6 @@ fill a store with failures.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 import time
@@ -42,6 +40,7 @@ from lga.store.core import (
     dataset_key,
     parse_keywords,
 )
+from lga.store.keys import settings_key
 from lga.teacher.base import Outcome, Teacher, WorkItem
 from lga.teacher.prompts import Format, Prompt
 from lga.teacher.visual import Box, VisualPrompt, apply_visual_prompt
@@ -90,13 +89,6 @@ def select_images(
     if shard is not None:
         sub = sub.select(sub.table["img_id"].to_numpy() % shard.count == shard.index)
     return sub
-
-
-def settings_key(teacher_settings: dict[str, Any], visual_prompt: VisualPrompt) -> tuple[str, dict]:
-    """The generation-settings hash of the store key, and what it stands for."""
-    settings = {"teacher": teacher_settings, "visual_prompt": visual_prompt.value}
-    blob = json.dumps(settings, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:12], settings
 
 
 def check_boxes(ds: GroupDataset, boxes: dict[int, Box] | None) -> None:

@@ -2,7 +2,7 @@
 
 One builder per family (LLaVA 1.5, LLaVA-NeXT, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, Qwen3-VL,
 Idefics3, SmolVLM, Gemma 3, PaliGemma, InternVL): a tiny config of the family's own model class,
-a word-level tokenizer (:mod:`lga.testing.tokenizers`) holding the family's special tokens, the
+a word-level tokenizer (:mod:`lga.offline.tokenizers`) holding the family's special tokens, the
 family's image processor, and a chat template shaped like the released one (the same special
 tokens at the same places: Gemma 3's and Idefics3's start with the BOS token, LLaVA's does not).
 Everything goes through ``save_pretrained``, so ``AutoProcessor`` and
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lga.testing.tiny_llava import DEFAULT_CORPUS, build_tiny_llava
-from lga.testing.tokenizers import SpecialTokens, build_word_tokenizer
+from lga.offline.tiny_llava import DEFAULT_CORPUS, build_tiny_llava
+from lga.offline.tokenizers import SpecialTokens, build_word_tokenizer
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
 TEXT = dict(TINY, num_key_value_heads=2, max_position_embeddings=1024)

@@ -1,7 +1,7 @@
 """A tiny random CLIP checkpoint built offline, loadable like ``openai/clip-vit-base-patch32``.
 
-The ``tiny`` shape of :func:`lga.testing.clip.build_clip`: a word-level tokenizer trained on a
-small corpus (:mod:`lga.testing.tokenizers`, CLIP's special tokens) and a ``CLIPProcessor``, both
+The ``tiny`` shape of :func:`lga.offline.clip.build_clip`: a word-level tokenizer trained on a
+small corpus (:mod:`lga.offline.tokenizers`, CLIP's special tokens) and a ``CLIPProcessor``, both
 through ``save_pretrained``, so that ``AutoModel.from_pretrained`` and
 ``AutoProcessor.from_pretrained`` load them exactly as they load a hub checkpoint.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from lga.testing.clip import DEFAULT_CORPUS, build_clip, tiny_shape
-from lga.testing.tokenizers import CLIP_TOKENS, build_word_tokenizer
+from lga.offline.clip import DEFAULT_CORPUS, build_clip, tiny_shape
+from lga.offline.tokenizers import CLIP_TOKENS, build_word_tokenizer
 
 BOS, EOS, UNK = CLIP_TOKENS.bos, CLIP_TOKENS.eos, CLIP_TOKENS.unk
 

@@ -14,29 +14,14 @@ evaluation, the pre-trained model included (``eval.at_start``).
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PositiveFloat, model_validator
 
 from lga.config import DataConfig, Strict, StudentConfig, resolve_config_file, shipped_names
-
-
-class Method(str, Enum):
-    """The values of ``lga fit --method``."""
-
-    ZERO_SHOT = "zero-shot"
-    LINEAR_PROBE = "linear-probe"
-    ERM = "erm"
-    SPURIOUS_AWARE = "spurious-aware"
-    LGA = "lga"
-    DFR = "dfr"
-
-    @property
-    def fine_tunes(self) -> bool:
-        """Whether the method trains CLIP (the others only read frozen features)."""
-        return self in (Method.ERM, Method.SPURIOUS_AWARE, Method.LGA)
+from lga.teacher.prompts import BACKGROUND_DESCRIPTION, BACKGROUND_KEYWORDS, OBJECT_DESCRIPTION
+from lga.train.method import Method
 
 
 class SampleConfig(Strict):
@@ -51,7 +36,7 @@ class SampleConfig(Strict):
     # tower), and each epoch draws the sample with weight 1 / count(class, that place), so that
     # within a batch the background no longer tells the classes apart. No group label is read.
     balance: Literal["none", "background"] = "none"
-    balance_prompt: str = "background_description"
+    balance_prompt: str = BACKGROUND_DESCRIPTION
 
 
 class DescriptionsConfig(Strict):
@@ -126,7 +111,7 @@ class LgaWeights(Strict):
 class LgaConfig(Strict):
     """The language-guided contrastive method."""
 
-    texts: list[str] = Field(default_factory=lambda: ["object_description"], min_length=1)
+    texts: list[str] = Field(default_factory=lambda: [OBJECT_DESCRIPTION], min_length=1)
     supcon: Literal["out", "in"] = "out"
     # Positives of the supervised contrast: every other anchor of the class (the slides'), or only
     # those of the other modality (an image's positives are its class's descriptions, and a
@@ -134,13 +119,13 @@ class LgaConfig(Strict):
     # class mostly share their background, descriptions never mention it.
     positives: Literal["all", "cross"] = "all"
     temperature: float = Field(default=0.1, gt=0)
-    background_prompt: str = "background_description"
+    background_prompt: str = BACKGROUND_DESCRIPTION
     background_margin: float = Field(default=0.0, ge=-1, le=1)
     # Object texts cleaned of the background before training: "background" drops each sentence
     # (keyword item) that holds a word of the image's own `background_keywords` answer, so a
     # teacher whose object answers describe the background too does not tie images to it.
     clean: Literal["none", "background"] = "none"
-    background_keywords: str = "background_keywords"
+    background_keywords: str = BACKGROUND_KEYWORDS
     weights: LgaWeights = LgaWeights()
 
 

@@ -27,10 +27,10 @@ from lga.evaluation.zero_shot import (
     templates_for,
     train_group_counts,
 )
-from lga.outputs import output_dir
-from lga.rundir import RunDir
+from lga.rundir import RunDir, output_dir
 from lga.student.cache import FeatureCache
 from lga.student.features import feature_cache, image_features
+from lga.student.heads import PROBE_FILE, balance_weights, fit_linear_probe
 from lga.student.model import Student, class_prompts, load_student, resolve_student_spec
 from lga.train.config import RUN_CONTROL_KEYS, FitConfig, Method
 from lga.train.data import (
@@ -43,7 +43,6 @@ from lga.train.data import (
     strip_background,
 )
 from lga.train.dfr import fit_dfr
-from lga.train.linear_probe import PROBE_FILE, balance_weights, fit_linear_probe
 from lga.train.methods import build_method
 from lga.train.model import set_trainable
 from lga.train.tracking import check_trackers, init_trackers, tracker_values
@@ -246,14 +245,13 @@ def _zero_shot(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict
     )
     extra = {"selected_step": 0}
     if len(data.val):
-        metrics, score = data.score(
+        val, score = data.score(
             predictions_table(data.val, predict_zero_shot(student, data.val, **kw)),
             cfg.eval.select_by,
         )
-        RunDir(out).train_log().write(
-            {"step": 0, "epoch": 0.0, "val": metrics, "score": score, "best": True}
-        )
-        extra["val_score"] = score
+        # Nothing is chosen, so no train_log.jsonl (lga eval's shape, lga.rundir): the
+        # validation metrics go into metrics.json.
+        extra |= {"val_score": score, "val": val}
     preds = predictions_table(data.test, predict_zero_shot(student, data.test, **kw))
     extra |= score_unseen(data.full, out, lambda ds: predict_zero_shot(student, ds, **kw))
     # No model/: the run scored cfg.student.spec unchanged (RunDir.model_source).
@@ -668,7 +666,7 @@ def _track_frozen(cfg: FitConfig, out: Path, metrics: dict) -> None:
     try:
         init_trackers(acc, cfg, out, _flat(cfg.model_dump(mode="json")))
         records = RunDir(out).read_train_log()
-        val = next((r["val"] for r in reversed(records) if "val" in r), None)
+        val = metrics.get("val") or next((r["val"] for r in reversed(records) if "val" in r), None)
         if val is not None:
             acc.log(tracker_values(val, "val"), step=0)
         acc.log(tracker_values(metrics, "test"), step=0)

@@ -19,7 +19,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +29,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from lga.student.model import pooled
+from lga.student.toy import (  # noqa: F401 (re-exported: the toy's names, one place)
+    PROVENANCE_FILE,
+    TOY_ASSET,
+    TOY_STUDENT,
+    resolve_student,
+    toy_checkpoint,
+)
 from lga.train.losses import clip_loss
 
 log = logging.getLogger(__name__)
 
-TOY_ASSET = "toy-clip"
-TOY_STUDENT = "toy"  # the student spec that names the shipped toy CLIP
-PROVENANCE_FILE = "lga_toy.json"  # the ToyConfig a checkpoint was pretrained with, and how long
 IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]  # CLIP's statistics
 IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -83,21 +86,6 @@ class ToyConfig(BaseModel):
     species_weight: float = Field(2.0, ge=0.0)
     trait_weight: float = Field(1.0, ge=0.0)  # per-trait cross-entropy (neck, feet, bill, ...)
     aux_batch_size: int = Field(128, gt=1)
-
-
-def resolve_student(spec: str) -> str:
-    """``toy`` -> the shipped toy CLIP's directory; any other spec unchanged."""
-    return str(toy_checkpoint()) if spec == TOY_STUDENT else spec
-
-
-def toy_checkpoint() -> Path:
-    """The shipped toy CLIP directory (inside the installed package)."""
-    path = Path(str(resources.files("lga") / "assets" / TOY_ASSET))
-    if not (path / "config.json").is_file():
-        from lga.errors import LgaError
-
-        raise LgaError(f"the toy CLIP is missing from {path}; rebuild it with `lga pretrain-toy`")
-    return path
 
 
 _PLACE_PHRASES = {"lake": "on a lake", "ocean": "at the ocean", "forest": "in a forest",
@@ -250,14 +238,14 @@ def vocabulary_texts(n_draws: int = 2000) -> list[str]:
         object_keywords,
         object_text,
     )
+    from lga.teacher.prompts import SHIPPED_PROMPTS
 
     rng = np.random.default_rng(0)
     texts = []
     for i in range(n_draws):
         y, place = int(rng.integers(2)), int(rng.integers(2))
         attrs = sample_attributes(rng, y, place)
-        for prompt in ("object_description", "object_keywords", "background_description",
-                       "background_keywords", "caption", "web", "alt"):  # fmt: skip
+        for prompt in (*SHIPPED_PROMPTS, "caption", "web", "alt"):
             texts += [
                 fn(attrs, i, prompt)
                 for fn in (object_text, object_keywords, background_text, background_keywords)
@@ -297,8 +285,9 @@ def build_toy_model(cfg: ToyConfig, tokenizer_corpus: list[str]):
     """A randomly initialised CLIPModel and its CLIPProcessor for the toy world."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from lga.testing.tiny_clip import BOS, EOS, build_word_tokenizer
+    from lga.offline.tokenizers import CLIP_TOKENS, build_word_tokenizer
 
+    BOS, EOS = CLIP_TOKENS.bos, CLIP_TOKENS.eos
     tokenizer = build_word_tokenizer(tokenizer_corpus, max_length=cfg.max_length)
     eos = tokenizer.convert_tokens_to_ids(EOS)
     config = CLIPConfig(
