@@ -176,3 +176,15 @@ def test_sweep_over_the_teacher_fault_rate(config_file, tmp_path, capsys):
         settings = {v.settings_hash for v in s.variants("object_description")}
     assert len(settings) == 3  # one store, one variant per teacher
     assert "species_error-1" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_finished_run_of_another_recipe_is_never_reused(config_file, tmp_path, capsys):
+    out = tmp_path / "repro"
+    base = ["reproduce", str(config_file), "--out", str(out), "seeds=[0]", "methods=[lga]"]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main([*base, "method_overrides.lga.train.lr=3e-5"]) == 1
+    err = capsys.readouterr().err
+    assert "lga-seed0 holds a finished run of another configuration" in err
+    assert "train.lr: 2e-05 -> 3e-05" in err

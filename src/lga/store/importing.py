@@ -221,9 +221,7 @@ def import_descriptions(
                 import_settings[settings_hash] = json.loads(rec["settings"])
         else:
             # the store's own settings key, with an "imported" teacher setting
-            settings_hash, settings = settings_key(
-                {"source": "import", "teacher": who}, "none"
-            )
+            settings_hash, settings = settings_key({"source": "import", "teacher": who}, "none")
             import_settings[settings_hash] = settings
         if "prompt_hash" in has and not _blank(rec["prompt_hash"]):
             prompt_hash = str(rec["prompt_hash"])

@@ -100,6 +100,17 @@ class RunData:
 # Run directory and data
 
 
+def config_changes(cfg: FitConfig, out: Path) -> list[str]:
+    """What differs between ``cfg`` and the configuration saved in run folder ``out`` (the keys
+    that control one invocation left out): ``["train.lr: 1e-05 -> 2e-05", ...]``."""
+    saved = RunDir(out).config_file
+    if not saved.is_file():
+        return []
+    return _config_diff(
+        _comparable(yaml.safe_load(saved.read_text())), _comparable(cfg.model_dump(mode="json"))
+    )
+
+
 def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     keys = sorted(set(old) | set(new))
     out = []

@@ -247,6 +247,7 @@ def reproduce(
         The run directories.
     """
     from lga.train import fit
+    from lga.train.fit import config_changes
 
     out = Path(out)
     make_output_dir(out, what="reproduction folder")
@@ -261,13 +262,20 @@ def reproduce(
         for name in cfg.methods:
             rd = run_dir(out, name, seed)
             runs.append(rd)
+            fc = fit_config(cfg, name, seed, root, store, group=out.resolve().name, variant=variant)
             if RunDir(rd).finished:
+                if changed := config_changes(fc, rd):  # never a stale result under a new recipe
+                    raise LgaError(
+                        f"{rd} holds a finished run of another configuration ("
+                        + "; ".join(changed[:5])
+                        + "): choose another --out, or remove that run folder to redo it"
+                    )
                 log.info("%s: done already", rd)
                 continue
             resume = RunDir(rd).resumable  # a killed run continues where it stopped
             log.info("fitting %s (seed %d)%s", name, seed, " (resuming)" if resume else "")
             fit(
-                fit_config(cfg, name, seed, root, store, group=out.resolve().name, variant=variant),
+                fc,
                 rd,
                 resume=resume,
                 overwrite=not resume,
