@@ -188,15 +188,17 @@ class LinearProbeConfig(Strict):
 
 
 class DfrConfig(Strict):
-    """Deep feature reweighting (Kirichenko et al. 2022) on frozen image features: logistic
-    regression on group-balanced subsets of the validation split. C is chosen by ``select_by``
-    on a random half of it, fitted on a balanced subset of the other half; the final head
-    averages ``subsets`` heads, each fitted on a balanced subset of the whole split."""
+    """Deep feature reweighting (Kirichenko et al. 2022) on frozen image features, as the
+    authors' ``dfr_evaluate_spurious.py`` runs it: scikit-learn's liblinear logistic regression
+    (its intercept penalised too) on group-balanced subsets of the validation split. C is chosen
+    by ``select_by`` on a random half of it, fitted on a balanced subset of the other half; the
+    final head averages ``subsets`` heads, each fitted on a balanced subset of the whole split
+    standardised with the training embeddings' statistics (see ``lga.train.dfr``)."""
 
     c_grid: list[PositiveFloat] = Field(default_factory=lambda: list(C_GRID), min_length=1)
-    penalty: Literal["l1", "l2"] = "l1"  # the paper's
-    subsets: int = Field(default=20, gt=0)
-    max_iter: int = Field(default=1000, gt=0)
+    penalty: Literal["l1", "l2"] = "l1"  # the reference's
+    subsets: int = Field(default=20, gt=0)  # the reference's num_retrains
+    max_iter: int = Field(default=100, gt=0)  # liblinear's; 100: scikit-learn's default
 
 
 class FitConfig(Strict):

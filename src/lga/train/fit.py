@@ -327,6 +327,7 @@ def _dfr(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict:
         lambda ds, probs: data.score_on(ds, predictions_table(ds, probs), cfg.eval.select_by),
         cfg.dfr,
         seed=cfg.train.seed,
+        x_train=feats(data.sample) if len(data.sample) else None,  # the final scaler's
     )
     RunDir(out).train_log().write(
         {
@@ -340,6 +341,7 @@ def _dfr(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict:
             "n_tune_fit": result.n_tune_fit,
             "n_tune_held_out": result.n_tune_held_out,
             "n_fit": result.n_fit,
+            "scaler": result.scaler,
         }
     )
     _save_head(student, result.head, data, out)
