@@ -28,9 +28,7 @@ StandardScaler = pytest.importorskip("sklearn.preprocessing").StandardScaler
 
 REG = "l1"
 # penalty=REG as scikit-learn >= 1.8 spells it (`penalty` is deprecated there, gone in 1.10)
-PENALTY = (
-    {"l1_ratio": 1.0} if sk.LogisticRegression().penalty == "deprecated" else {"penalty": REG}
-)
+PENALTY = {"l1_ratio": 1.0} if sk.LogisticRegression().penalty == "deprecated" else {"penalty": REG}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -184,7 +184,8 @@ def to_head(coef: np.ndarray, intercept: np.ndarray, scaler: Scaler) -> tuple[Te
     weight = coef / scaler.scale  # (R, D)
     bias = intercept - weight @ scaler.mean  # (R,)
     if len(weight) == 1:
-        weight, bias = np.concatenate([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
+        weight = np.concatenate([-weight / 2, weight / 2])
+        bias = np.concatenate([-bias / 2, bias / 2])
     return torch.as_tensor(weight, dtype=torch.float32), torch.as_tensor(bias, dtype=torch.float32)
 
 
