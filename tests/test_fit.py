@@ -58,6 +58,7 @@ VARIANTS = {
     "spurious-aware": ("spurious-aware", []),
     "spurious-aware-keywords": ("spurious-aware", ["spurious_aware.spurious_from=keywords"]),
     "spurious-aware-inmodal": ("spurious-aware", ["spurious_aware.weights.clip=0",
+                                                  "spurious_aware.weights.prompt_inmodal=0",
                                                   "spurious_aware.weights.separation=0"]),
     "lga": ("lga", []),
     "lga-all-terms": ("lga", ["lga.texts=[object_description,object_keywords]",
@@ -157,7 +158,8 @@ def test_train_log(run):
     assert [r["step"] for r in steps] == [1, 2, 3, 4]  # 32 images / batch 8, one epoch
     terms = {
         "erm": {"class_ce"},
-        "spurious-aware": {"clip", "inmodal", "separation"},
+        # and the method's own learned scale
+        "spurious-aware": {"clip", "inmodal", "prompt_inmodal", "separation", "logit_scale"},
         "lga": {"supcon", "instance"},
     }[run["cfg"].method.value]
     special = {
@@ -447,6 +449,7 @@ def test_cli_end_to_end(fit_env, tmp_path, capsys):
                 "cpu",
                 "eval.use_cache=false",
                 "eval.at_start=false",
+                "spurious_aware.balance=groups",  # no store: the dataset's group labels
                 "train.trainable=last_k",
                 "train.last_k=1",
             ]
@@ -459,6 +462,9 @@ def test_cli_end_to_end(fit_env, tmp_path, capsys):
     assert metrics["n_train"] == 16 and metrics["method"] == "spurious-aware"
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["descriptions"]["store"] is None and cfg["train"]["trainable"] == "last_k"
+    assert cfg["spurious_aware"]["balance"] == "groups"
+    balance = json.loads((out / "balance.json").read_text())
+    assert balance["source"] == "groups" and sum(balance["group_counts"].values()) == 16
     before, after = _weights(fit_env["clip"]), _weights(out / "model")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(

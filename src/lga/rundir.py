@@ -12,7 +12,7 @@ goes through :class:`RunDir`::
                              (save_pretrained), or the base weights with a linear head
                              (linear_probe.safetensors: linear probe, DFR). A run without it
                              (zero-shot, eval) scored its config's ``student.spec`` unchanged.
-    RUN/balance.json         sample.balance=background: the inferred group counts
+    RUN/balance.json         balanced batches: their source (teacher or groups), group counts
     RUN/checkpoints/         fine-tuning with train.checkpoint_every (Accelerate save_state)
     RUN/logs/                experiment trackers (TensorBoard)
 

@@ -8,6 +8,7 @@ the wrapped module's ``forward``, so the image and text towers are called from
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -24,11 +25,22 @@ _AFTER_ENCODER = ("post_layernorm", "final_layer_norm", "head")
 
 
 class DualEncoder(nn.Module):
-    """A CLIP-family model seen as ``(pixels, tokens) -> (image, text embeddings, logit scale)``."""
+    """A CLIP-family model seen as ``(pixels, tokens) -> (image, text embeddings, logit scale)``.
 
-    def __init__(self, model: nn.Module):
+    Args:
+        model: the CLIP-family model.
+        logit_scale_init: give the objective its own learnable scale, ``exp`` of a parameter
+            that starts at ``log(logit_scale_init)`` (the spurious-aware baseline's, from
+            1/0.07), returned instead of the model's. It trains, and is checkpointed, with the
+            model; it is not part of the saved model (predictions do not depend on a scale).
+    """
+
+    def __init__(self, model: nn.Module, *, logit_scale_init: float | None = None):
         super().__init__()
         self.model = model
+        self.own_logit_scale = None
+        if logit_scale_init is not None:
+            self.own_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)))
 
     def forward(
         self,
@@ -53,6 +65,8 @@ class DualEncoder(nn.Module):
         if input_ids is not None:
             feats = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
             v = F.normalize(pooled(feats).float(), dim=-1)  # (T, D)
+        if self.own_logit_scale is not None:
+            return u, v, self.own_logit_scale.exp().float()
         return u, v, logit_scale(self.model)
 
 
