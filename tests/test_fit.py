@@ -217,6 +217,14 @@ def test_eval_of_a_linear_head_run_reproduces_its_predictions(fit_env, tmp_path,
     assert metrics["group_accuracy"] == run["metrics"]["group_accuracy"]
 
 
+def test_spurious_aware_batches_are_balanced_by_the_teacher(fit_env):
+    run = made_run(fit_env, "spurious-aware")
+    assert run["cfg"].spurious_aware.balance == "teacher"
+    balance = json.loads((run["out"] / "balance.json").read_text())
+    assert balance["source"] == "teacher" and balance["prompt"] == "background_description"
+    assert sum(balance["inferred_group_counts"].values()) == 32
+
+
 def test_dfr_tunes_on_one_half_and_fits_balanced_subsets(fit_env):
     run = made_run(fit_env, "dfr")
     (record,) = [json.loads(s) for s in (run["out"] / "train_log.jsonl").read_text().splitlines()]
