@@ -219,3 +219,25 @@ def test_group_weights_draw_every_group_equally():
     w = group_weights(groups)
     per_group = [w[groups == g].sum() for g in range(4)]
     np.testing.assert_allclose(per_group, 1.0)
+
+
+Z = torch.zeros(4, 3)
+INVALID = {
+    "templates_2d": (lambda: sa.prompt_inmodal(Z, torch.zeros(2, dtype=torch.long)), "(C, K, D)"),
+    "float_labels": (lambda: sa.inmodal(Z, torch.zeros(4)), "integer"),
+    "label_count": (lambda: sa.inmodal(Z, torch.zeros(3, dtype=torch.long)), "4 entries"),
+    "spurious_dim": (
+        lambda: sa.separation(Z[None], torch.zeros(2, 5), torch.zeros(1, dtype=torch.long)),
+        "spurious must be",
+    ),
+    "no_spurious": (
+        lambda: sa.separation(Z[None], Z[:0], torch.zeros(1, dtype=torch.long)),
+        "at least one",
+    ),
+}
+
+
+@pytest.mark.parametrize(("call", "message"), INVALID.values(), ids=INVALID.keys())
+def test_invalid_inputs_raise_value_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -55,6 +55,22 @@ def _cos(a: Tensor, b: Tensor) -> Tensor:
     return F.normalize(a, dim=-1, eps=_EPS) @ F.normalize(b, dim=-1, eps=_EPS).T
 
 
+def _check(class_templates: Tensor | None = None, labels: Tensor | None = None,
+           features: Tensor | None = None) -> None:  # fmt: skip
+    if class_templates is not None and class_templates.dim() != 3:
+        raise ValueError(
+            f"class_templates must be (C, K, D), got shape {tuple(class_templates.shape)}"
+        )
+    if features is not None and features.dim() != 2:
+        raise ValueError(f"features must be (N, D), got shape {tuple(features.shape)}")
+    if labels is not None and (labels.dim() != 1 or labels.is_floating_point()):
+        raise ValueError(
+            f"labels must be a 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}"
+        )
+    if features is not None and labels is not None and len(labels) != len(features):
+        raise ValueError(f"labels must have {len(features)} entries, got {len(labels)}")
+
+
 def _inmodal_rows(features: Tensor, labels: Tensor) -> Tensor:
     """(N,) ``-mean_j(cos_ij [same label]) + mean_j(cos_ij [other label])``, j over every row."""
     sim = _cos(features, features)  # (N, N)
@@ -78,11 +94,13 @@ def clip_term(
         labels: ``(B,)`` classes.
         logit_scale: the scale, already exponentiated.
     """
+    _check(class_templates, labels, image)
     return losses.clip_loss(image, class_texts(class_templates, labels), logit_scale=logit_scale)
 
 
 def inmodal(features: Tensor, labels: Tensor) -> Tensor:
     """L_vc: the mean over anchors of :func:`_inmodal_rows` (``(N, D)``, ``(N,)``)."""
+    _check(labels=labels, features=features)
     return _inmodal_rows(features, labels).mean()
 
 
@@ -93,6 +111,7 @@ def prompt_inmodal(class_templates: Tensor, labels: Tensor) -> Tensor:
         class_templates: ``(C, K, D)``.
         labels: ``(B,)`` classes of the batch (they weight the classes as the batch does).
     """
+    _check(class_templates, labels)
     c, k, d = class_templates.shape
     rows = class_templates.reshape(c * k, d)  # (C*K, D), class-major
     row_class = torch.arange(c, device=rows.device).repeat_interleave(k)  # (C*K,)
@@ -110,8 +129,13 @@ def separation(class_templates: Tensor, spurious: Tensor, labels: Tensor) -> Ten
         labels: ``(B,)``.
 
     Raises:
-        ValueError: no spurious prompt.
+        ValueError: no spurious prompt, or tensors of the wrong rank.
     """
+    _check(class_templates, labels)
+    if spurious.dim() != 2 or spurious.shape[-1] != class_templates.shape[-1]:
+        raise ValueError(
+            f"spurious must be (S, {class_templates.shape[-1]}), got {tuple(spurious.shape)}"
+        )
     if spurious.shape[0] == 0:
         raise ValueError("the separation term needs at least one spurious prompt")
     c, k, d = class_templates.shape
