@@ -58,6 +58,7 @@ VARIANTS = {
     "spurious-aware": ("spurious-aware", []),
     "spurious-aware-keywords": ("spurious-aware", ["spurious_aware.spurious_from=keywords"]),
     "spurious-aware-inmodal": ("spurious-aware", ["spurious_aware.weights.clip=0",
+                                                  "spurious_aware.weights.prompt_inmodal=0",
                                                   "spurious_aware.weights.separation=0"]),
     "lga": ("lga", []),
     "lga-all-terms": ("lga", ["lga.texts=[object_description,object_keywords]",
@@ -66,7 +67,8 @@ VARIANTS = {
     "lga-frozen-text": ("lga", ["train.freeze_text=true"]),
     "linear-probe-group-balanced": ("linear-probe", ["linear_probe.balance=group",
                                                      "linear_probe.penalty=l1"]),
-    "dfr": ("dfr", ["dfr.subsets=3", "dfr.max_iter=300"]),
+    # seed 3: the reference's halves (a shuffle of the whole 16-image split) hold every group
+    "dfr": ("dfr", ["dfr.subsets=3", "dfr.max_iter=300", "train.seed=3"]),
 }  # fmt: skip
 
 
@@ -161,7 +163,8 @@ def test_train_log(run):
     assert [r["step"] for r in steps] == [1, 2, 3, 4]  # 32 images / batch 8, one epoch
     terms = {
         "erm": {"class_ce"},
-        "spurious-aware": {"clip", "inmodal", "separation"},
+        # and the method's own learned scale
+        "spurious-aware": {"clip", "inmodal", "prompt_inmodal", "separation", "logit_scale"},
         "lga": {"supcon", "instance"},
     }[run["cfg"].method.value]
     special = {
@@ -219,13 +222,23 @@ def test_eval_of_a_linear_head_run_reproduces_its_predictions(fit_env, tmp_path,
     assert metrics["group_accuracy"] == run["metrics"]["group_accuracy"]
 
 
+def test_spurious_aware_batches_are_balanced_by_the_teacher(fit_env):
+    run = made_run(fit_env, "spurious-aware")
+    assert run["cfg"].spurious_aware.balance == "teacher"
+    balance = json.loads((run["out"] / "balance.json").read_text())
+    assert balance["source"] == "teacher" and balance["prompt"] == "background_description"
+    assert sum(balance["inferred_group_counts"].values()) == 32
+
+
 def test_dfr_tunes_on_one_half_and_fits_balanced_subsets(fit_env):
     run = made_run(fit_env, "dfr")
     (record,) = [json.loads(s) for s in (run["out"] / "train_log.jsonl").read_text().splitlines()]
     assert [r["C"] for r in record["grid"]] == list(run["cfg"].dfr.c_grid)
     best = max(record["grid"], key=lambda r: r["score"])
     assert record["C"] == run["metrics"]["C"] == best["C"] and record["score"] == best["score"]
-    assert record["n_tune_held_out"] == 8 and record["n_tune_fit"] == 8  # 2 of each group's 4
+    # the first 8 of a shuffle of 16 held out; the other 8 balanced: 2 per group at seed 3
+    assert record["n_tune_held_out"] == 8 and record["n_tune_fit"] == 8
+    assert record["scaler"] == "train"  # the final StandardScaler: the training embeddings
     assert record["n_fit"] == 16 and run["metrics"]["subsets"] == 3  # val is balanced: all of it
     assert record["val"]["n"] == 8
 
@@ -468,6 +481,7 @@ def test_cli_end_to_end(fit_env, tmp_path, capsys):
                 "cpu",
                 "eval.use_cache=false",
                 "eval.at_start=false",
+                "spurious_aware.balance=groups",  # no store: the dataset's group labels
                 "train.trainable=last_k",
                 "train.last_k=1",
             ]
@@ -480,6 +494,9 @@ def test_cli_end_to_end(fit_env, tmp_path, capsys):
     assert metrics["n_train"] == 16 and metrics["method"] == "spurious-aware"
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["descriptions"]["store"] is None and cfg["train"]["trainable"] == "last_k"
+    assert cfg["spurious_aware"]["balance"] == "groups"
+    balance = json.loads((out / "balance.json").read_text())
+    assert balance["source"] == "groups" and sum(balance["group_counts"].values()) == 16
     before, after = _weights(fit_env["clip"]), _weights(out / "model")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(

@@ -19,7 +19,6 @@ from lga.train.losses import (
     class_prompt_ce,
     clip_loss,
     gather_with_grad,
-    spurious_prompt_separation,
     supcon_in,
     supcon_out,
 )
@@ -361,16 +360,6 @@ def test_class_prompt_ce_matches_cross_entropy(scale: float) -> None:
     torch.testing.assert_close(got, ref_cross_entropy(logits, labels.tolist()))
 
 
-def test_spurious_prompt_separation_is_mean_cosine() -> None:
-    classes, spurious = unit_features(2, 4, seed=19), unit_features(3, 4, seed=20)
-    got = spurious_prompt_separation(classes, spurious)
-    want = sum(F.cosine_similarity(c, s, dim=0) for c in classes for s in spurious) / 6
-    torch.testing.assert_close(got, want)
-    # Minimising it moves the class prompts away from the spurious ones.
-    (grad,) = torch.autograd.grad(got, classes)
-    assert spurious_prompt_separation(classes - 0.1 * grad, spurious) < got
-
-
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
@@ -396,11 +385,6 @@ INVALID_CALLS = {
         "embedding size",
     ),
     "class_ce_labels": (lambda: class_prompt_ce(Z, Z[:2], Y[:3], logit_scale=1.0), "4 entries"),
-    "separation_dims": (
-        lambda: spurious_prompt_separation(Z, torch.zeros(2, 5)),
-        "embedding size",
-    ),
-    "separation_empty": (lambda: spurious_prompt_separation(Z[:0], Z), "at least one"),
 }
 
 

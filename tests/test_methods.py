@@ -45,6 +45,7 @@ def emb() -> Embeddings:
         class_prompts=_unit(2, d, seed=6),
         spurious=_unit(4, d, seed=7),
         logit_scale=torch.tensor(20.0),
+        class_templates=_unit(2, 3, d, seed=8),
     )
 
 
@@ -112,30 +113,33 @@ def test_erm_is_class_prompt_cross_entropy(emb):
     torch.testing.assert_close(terms["class_ce"], expected)
 
 
-@pytest.mark.parametrize("store", [None, "s.sqlite"])
-def test_spurious_aware_terms(emb, store):
-    method = build_method(_cfg("spurious-aware", descriptions={"store": store}))
-    assert isinstance(method, SpuriousAware)
-    text = "object_description" if store else CAPTION  # class captions without descriptions
-    assert method.image_texts == [text]
+def test_spurious_aware_terms(emb):
+    """Each term against its authors' code: tests/test_spurious_aware_reference.py."""
+    sa = {"balance": "none"}
+    method = build_method(_cfg("spurious-aware", spurious_aware=sa))
+    assert isinstance(method, SpuriousAware) and method.image_texts == []
     assert method.needs_class_prompts and method.needs_spurious
     terms = method.terms(emb)
-    assert set(terms) == {"clip", "inmodal", "separation"}
+    assert set(terms) == {"clip", "inmodal", "prompt_inmodal", "separation"}
+    texts = emb.class_templates.mean(dim=1)[emb.labels]  # each image's class, template mean
+    torch.testing.assert_close(terms["clip"], losses.clip_loss(emb.image, texts, logit_scale=20.0))
+    per_image = build_method(
+        _cfg("spurious-aware", spurious_aware={**sa, "text": "object_description"},
+             descriptions={"store": "s.sqlite"})
+    )  # fmt: skip
+    assert per_image.image_texts == ["object_description"]
     torch.testing.assert_close(
-        terms["clip"], losses.clip_loss(emb.image, emb.texts[text], logit_scale=20.0)
-    )
-    torch.testing.assert_close(
-        terms["inmodal"], losses.supcon_out(emb.image, emb.labels, temperature=0.1)
-    )
-    torch.testing.assert_close(
-        terms["separation"], losses.spurious_prompt_separation(emb.class_prompts, emb.spurious)
+        per_image.terms(emb)["clip"],
+        losses.clip_loss(emb.image, emb.texts["object_description"], logit_scale=20.0),
     )
 
 
 def test_zero_weights_are_not_computed_and_all_zero_is_an_error(emb):
-    cfg = _cfg("spurious-aware", spurious_aware={"weights": {"clip": 0, "separation": 0}})
+    off = {"clip": 0, "prompt_inmodal": 0, "separation": 0}
+    cfg = _cfg("spurious-aware", spurious_aware={"weights": off, "balance": "none"})
     method = build_method(cfg)
     assert method.image_texts == [] and not method.needs_spurious
+    assert not method.needs_class_prompts and method.logit_scale_init is None
     assert set(method.terms(emb)) == {"inmodal"}
     zero = {"supcon": 0, "instance": 0}
     with pytest.raises(ConfigError, match="every loss weight"):

@@ -23,7 +23,7 @@ predictions; the other files come only with what a run does beyond that::
                              staged in RUN/model.partial/, so a run that failed or stopped
                              has no model/.
     RUN/model.partial/       the model of a run in progress (the best so far)
-    RUN/balance.json         sample.balance=background: the inferred group counts
+    RUN/balance.json         balanced batches: their source (teacher or groups), group counts
     RUN/checkpoints/         fine-tuning with train.checkpoint_every (Accelerate save_state)
     RUN/logs/                experiment trackers (TensorBoard)
 

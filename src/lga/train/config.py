@@ -130,21 +130,38 @@ class LgaConfig(Strict):
 
 
 class SpuriousAwareWeights(Strict):
-    """Weights of the terms of the spurious-aware baseline (Yang et al. 2023)."""
+    """Weights of the terms of the spurious-aware baseline (Yang et al. 2023); the reference's
+    Waterbirds commands weigh them all 1 (``lga.train.spurious_aware``)."""
 
-    clip: float = Field(default=1.0, ge=0)  # image-text contrast, per-image texts
-    inmodal: float = Field(default=1.0, ge=0)  # supcon over image embeddings by class
-    separation: float = Field(default=1.0, ge=0)  # class prompts away from spurious prompts
+    clip: float = Field(default=1.0, ge=0)  # L_clip: image <-> its text (its class's prompts)
+    inmodal: float = Field(default=1.0, ge=0)  # L_vc: image cosines, same class minus other
+    prompt_inmodal: float = Field(default=1.0, ge=0)  # L_lc: the same over class-prompt embeddings
+    separation: float = Field(default=1.0, ge=0)  # L_ls: mean |cos| class x spurious prompts
 
 
 class SpuriousAwareConfig(Strict):
-    """The spurious-aware contrastive fine-tuning of Yang et al. 2023."""
+    """The spurious-aware contrastive fine-tuning of Yang et al. 2023, as its authors' code
+    (YuYang0901/CLIP-spurious-finetune) runs it on Waterbirds; see ``lga.train.spurious_aware``."""
 
-    text: str = "object_description"  # per-image text from the store; captions without a store
-    temperature: float = Field(default=0.1, gt=0)  # of the in-modal supcon
-    spurious_from: Literal["dataset", "keywords"] = "dataset"
-    keywords_prompt: str = "background_keywords"
+    # The CLIP term's text: `class_prompts` (the reference: each image's class, its template
+    # ensemble), `caption`, or a prompt of the description store (one teacher text per image).
+    text: str = "class_prompts"
+    # Templates of the class and spurious prompts of the training terms: CLIP's 80 ImageNet ones
+    # (the reference's), or the dataset config's. Predictions use student.templates as always.
+    templates: Literal["imagenet80", "dataset"] = "imagenet80"
+    # Spurious prompts: every template x place name (the reference's "land", "water"), the
+    # dataset config's spurious_prompts, or the sample's most frequent background keywords.
+    spurious_from: Literal["places", "dataset", "keywords"] = "places"
+    keywords_prompt: str = BACKGROUND_KEYWORDS
     n_keywords: int = Field(default=8, gt=0)  # most frequent background keywords as prompts
+    # The CLIP term's scale: the method's own, learned from 1 / init_temperature (the
+    # reference's nn.Parameter from log(1/0.07)); null: the student's logit scale.
+    init_temperature: float | None = Field(default=0.07, gt=0)
+    # Group-balanced batches (each epoch draws the sample with weight 1 / count(group), with
+    # replacement, as the reference's WILDS loader with uniform_over_groups): groups from the
+    # teacher's background answers (`teacher`, as sample.balance=background: no group label is
+    # read; needs a store), from the dataset's group labels (`groups`), or no balancing.
+    balance: Literal["teacher", "groups", "none"] = "teacher"
     weights: SpuriousAwareWeights = SpuriousAwareWeights()
 
 
@@ -182,15 +199,17 @@ class LinearProbeConfig(Strict):
 
 
 class DfrConfig(Strict):
-    """Deep feature reweighting (Kirichenko et al. 2022) on frozen image features: logistic
-    regression on group-balanced subsets of the validation split. C is chosen by ``select_by``
-    on a random half of it, fitted on a balanced subset of the other half; the final head
-    averages ``subsets`` heads, each fitted on a balanced subset of the whole split."""
+    """Deep feature reweighting (Kirichenko et al. 2022) on frozen image features, as the
+    authors' ``dfr_evaluate_spurious.py`` runs it: scikit-learn's liblinear logistic regression
+    (its intercept penalised too) on group-balanced subsets of the validation split. C is chosen
+    by ``select_by`` on a random half of it, fitted on a balanced subset of the other half; the
+    final head averages ``subsets`` heads, each fitted on a balanced subset of the whole split
+    standardised with the training embeddings' statistics (see ``lga.train.dfr``)."""
 
     c_grid: list[PositiveFloat] = Field(default_factory=lambda: list(C_GRID), min_length=1)
-    penalty: Literal["l1", "l2"] = "l1"  # the paper's
-    subsets: int = Field(default=20, gt=0)
-    max_iter: int = Field(default=1000, gt=0)
+    penalty: Literal["l1", "l2"] = "l1"  # the reference's
+    subsets: int = Field(default=20, gt=0)  # the reference's num_retrains
+    max_iter: int = Field(default=100, gt=0)  # liblinear's; 100: scikit-learn's default
 
 
 class FitConfig(Strict):
@@ -224,10 +243,25 @@ class FitConfig(Strict):
             raise ValueError("sample.balance=background needs a description store (--descriptions)")
         if self.method is Method.LGA and self.descriptions.store is None:
             raise ValueError("method lga needs a description store (--descriptions STORE)")
-        keywords = self.spurious_aware.spurious_from == "keywords"
-        if keywords and self.method is Method.SPURIOUS_AWARE and self.descriptions.store is None:
-            raise ValueError("spurious_aware.spurious_from=keywords needs a description store")
+        if self.method is Method.SPURIOUS_AWARE:
+            self._check_spurious_aware()
         return self
+
+    def _check_spurious_aware(self) -> None:
+        sa, no_store = self.spurious_aware, self.descriptions.store is None
+        if sa.spurious_from == "keywords" and no_store:
+            raise ValueError("spurious_aware.spurious_from=keywords needs a description store")
+        if sa.balance == "teacher" and no_store:
+            raise ValueError(
+                "spurious_aware.balance=teacher balances batches by the teacher's background "
+                "answers: give a description store (--descriptions STORE), or set "
+                "spurious_aware.balance=groups (the dataset's group labels) or none"
+            )
+        if self.sample.balance == "background" and sa.balance != "teacher":
+            raise ValueError(
+                f"sample.balance=background contradicts spurious_aware.balance={sa.balance}: "
+                "the spurious-aware batches follow spurious_aware.balance"
+            )
 
 
 # Keys that control one invocation, not the result: they may differ between a run and its resume.

@@ -17,9 +17,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 
 import numpy as np
 import torch
+import yaml
 from torch import Tensor
 from torch.utils.data import Sampler
 
@@ -31,6 +34,7 @@ from lga.train.config import DescriptionsConfig
 log = logging.getLogger(__name__)
 
 CAPTION = "caption"  # per-image text source: the class caption "a photo of a {class}."
+CLASS_PROMPTS = "class_prompts"  # spurious_aware.text: each image's class, its template ensemble
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,6 +154,24 @@ def keyword_prompts(keywords: dict[int, list[str]], k: int) -> list[str]:
     if not top:
         raise LgaError("the background keywords of the sample are all empty")
     return [f"a photo of {w}." for w in top]
+
+
+@cache
+def _imagenet_templates() -> tuple[str, ...]:
+    path = resources.files("lga") / "configs" / "templates" / "imagenet80.yaml"
+    return tuple(yaml.safe_load(path.read_text())["templates"])
+
+
+def imagenet_templates() -> list[str]:
+    """CLIP's 80 ImageNet prompt templates (``lga/configs/templates/imagenet80.yaml``)."""
+    return list(_imagenet_templates())
+
+
+def group_weights(groups: np.ndarray) -> np.ndarray:
+    """Per-image sampling weights ``1 / count(group)``: every group present is drawn equally
+    often (WILDS' ``uniform_over_groups``)."""
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse]
 
 
 # ---------------------------------------------------------------------------------------------

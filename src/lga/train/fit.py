@@ -37,6 +37,7 @@ from lga.train.data import (
     CAPTION,
     build_text_table,
     caption_texts,
+    group_weights,
     keyword_prompts,
     read_descriptions,
     read_keywords,
@@ -345,6 +346,7 @@ def _dfr(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict:
         lambda ds, probs: data.score_on(ds, predictions_table(ds, probs), cfg.eval.select_by),
         cfg.dfr,
         seed=cfg.train.seed,
+        x_train=feats(data.sample) if len(data.sample) else None,  # the final scaler's
     )
     RunDir(out).train_log().write(
         {
@@ -358,6 +360,7 @@ def _dfr(cfg: FitConfig, data: RunData, out: Path, progress: bool) -> dict:
             "n_tune_fit": result.n_tune_fit,
             "n_tune_held_out": result.n_tune_held_out,
             "n_fit": result.n_fit,
+            "scaler": result.scaler,
         }
     )
     _save_head(student, result.head, data, out)
@@ -445,8 +448,10 @@ def _training_student(cfg: FitConfig, *, needs_text: bool) -> tuple[Student, boo
     return student, trainable.text_frozen
 
 
-def _spurious_prompts(cfg: FitConfig, data: RunData) -> list[str]:
+def _spurious_prompts(cfg: FitConfig, data: RunData, templates: list[str]) -> list[str]:
     sa = cfg.spurious_aware
+    if sa.spurious_from == "places":  # the reference's: every template x spurious value
+        return [t.format(place) for place in data.full.config.places for t in templates]
     if sa.spurious_from == "dataset":
         return [p for prompts in data.full.config.spurious_texts().values() for p in prompts]
     keywords = read_keywords(cfg.descriptions, data.full, data.sample, sa.keywords_prompt)
@@ -482,13 +487,14 @@ def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress:
     method = build_method(cfg)
     needs_text = bool(method.image_texts) or method.needs_class_prompts or method.needs_spurious
     student, text_frozen = _training_student(cfg, needs_text=needs_text)
-    templates = templates_for(data.full, cfg.student.templates)
+    templates = templates_for(data.full, cfg.student.templates)  # predictions
+    train_templates = method.prompt_templates or templates  # the class prompts of the losses
     table = build_text_table(
         student.tokenize,
         data.sample,
         per_image=_text_sources(cfg, data, method.image_texts),
-        class_prompts=class_prompts(data.full.config.classes, templates),
-        spurious=_spurious_prompts(cfg, data) if method.needs_spurious else [],
+        class_prompts=class_prompts(data.full.config.classes, train_templates),
+        spurious=_spurious_prompts(cfg, data, train_templates) if method.needs_spurious else [],
         max_length=student.max_text_length,
         fixed_length=student.family.padding == "max_length",
     )
@@ -511,17 +517,47 @@ def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress:
     )
 
 
-@torch.no_grad()
+def batch_balance(cfg: FitConfig) -> str:
+    """How the fine-tuning batches are balanced: ``none``, ``background`` (groups read from the
+    teacher's background answers) or ``groups`` (the dataset's group labels)."""
+    if cfg.method is Method.SPURIOUS_AWARE:
+        return {"teacher": "background", "groups": "groups", "none": "none"}[
+            cfg.spurious_aware.balance
+        ]
+    return cfg.sample.balance
+
+
 def _balance_weights(cfg: FitConfig, data: RunData, student, out: Path) -> np.ndarray | None:
+    """Per-image sampling weights of the balanced batches (``batch_balance``), or None.
+
+    What they were read from and the group counts go to the log and ``RUN/balance.json``.
+    """
+    mode = batch_balance(cfg)
+    if mode == "none":
+        return None
+    if mode == "background":
+        weights, summary = _teacher_groups(cfg, data, student)
+    else:
+        spec = data.full.config
+        counts = np.bincount(data.sample.group, minlength=spec.n_groups)
+        weights = group_weights(data.sample.group)
+        summary = {"group_counts": dict(zip(spec.group_names(), counts.tolist(), strict=True))}
+    summary = {"source": "teacher" if mode == "background" else "groups", **summary}
+    log.info("balanced batches: %s", summary)
+    if out is not None:
+        RunDir(out).write_balance(summary)
+    return weights
+
+
+@torch.no_grad()
+def _teacher_groups(cfg: FitConfig, data: RunData, student) -> tuple[np.ndarray, dict]:
     """Sampling weights 1 / count(class, place read from the teacher's background description).
 
     Each background description is given the place whose spurious prompts (the dataset config's,
-    template-averaged) its pre-trained text embedding is nearest to. The inferred group counts,
-    and how often the inferred place agrees with the dataset's own column (for information: it is
-    not used), go to the log and to ``RUN/balance.json``.
+    template-averaged) its pre-trained text embedding is nearest to. The inferred group counts
+    and how often the inferred place agrees with the dataset's own column (for information: it
+    is not used) are returned with the weights.
     """
-    if cfg.sample.balance == "none":
-        return None
     prompt = cfg.sample.balance_prompt
     texts = read_descriptions(cfg.descriptions, data.full, data.sample, [prompt])[prompt]
     ids = data.sample.img_ids.tolist()
@@ -534,17 +570,13 @@ def _balance_weights(cfg: FitConfig, data: RunData, student, out: Path) -> np.nd
     spec = data.full.config
     groups = spec.group_id(data.sample.y, inferred)
     counts = np.bincount(groups, minlength=spec.n_groups)
-    weights = 1.0 / counts[groups]
     agree = float((inferred == data.sample.place).mean())
     summary = {
         "prompt": prompt,
         "inferred_group_counts": dict(zip(spec.group_names(), counts.tolist(), strict=True)),
         "agreement_with_place_column": round(agree, 4),
     }
-    log.info("sample.balance=background: %s", summary)
-    if out is not None:
-        RunDir(out).write_balance(summary)
-    return weights
+    return 1.0 / counts[groups], summary
 
 
 def _fine_tune(

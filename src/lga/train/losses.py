@@ -11,8 +11,6 @@ training loop weights and sums the terms it needs.
 - :func:`background_repulsion`: push each image away from its own background description.
 - :func:`class_prompt_ce`: cross-entropy over class-prompt logits (ERM / "binary CLIP" and lga).
 - :func:`class_prompt_sigmoid`: the same classifier trained with SigLIP's sigmoid loss.
-- :func:`spurious_prompt_separation`: lga's reading of the prompt-separation term of Yang et al.
-  2023.
 - :func:`gather_with_grad`: all-gather a batch across processes, keeping gradients.
 """
 
@@ -30,7 +28,6 @@ __all__ = [
     "clip_loss",
     "gather_with_grad",
     "siglip_loss",
-    "spurious_prompt_separation",
     "supcon_in",
     "supcon_out",
 ]
@@ -404,44 +401,6 @@ def class_prompt_sigmoid(
     logits = logit_scale * image_features @ class_text_features.T + logit_bias  # (N, C)
     classes = torch.arange(logits.shape[1], device=logits.device)  # (C,)
     return _pairwise_sigmoid(logits, labels.unsqueeze(1) == classes.unsqueeze(0))
-
-
-def spurious_prompt_separation(
-    class_text_features: Tensor, spurious_text_features: Tensor
-) -> Tensor:
-    """Mean cosine similarity between class prompts and spurious-attribute prompts (minimise it).
-
-    This is lga's reading of the text-side term of Yang et al. 2023 ("Mitigating Spurious
-    Correlations in Multi-modal Models during Fine-tuning"): besides contrasting images with
-    texts, that method keeps the embeddings of class prompts ("a photo of a waterbird.") away
-    from those of spurious-attribute prompts ("a photo of water."), so that the class direction
-    does not absorb the spurious one. We implement it as the plain mean over all (c, s) pairs of
-    cos(t_c, s_s); the paper's exact weighting and pairing may differ. Inputs are normalised by
-    the caller, so the cosine is a dot product.
-
-    Args:
-        class_text_features: ``(C, D)`` normalised class-prompt embeddings.
-        spurious_text_features: ``(S, D)`` normalised spurious-attribute-prompt embeddings.
-
-    Returns:
-        Scalar mean cosine similarity, in [−1, 1].
-
-    Raises:
-        ValueError: if the inputs are not 2-D, have different embedding sizes or are empty.
-    """
-    _check_rank("class_text_features", class_text_features, 2)
-    _check_rank("spurious_text_features", spurious_text_features, 2)
-    _check_same_dim(
-        "class_text_features", class_text_features, "spurious_text_features", spurious_text_features
-    )
-    if class_text_features.shape[0] == 0 or spurious_text_features.shape[0] == 0:
-        raise ValueError("spurious_prompt_separation needs at least one prompt of each kind")
-    return (class_text_features @ spurious_text_features.T).mean()  # mean of (C, S)
-
-
-# --------------------------------------------------------------------------------------------
-# Distributed
-# --------------------------------------------------------------------------------------------
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -9,9 +9,10 @@ across processes with gradients), so contrastive negatives come from the whole b
 tensors (class prompts, spurious prompts) are computed by every process.
 
 - ``erm`` ("binary CLIP"): cross-entropy over ``logit_scale * cos(image, class prompt)``.
-- ``spurious-aware`` (Yang et al. 2023): CLIP loss between each image and its text (the teacher's
-  object description with a store, else its class caption), in-modal supervised contrast of the
-  image embeddings by class, and separation of class prompts from spurious-attribute prompts.
+- ``spurious-aware`` (Yang et al. 2023, as its authors' code computes it: see
+  :mod:`lga.train.spurious_aware`): CLIP loss between each image and its class's prompt
+  ensemble under the method's own learned scale, in-modal cosine contrast of the images and of
+  the class prompts by class, and the mean |cos| of class prompts with spurious prompts.
 - ``lga``: supervised contrast over the anchors {u_i} ∪ {v_i} (images and their descriptions)
   labelled by class, instance alignment ``clip_loss(u_i, v_i)``, and optional background
   repulsion, class-prompt cross-entropy of the images (``class_ce``) and of the descriptions
@@ -29,8 +30,9 @@ import torch
 from torch import Tensor
 
 from lga.train import losses
+from lga.train import spurious_aware as sa_losses
 from lga.train.config import FitConfig, Method
-from lga.train.data import CAPTION
+from lga.train.data import CLASS_PROMPTS, imagenet_templates
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,12 @@ class Embeddings:
         texts: per-image text source -> ``(B, D)``: row i embeds image i's text.
         class_prompts: ``(C, D)`` class-prompt embeddings (template ensemble), when asked for.
         spurious: ``(S, D)`` spurious-attribute prompt embeddings, when asked for.
-        logit_scale: the model's own scale (CLIP's exp(logit_scale)), scalar.
+        logit_scale: the model's own scale (CLIP's exp(logit_scale)), or the method's own scale
+            when it has one (spurious-aware), scalar.
         logit_bias: the model's own logit bias (SigLIP's), scalar; 0 for CLIP.
         sigmoid: image–text terms use SigLIP's sigmoid loss instead of softmax ones.
+        class_templates: ``(C, K, D)`` every class in every template (each normalised), the
+            parts of ``class_prompts``, when class prompts are asked for.
     """
 
     image: Tensor
@@ -58,6 +63,7 @@ class Embeddings:
     logit_scale: Tensor | float = 100.0
     logit_bias: Tensor | float = 0.0
     sigmoid: bool = False
+    class_templates: Tensor | None = None
 
 
 # The image-text terms of erm and lga (class_ce, instance, prompt) use the model's own scale and
@@ -92,6 +98,10 @@ class FineTuneMethod(ABC):
         image_texts: per-image text sources to embed (store prompt names or ``caption``).
         needs_class_prompts: embed the class prompts each step.
         needs_spurious: embed the spurious-attribute prompts each step.
+        prompt_templates: templates of the class prompts of the training terms (None: the
+            run's, ``student.templates``); predictions always use the run's.
+        logit_scale_init: the method's own learnable scale starts here (None: the student's
+            logit scale serves).
     """
 
     method: Method
@@ -99,6 +109,8 @@ class FineTuneMethod(ABC):
     image_texts: list[str]
     needs_class_prompts: bool = False
     needs_spurious: bool = False
+    prompt_templates: list[str] | None = None
+    logit_scale_init: float | None = None
 
     def active(self, term: str) -> bool:
         return self.weights.get(term, 0.0) > 0
@@ -127,11 +139,11 @@ class Erm(FineTuneMethod):
 
 
 class SpuriousAware(FineTuneMethod):
-    """Yang et al. 2023: image-text contrast + in-modal contrast + prompt separation.
+    """Yang et al. 2023 (``lga.train.spurious_aware``): L_clip + L_vc + L_lc + L_ls.
 
-    The per-image text is the teacher's ``spurious_aware.text`` answer when a store is given,
-    else the class caption ("a photo of a landbird."). Spurious prompts come from the dataset
-    config (``spurious_prompts``) or the sample's most frequent background keywords.
+    Spurious prompts come from the place names in every template (the reference's), the dataset
+    config's ``spurious_prompts`` or the sample's most frequent background keywords; the batch
+    balance (``spurious_aware.balance``) is the trainer's.
     """
 
     method = Method.SPURIOUS_AWARE
@@ -139,19 +151,36 @@ class SpuriousAware(FineTuneMethod):
     def __init__(self, cfg: FitConfig):
         sa = cfg.spurious_aware
         self.weights = sa.weights.model_dump()
-        self.temperature = sa.temperature
-        self.text = sa.text if cfg.descriptions.store is not None else CAPTION
-        self.image_texts = [self.text] if self.active("clip") else []
-        self.needs_class_prompts = self.needs_spurious = self.active("separation")
+        self.text = sa.text
+        per_image = self.active("clip") and self.text != CLASS_PROMPTS
+        self.image_texts = [self.text] if per_image else []
+        self.needs_class_prompts = (
+            self.active("clip") and not per_image
+        ) or self.active("prompt_inmodal") or self.active("separation")  # fmt: skip
+        self.needs_spurious = self.active("separation")
+        self.prompt_templates = imagenet_templates() if sa.templates == "imagenet80" else None
+        # Only the CLIP term uses a scale; an unused parameter would stall DDP.
+        own = self.active("clip") and sa.init_temperature is not None
+        self.logit_scale_init = 1 / sa.init_temperature if own else None
 
     def terms(self, e: Embeddings) -> dict[str, Tensor]:
         out = {}
+        y = e.labels
         if self.active("clip"):
-            out["clip"] = losses.clip_loss(e.image, e.texts[self.text], logit_scale=e.logit_scale)
+            if self.image_texts:
+                out["clip"] = losses.clip_loss(
+                    e.image, e.texts[self.text], logit_scale=e.logit_scale
+                )
+            else:
+                out["clip"] = sa_losses.clip_term(
+                    e.image, e.class_templates, y, logit_scale=e.logit_scale
+                )
         if self.active("inmodal"):
-            out["inmodal"] = losses.supcon_out(e.image, e.labels, temperature=self.temperature)
+            out["inmodal"] = sa_losses.inmodal(e.image, y)
+        if self.active("prompt_inmodal"):
+            out["prompt_inmodal"] = sa_losses.prompt_inmodal(e.class_templates, y)
         if self.active("separation"):
-            out["separation"] = losses.spurious_prompt_separation(e.class_prompts, e.spurious)
+            out["separation"] = sa_losses.separation(e.class_templates, e.spurious, y)
         return out
 
 

@@ -8,8 +8,10 @@ the wrapped module's ``forward``, so the image and text towers are called from
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -34,12 +36,22 @@ class DualEncoder(nn.Module):
 
     The family's conventions (which image inputs, which text inputs, the scale and bias) come
     from :func:`lga.student.families.family_of`.
+
+    Args:
+        model: the dual encoder.
+        logit_scale_init: give the objective its own learnable scale, ``exp`` of a parameter
+            that starts at ``log(logit_scale_init)`` (the spurious-aware baseline's, from
+            1/0.07), returned instead of the model's. It trains, and is checkpointed, with the
+            model; it is not part of the saved model (predictions do not depend on a scale).
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, *, logit_scale_init: float | None = None):
         super().__init__()
         self.model = model
         self.family: Family = family_of(model)
+        self.own_logit_scale = None
+        if logit_scale_init is not None:
+            self.own_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)))
 
     def forward(
         self,
@@ -66,6 +78,8 @@ class DualEncoder(nn.Module):
             given = {"input_ids": input_ids, "attention_mask": attention_mask}
             tokens = {k: given[k] for k in self.family.text_inputs if given.get(k) is not None}
             v = F.normalize(pooled(self.model.get_text_features(**tokens)).float(), dim=-1)
+        if self.own_logit_scale is not None:
+            return u, v, self.own_logit_scale.exp().float(), self.family.logit_bias(self.model)
         return u, v, logit_scale(self.model), self.family.logit_bias(self.model)
 
 

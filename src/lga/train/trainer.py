@@ -176,7 +176,7 @@ class FineTuner:
         )
         self.total_steps = tc.max_steps or tc.epochs * self.sampler.steps_per_epoch
         self.eval_every = cfg.eval.every or self.sampler.steps_per_epoch
-        model = DualEncoder(student.model)
+        model = DualEncoder(student.model, logit_scale_init=method.logit_scale_init)
         loss = tc.image_text_loss if tc.image_text_loss != "auto" else model.family.loss
         self.sigmoid = loss == "sigmoid"  # the image-text terms: SigLIP's loss or softmax ones
         log.info("image-text loss: %s (%s)", loss, model.family.name)
@@ -265,15 +265,24 @@ class FineTuner:
         u, v, scale, bias = self._forward(pixels, index)
         chunks = list(torch.split(v, sizes)) if sizes else []
         texts = {name: gather_with_grad(chunks.pop(0)) for name in self.method.image_texts}
-        class_prompts = spurious = None
+        class_prompts = spurious = class_templates = None
         if self.method.needs_class_prompts:
             c, k = self.table.class_index.shape
-            class_prompts = F.normalize(chunks.pop(0).view(c, k, -1).mean(dim=1), dim=-1)  # (C, D)
+            class_templates = chunks.pop(0).view(c, k, -1)  # (C, K, D)
+            class_prompts = F.normalize(class_templates.mean(dim=1), dim=-1)  # (C, D)
         if self.method.needs_spurious:
             spurious = chunks.pop(0)  # (S, D)
         labels = self.acc.gather(self.labels[rows].to(self.acc.device))  # (B,)
         return Embeddings(
-            gather_with_grad(u), labels, texts, class_prompts, spurious, scale, bias, self.sigmoid
+            gather_with_grad(u),
+            labels,
+            texts,
+            class_prompts,
+            spurious,
+            scale,
+            logit_bias=bias,
+            sigmoid=self.sigmoid,
+            class_templates=class_templates,
         )
 
     # -- one step --------------------------------------------------------------------------------
@@ -281,14 +290,18 @@ class FineTuner:
     def micro_step(self, pixels: Pixels, rows: Tensor) -> dict[str, Tensor]:
         """Forward, backward and (every ``accum`` calls) an optimizer step; detached terms."""
         with self.acc.accumulate(self.model):
-            terms = self.method.terms(self.embed(pixels, rows))
+            e = self.embed(pixels, rows)
+            terms = self.method.terms(e)
             loss = self.method.total(terms)
             self.acc.backward(loss)
             if self.acc.sync_gradients and self.cfg.train.grad_clip is not None:
                 self.acc.clip_grad_norm_(self.params, self.cfg.train.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+        out = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+        if self.method.logit_scale_init is not None:  # the method's own scale, as it learns
+            out["logit_scale"] = torch.as_tensor(e.logit_scale).detach()
+        return out
 
     def optimizer_step(self, batches) -> dict[str, float]:
         """``accum`` micro-steps from the iterator ``batches``, then the schedule; mean terms."""
