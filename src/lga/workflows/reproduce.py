@@ -183,7 +183,10 @@ def prepare_data(cfg: ReproduceConfig, out: Path, data_root: Path | None, progre
         raise ConfigError(f"config {cfg.name!r} names no data: pass --data DIR")
     from lga.data.synth import SynthConfig, generate
 
-    return generate(out / "data", SynthConfig(**cfg.data.synth), progress=progress)
+    import os
+
+    workers = min(2, os.cpu_count() or 1)  # the images do not depend on the worker count
+    return generate(out / "data", SynthConfig(**cfg.data.synth), progress=progress, workers=workers)
 
 
 def training_images(cfg: ReproduceConfig, root: Path, store: Path) -> GroupDataset:
