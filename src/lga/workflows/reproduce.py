@@ -9,6 +9,7 @@ and a (method, seed) run that has its ``metrics.json`` is not run again.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,8 +183,6 @@ def prepare_data(cfg: ReproduceConfig, out: Path, data_root: Path | None, progre
     if cfg.data.synth is None:
         raise ConfigError(f"config {cfg.name!r} names no data: pass --data DIR")
     from lga.data.synth import SynthConfig, generate
-
-    import os
 
     workers = min(2, os.cpu_count() or 1)  # the images do not depend on the worker count
     return generate(out / "data", SynthConfig(**cfg.data.synth), progress=progress, workers=workers)
