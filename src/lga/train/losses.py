@@ -242,15 +242,20 @@ def clip_loss(
     Raises:
         ValueError: if the inputs are not 2-D, have different sizes or are empty.
     """
+    _check_pairs("clip_loss", image_features, text_features)
+    logits = logit_scale * image_features @ text_features.T  # (N, N): image i vs text j
+    targets = torch.arange(logits.shape[0], device=logits.device)  # (N,)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+def _check_pairs(loss: str, image_features: Tensor, text_features: Tensor) -> None:
+    """Paired ``(N, D)`` image and text embeddings, N > 0, or a ValueError naming ``loss``."""
     _check_rank("image_features", image_features, 2)
     _check_rank("text_features", text_features, 2)
     _check_same_rows("image_features", image_features, "text_features", text_features)
     _check_same_dim("image_features", image_features, "text_features", text_features)
     if image_features.shape[0] == 0:
-        raise ValueError("clip_loss needs at least one image-text pair")
-    logits = logit_scale * image_features @ text_features.T  # (N, N): image i vs text j
-    targets = torch.arange(logits.shape[0], device=logits.device)  # (N,)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        raise ValueError(f"{loss} needs at least one image-text pair")
 
 
 def _pairwise_sigmoid(logits: Tensor, positives: Tensor) -> Tensor:
@@ -288,12 +293,7 @@ def siglip_loss(
     Raises:
         ValueError: if the inputs are not 2-D, have different sizes or are empty.
     """
-    _check_rank("image_features", image_features, 2)
-    _check_rank("text_features", text_features, 2)
-    _check_same_rows("image_features", image_features, "text_features", text_features)
-    _check_same_dim("image_features", image_features, "text_features", text_features)
-    if image_features.shape[0] == 0:
-        raise ValueError("siglip_loss needs at least one image-text pair")
+    _check_pairs("siglip_loss", image_features, text_features)
     logits = logit_scale * image_features @ text_features.T + logit_bias  # (N, N)
     n = logits.shape[0]
     return _pairwise_sigmoid(logits, torch.eye(n, dtype=torch.bool, device=logits.device))
