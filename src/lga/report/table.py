@@ -144,7 +144,7 @@ def unseen_rows(metrics: list[dict]) -> list[Row]:
     return rows
 
 
-def _metric_value(metrics: object, key: str) -> float | None:
+def metric_value(metrics: object, key: str) -> float | None:
     """The value at ``key``: a metrics.json key, or a path into its dicts
     (``group_accuracy/waterbird/land``, ``unseen/class_accuracy/landbird``)."""
     if not isinstance(metrics, dict):
@@ -153,7 +153,7 @@ def _metric_value(metrics: object, key: str) -> float | None:
         value = metrics[key]
         return None if value is None or isinstance(value, dict) else float(value)
     head, sep, rest = key.partition("/")
-    return _metric_value(metrics.get(head), rest) if sep else None
+    return metric_value(metrics.get(head), rest) if sep else None
 
 
 def results_table(columns: list[MethodRuns]) -> ResultsTable:
@@ -164,7 +164,7 @@ def results_table(columns: list[MethodRuns]) -> ResultsTable:
     for m in columns:
         values[m.label] = {}
         for row in rows:
-            xs = [_metric_value(r.metrics, row.metric) for r in m.runs]
+            xs = [metric_value(r.metrics, row.metric) for r in m.runs]
             values[m.label][row.metric] = [x for x in xs if x is not None]
         worst[m.label] = [r.metrics.get("worst_group", "?") for r in m.runs]
     return ResultsTable(columns, rows, values, worst)

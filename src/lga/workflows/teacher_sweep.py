@@ -24,6 +24,7 @@ import numpy as np
 
 from lga.errors import ConfigError
 from lga.report.runs import load_runs
+from lga.report.table import metric_value
 from lga.teacher.faults import KINDS, PRESETS
 from lga.workflows.reproduce import ReproduceConfig, fit_config, prepare_data, reproduce
 
@@ -77,21 +78,12 @@ def reads_teacher(cfg: ReproduceConfig, name: str) -> bool:
     return fc.method in (Method.LGA, Method.SPURIOUS_AWARE) or fc.sample.balance != "none"
 
 
-def _metric(metrics: dict, dotted: str) -> float | None:
-    cur = metrics
-    for part in dotted.split("/"):
-        if not isinstance(cur, dict) or part not in cur:
-            return None
-        cur = cur[part]
-    return float(cur)
-
-
 def _collect(run_dirs: list[Path]) -> dict[str, dict[str, list[float]]]:
     out: dict[str, dict[str, list[float]]] = {}
     for run in load_runs(run_dirs):
         per = out.setdefault(run.name, {k: [] for k in METRICS})
         for key, (dotted, _) in METRICS.items():
-            v = _metric(run.metrics, dotted)
+            v = metric_value(run.metrics, dotted)
             if v is not None:
                 per[key].append(v)
     return out
