@@ -65,6 +65,9 @@ VARIANTS = {
                               "lga.weights.background=0.5", "lga.weights.class_ce=0.5",
                               "lga.supcon=in"]),
     "lga-frozen-text": ("lga", ["train.freeze_text=true"]),
+    # the class text made of the teacher's cleaned object descriptions (prototypes)
+    "lga-description-head": ("lga", ["lga.head=descriptions", "lga.weights.class_ce=1",
+                                     "lga.weights.supcon=0", "lga.clean=background"]),
     "linear-probe-group-balanced": ("linear-probe", ["linear_probe.balance=group",
                                                      "linear_probe.penalty=l1"]),
     # seed 3: the reference's halves (a shuffle of the whole 16-image split) hold every group
@@ -170,6 +173,7 @@ def test_train_log(run):
     special = {
         "lga-all-terms": {"supcon", "instance", "background", "class_ce"},
         "spurious-aware-inmodal": {"inmodal"},
+        "lga-description-head": {"instance", "class_ce"},
     }
     terms = special.get(run["name"], terms)
     for r in steps:
@@ -203,7 +207,9 @@ def test_linear_probe_file_reproduces_predictions(fit_env):
     )
 
 
-@pytest.mark.parametrize("name", ["linear-probe", "linear-probe-group-balanced", "dfr"])
+@pytest.mark.parametrize(
+    "name", ["linear-probe", "linear-probe-group-balanced", "dfr", "lga-description-head"]
+)
 def test_eval_of_a_linear_head_run_reproduces_its_predictions(fit_env, tmp_path, name):
     run = made_run(fit_env, name)
     out = tmp_path / "ev"
@@ -220,6 +226,40 @@ def test_eval_of_a_linear_head_run_reproduces_its_predictions(fit_env, tmp_path,
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == run["cfg"].method.value
     assert metrics["group_accuracy"] == run["metrics"]["group_accuracy"]
+
+
+def test_description_head_is_the_class_prototypes_of_the_cleaned_descriptions(fit_env):
+    """lga.head=descriptions: the saved head, recomputed independently from the store, the saved
+    model and strip_background, is scale * (normalised class means of the description
+    embeddings); the run's test predictions are that head's."""
+    run = made_run(fit_env, "lga-description-head")
+    from lga.data import load_dataset
+    from lga.store.core import DescriptionStore, dataset_key
+    from lga.student.heads import read_head
+    from lga.student.model import load_student
+    from lga.train.data import strip_background
+
+    full = load_dataset(fit_env["data"], check_images=False)
+    train, test = full.split("train"), full.split("test")
+    ids = train.img_ids.tolist()
+    with DescriptionStore(fit_env["store"], read_only=True) as st:
+        texts = st.texts("object_description", ids, dataset=dataset_key(full))
+        kws = st.keywords("background_keywords", ids, dataset=dataset_key(full))
+    cleaned = [strip_background(texts[i], kws[i]) for i in ids]
+    student = load_student(str(run["out"] / "model"))
+    emb = student.encode_texts(cleaned)
+    y = torch.as_tensor(train.y)
+    protos = torch.nn.functional.normalize(
+        torch.stack([emb[y == c].mean(0) for c in (0, 1)]), dim=-1
+    )
+    head, classes = read_head(run["out"] / "model")
+    assert classes == ["landbird", "waterbird"] and head.info["head"] == "description prototypes"
+    torch.testing.assert_close(head.weight, student.logit_scale() * protos, atol=1e-4, rtol=1e-4)
+    feats = student.encode_images([test.load_image(i) for i in range(len(test))])
+    probs = (student.logit_scale() * feats @ protos.T).softmax(-1).numpy()
+    preds = pd.read_parquet(run["out"] / "predictions.parquet")
+    cols = ["prob_landbird", "prob_waterbird"]
+    np.testing.assert_allclose(preds[cols].to_numpy(), probs, atol=1e-4)
 
 
 def test_spurious_aware_batches_are_balanced_by_the_teacher(fit_env):

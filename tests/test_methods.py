@@ -105,6 +105,33 @@ def test_lga_every_term_weighted(emb):
     assert emb.image.grad is not None and torch.isfinite(emb.image.grad).all()
 
 
+def test_lga_description_head_classifies_against_the_batch_prototypes(emb):
+    cfg = _cfg(
+        "lga",
+        descriptions={"store": "s.sqlite"},
+        lga={"head": "descriptions", "weights": {"supcon": 0, "instance": 0, "class_ce": 1}},
+    )
+    method = build_method(cfg)
+    assert not method.needs_class_prompts and method.head_texts == ("object_description",)
+    u, v, y = emb.image, emb.texts["object_description"], emb.labels
+    protos = F.normalize(torch.stack([v[y == c].mean(0) for c in (0, 1)]), dim=-1)
+    expected = F.cross_entropy(20.0 * u @ protos.T, y)
+    torch.testing.assert_close(method.terms(emb)["class_ce"], expected)
+
+
+def test_batch_prototypes_skip_absent_classes_and_prototypes_need_every_class():
+    from lga.errors import LgaError
+    from lga.student.heads import class_prototypes
+    from lga.train.methods import batch_prototypes
+
+    v = _unit(3, 4)
+    protos, index = batch_prototypes(v, torch.tensor([0, 2, 2]))
+    assert index.tolist() == [0, 1, 1]
+    torch.testing.assert_close(protos[1], F.normalize(v[1] + v[2], dim=0))
+    with pytest.raises(LgaError, match="class 1"):
+        class_prototypes(v, torch.tensor([0, 2, 2]), 3)
+
+
 def test_erm_is_class_prompt_cross_entropy(emb):
     method = build_method(_cfg("erm"))
     assert isinstance(method, Erm) and method.needs_class_prompts and method.image_texts == []

@@ -107,6 +107,34 @@ class LinearProbe:
         return probe, classes
 
 
+def class_prototypes(text_feats: Tensor, labels: Tensor, n_classes: int) -> Tensor:
+    """(C, D) normalised mean of each class's normalised text embeddings.
+
+    Raises:
+        LgaError: a class has no text.
+    """
+    feats = F.normalize(text_feats.float(), dim=-1)
+    sums = feats.new_zeros(n_classes, feats.shape[1]).index_add_(0, labels, feats)
+    counts = torch.bincount(labels, minlength=n_classes)
+    if (counts == 0).any():
+        raise LgaError(
+            f"no description of class {int((counts == 0).nonzero()[0])} to build its prototype"
+        )
+    return F.normalize(sums, dim=-1)
+
+
+def prototype_head(
+    prototypes: Tensor, scale: Tensor | float, bias: Tensor | float = 0.0
+) -> LinearProbe:
+    """The zero-shot classifier of (C, D) class text embeddings as a linear head:
+    ``logits = scale * u @ prototypes.T + bias``, the model's own scale and bias."""
+    weight = (torch.as_tensor(scale, dtype=torch.float32) * prototypes.float()).contiguous()
+    bias = torch.full((len(prototypes),), float(bias), dtype=torch.float32)
+    return LinearProbe(
+        weight, bias, None, "none", {"method": "lga", "head": "description prototypes"}
+    )
+
+
 def balanced_rows(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Indices of an equal number of rows of every group present (the smallest group's count),
     drawn without replacement; sorted."""

@@ -126,6 +126,13 @@ class LgaConfig(Strict):
     # teacher whose object answers describe the background too does not tie images to it.
     clean: Literal["none", "background"] = "none"
     background_keywords: str = BACKGROUND_KEYWORDS
+    # The class text of lga's class term and of its predictions: the class prompts ("a photo of
+    # a waterbird"), or `descriptions`: each class's prototype, the normalised mean embedding of
+    # the (cleaned) object texts the teacher wrote for the sample's images of that class. Then
+    # class_ce classifies each image against the prototypes of its batch's descriptions, and
+    # validation and test against prototypes over the whole sample, saved with the model as its
+    # head (model/linear_probe.safetensors), so `lga eval` scores the model as the run did.
+    head: Literal["prompts", "descriptions"] = "prompts"
     weights: LgaWeights = LgaWeights()
 
 

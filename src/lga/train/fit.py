@@ -30,7 +30,7 @@ from lga.evaluation.zero_shot import (
 from lga.rundir import RunDir, output_dir
 from lga.student.cache import FeatureCache
 from lga.student.features import feature_cache, image_features
-from lga.student.heads import PROBE_FILE, balance_weights, fit_linear_probe
+from lga.student.heads import PROBE_FILE, balance_weights, fit_linear_probe, read_head
 from lga.student.model import Student, class_prompts, load_student, resolve_student_spec
 from lga.train.config import RUN_CONTROL_KEYS, FitConfig, Method
 from lga.train.data import (
@@ -596,8 +596,9 @@ def _fine_tune(
     if not acc.is_main_process:
         return FitResult(RunDir(out), {})
     best = load_student(cfg.student.model_copy(update={"spec": str(RunDir(out).current_model())}))
-    preds = evaluate_split(best, data.test, cfg, templates)
-    unseen = score_unseen(data.full, out, lambda ds: predict_split(best, ds, cfg, templates))
+    head = read_head(best.spec)[0] if tuner.method.head == "descriptions" else None
+    preds = evaluate_split(best, data.test, cfg, templates, head)
+    unseen = score_unseen(data.full, out, lambda ds: predict_split(best, ds, cfg, templates, head))
     metrics = _write_results(
         out,
         preds,

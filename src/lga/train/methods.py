@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lga.train import losses
@@ -79,15 +80,23 @@ def pair_loss(e: Embeddings, u: Tensor, v: Tensor) -> Tensor:
     return losses.clip_loss(u, v, logit_scale=e.logit_scale)
 
 
-def class_loss(e: Embeddings, x: Tensor, labels: Tensor) -> Tensor:
-    """Rows of ``x`` classified by the class prompts: :func:`~losses.class_prompt_ce` or
-    :func:`~losses.class_prompt_sigmoid`, with the model's scale (and bias)."""
+def class_loss(e: Embeddings, x: Tensor, labels: Tensor, classes: Tensor | None = None) -> Tensor:
+    """Rows of ``x`` classified by the class prompts (or by ``classes``, (C, D)):
+    :func:`~losses.class_prompt_ce` or :func:`~losses.class_prompt_sigmoid`, with the model's
+    scale (and bias)."""
     scale, bias = e.logit_scale, e.logit_bias
+    classes = e.class_prompts if classes is None else classes
     if e.sigmoid:
-        return losses.class_prompt_sigmoid(
-            x, e.class_prompts, labels, logit_scale=scale, logit_bias=bias
-        )
-    return losses.class_prompt_ce(x, e.class_prompts, labels, logit_scale=scale)
+        return losses.class_prompt_sigmoid(x, classes, labels, logit_scale=scale, logit_bias=bias)
+    return losses.class_prompt_ce(x, classes, labels, logit_scale=scale)
+
+
+def batch_prototypes(texts: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """The (K, D) normalised mean text embedding of each of the K classes present in the batch,
+    and ``labels`` re-indexed into those K: a class absent from the batch is no candidate."""
+    present, index = torch.unique(labels, return_inverse=True)
+    sums = texts.new_zeros(len(present), texts.shape[1]).index_add(0, index, texts)
+    return F.normalize(sums, dim=-1), index
 
 
 class FineTuneMethod(ABC):
@@ -111,6 +120,8 @@ class FineTuneMethod(ABC):
     needs_spurious: bool = False
     prompt_templates: list[str] | None = None
     logit_scale_init: float | None = None
+    head: str = "prompts"  # predictions: class prompts, or "descriptions" (lga.head)
+    head_texts: tuple[str, ...] = ()  # the per-image texts of the description head
 
     def active(self, term: str) -> bool:
         return self.weights.get(term, 0.0) > 0
@@ -199,7 +210,10 @@ class Lga(FineTuneMethod):
         self.background_prompt, self.margin = c.background_prompt, c.background_margin
         background = [self.background_prompt] if self.active("background") else []
         self.image_texts = self.texts + background
-        self.needs_class_prompts = self.active("class_ce") or self.active("prompt")
+        self.head = c.head
+        self.head_texts = tuple(self.texts) if c.head == "descriptions" else ()
+        prompts_ce = self.active("class_ce") and self.head == "prompts"
+        self.needs_class_prompts = prompts_ce or self.active("prompt")
 
     def terms(self, e: Embeddings) -> dict[str, Tensor]:
         u, y = e.image, e.labels  # (B, D), (B,)
@@ -217,7 +231,12 @@ class Lga(FineTuneMethod):
             out["background"] = losses.background_repulsion(
                 u, e.texts[self.background_prompt], margin=self.margin
             )
-        if self.active("class_ce"):
+        if self.active("class_ce") and self.head == "descriptions":
+            # each image against its batch's class prototypes of the teacher's descriptions
+            v = torch.stack([e.texts[t] for t in self.texts]).mean(dim=0)  # (B, D)
+            prototypes, index = batch_prototypes(v, y)
+            out["class_ce"] = class_loss(e, u, index, prototypes)
+        elif self.active("class_ce"):
             out["class_ce"] = class_loss(e, u, y)
         if self.active("prompt"):  # the class prompts classify the descriptions
             out["prompt"] = torch.stack([class_loss(e, e.texts[t], y) for t in self.texts]).mean()

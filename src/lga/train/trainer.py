@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from lga.data.dataset import GroupDataset
 from lga.evaluation.zero_shot import predict_zero_shot, predictions_table, zero_shot_probs
 from lga.rundir import CHECKPOINT_STATE, RunDir
-from lga.student.features import PixelDataset, Pixels
+from lga.student.features import PixelDataset, Pixels, image_features
+from lga.student.heads import PROBE_FILE, LinearProbe, class_prototypes, prototype_head
 from lga.student.model import Student, class_text_features
 from lga.train.config import FitConfig
 from lga.train.data import CachedPixels, GlobalBatchSampler, TextTable
@@ -88,9 +89,21 @@ class TrainState:
         return self.best_score is None or score > self.best_score
 
 
-def predict_split(student: Student, ds: GroupDataset, cfg: FitConfig, templates: list[str]):
-    """(N, C) class probabilities of ``ds`` through the class prompts (no feature cache: the
-    weights change)."""
+def predict_split(
+    student: Student,
+    ds: GroupDataset,
+    cfg: FitConfig,
+    templates: list[str],
+    head: LinearProbe | None = None,
+):
+    """(N, C) class probabilities of ``ds`` through the class prompts, or through ``head`` (lga's
+    description prototypes); no feature cache: the weights change."""
+    if head is not None:
+        feats = image_features(
+            student, ds, batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
+            progress=False,
+        )  # fmt: skip
+        return head.probs(feats)
     return predict_zero_shot(
         student,
         ds,
@@ -102,9 +115,15 @@ def predict_split(student: Student, ds: GroupDataset, cfg: FitConfig, templates:
     )
 
 
-def evaluate_split(student: Student, ds: GroupDataset, cfg: FitConfig, templates: list[str]):
-    """Predictions table of ``ds`` through the class prompts (no feature cache: weights change)."""
-    return predictions_table(ds, predict_split(student, ds, cfg, templates))
+def evaluate_split(
+    student: Student,
+    ds: GroupDataset,
+    cfg: FitConfig,
+    templates: list[str],
+    head: LinearProbe | None = None,
+):
+    """Predictions table of ``ds`` through the class prompts or ``head`` (no feature cache)."""
+    return predictions_table(ds, predict_split(student, ds, cfg, templates, head))
 
 
 def make_adamw(groups: list[dict], **kwargs) -> torch.optim.AdamW:
@@ -322,11 +341,35 @@ class FineTuner:
         model = self.acc.unwrap_model(self.model).model
         return Student(model, self.student.processor, self.student.spec, "training")
 
-    def _val_predictions(self, student: Student):
+    def description_head(self, student: Student) -> LinearProbe | None:
+        """lga's description head (``lga.head=descriptions``) as the model is now: each class's
+        prototype over the whole sample's descriptions, with the model's scale and bias; None
+        when predictions go through the class prompts."""
+        if self.method.head != "descriptions":
+            return None
+        index = torch.stack([self.table.per_image[t] for t in self.method.head_texts])  # (P, N)
+        uniq, inverse = torch.unique(index, return_inverse=True)
+        if self.text_cache is not None:
+            emb = self.text_cache[uniq.to(self.text_cache.device)].cpu()
+        else:
+            chunks = []
+            for i in range(0, len(uniq), 256):
+                ids, mask = self.table.tokens(uniq[i : i + 256])
+                chunks.append(
+                    student.text_features({"input_ids": ids, "attention_mask": mask}).cpu()
+                )
+            emb = torch.cat(chunks)  # (U, D)
+        per_image = F.normalize(emb.float(), dim=-1)[inverse].mean(dim=0)  # (N, D)
+        prototypes = class_prototypes(per_image, self.labels, len(self.val.config.classes))
+        return prototype_head(prototypes, student.logit_scale().cpu(), student.logit_bias().cpu())
+
+    def _val_predictions(self, student: Student, head: LinearProbe | None = None):
         if self.val_pixels is None:
-            return evaluate_split(student, self.val, self.cfg, self.templates)
+            return evaluate_split(student, self.val, self.cfg, self.templates, head)
         size = self.cfg.eval.batch_size
         feats = torch.cat([student.image_features(p).cpu() for p in self.val_pixels.chunks(size)])
+        if head is not None:
+            return predictions_table(self.val, head.probs(feats))
         classes = class_text_features(student, self.val.config.classes, self.templates).cpu()
         probs = zero_shot_probs(
             feats, classes, student.logit_scale().cpu(), student.logit_bias().cpu()
@@ -340,14 +383,17 @@ class FineTuner:
             student = self._eval_student()
             student.model.eval()
             with torch.no_grad():  # float32 master weights, no autocast
-                preds = self._val_predictions(student)
+                head = self.description_head(student)
+                preds = self._val_predictions(student, head)
             student.model.train()
             metrics, score = self.score_val(preds)
             best = self.state.improves(score)
             if best:
                 self.state.best_score, self.state.best_step = score, step
                 self.state.best_val = metrics
-                self.run.save_model(student.model, student.processor)  # staged until the end
+                classes = self.val.config.classes
+                extra = None if head is None else (lambda d: head.save(d / PROBE_FILE, classes))
+                self.run.save_model(student.model, student.processor, extra)  # staged until the end
             self.log.write(
                 {
                     "step": step,
