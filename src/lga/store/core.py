@@ -41,6 +41,32 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from lga.errors import LgaError
+from lga.store.keys import dataset_key
+
+__all__ = [
+    "COLUMNS",
+    "DONE",
+    "EXPORT_FORMATS",
+    "FAILED",
+    "FILTERS",
+    "KEY_COLUMNS",
+    "READABLE_VERSIONS",
+    "SCHEMA_VERSION",
+    "VALUE_COLUMNS",
+    "ClaimState",
+    "DescriptionStore",
+    "LeaseRenewer",
+    "Row",
+    "StoreCorruptError",
+    "StoreStats",
+    "Variant",
+    "claim_owner",
+    "dataset_key",
+    "export_store",
+    "merge_stores",
+    "parse_keywords",
+    "recover_store",
+]
 
 log = logging.getLogger(__name__)
 
@@ -1033,20 +1059,3 @@ def _merge_one(store: DescriptionStore, src: Path) -> int:
     finally:
         con.execute("DETACH DATABASE src")
     return int(n)
-
-
-def dataset_key(dataset: Any) -> str:
-    """The store's name for a dataset: ``<config name>@<hash of metadata.csv>``.
-
-    Independent of the folder's location (shards made on other machines merge), but changes
-    when the metadata changes, so answers about other images are never reused.
-
-    Args:
-        dataset: a :class:`lga.data.GroupDataset` (any split or sample of it).
-    """
-    import hashlib
-
-    from lga.data.dataset import METADATA_FILE
-
-    digest = hashlib.sha256((Path(dataset.root) / METADATA_FILE).read_bytes()).hexdigest()[:12]
-    return f"{dataset.config.name}@{digest}"

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
-
-from lga.store.core import dataset_key
 
 __all__ = ["dataset_key", "settings_key"]
 
@@ -27,3 +26,18 @@ def settings_key(teacher_settings: dict[str, Any], visual_prompt: str) -> tuple[
     settings = {"teacher": teacher_settings, "visual_prompt": visual}
     blob = json.dumps(settings, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12], settings
+
+
+def dataset_key(dataset: Any) -> str:
+    """The store's name for a dataset: ``<config name>@<hash of metadata.csv>``.
+
+    Independent of the folder's location (shards made on other machines merge), but changes
+    when the metadata changes, so answers about other images are never reused.
+
+    Args:
+        dataset: a :class:`lga.data.GroupDataset` (any split or sample of it).
+    """
+    from lga.data.dataset import METADATA_FILE
+
+    digest = hashlib.sha256((Path(dataset.root) / METADATA_FILE).read_bytes()).hexdigest()[:12]
+    return f"{dataset.config.name}@{digest}"

@@ -1,0 +1,39 @@
+"""The store package split by job keeps its public names: what callers import from
+``lga.store.core`` is still there, and each job's names are the same objects in their module."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import lga.store.core as core
+
+# Every public name of lga.store.core before the split (callers import these).
+PUBLIC = [
+    "COLUMNS", "DONE", "EXPORT_FORMATS", "FAILED", "FILTERS", "KEY_COLUMNS", "READABLE_VERSIONS",
+    "SCHEMA_VERSION", "VALUE_COLUMNS", "ClaimState", "DescriptionStore", "LeaseRenewer", "Row",
+    "StoreCorruptError", "StoreStats", "Variant", "claim_owner", "dataset_key", "export_store",
+    "merge_stores", "parse_keywords", "recover_store",
+]  # fmt: skip
+
+
+def test_core_keeps_every_public_name():
+    assert sorted(core.__all__) == sorted(PUBLIC)
+    missing = [name for name in PUBLIC if not hasattr(core, name)]
+    assert not missing
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        ("lga.store.keys", ["dataset_key", "settings_key"]),
+    ],
+)
+def test_each_job_lives_in_its_module(module, names):
+    mod = importlib.import_module(module)
+    for name in names:
+        obj = getattr(mod, name)
+        assert getattr(obj, "__module__", module) == module, name
+        if name in PUBLIC:
+            assert getattr(core, name) is obj, name
