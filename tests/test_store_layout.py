@@ -27,7 +27,7 @@ def test_core_keeps_every_public_name():
 @pytest.mark.parametrize(
     ("module", "names"),
     [
-        ("lga.store.keys", ["dataset_key", "settings_key"]),
+        ("lga.store.keys", ["dataset_key", "prompt_key", "settings_key"]),
     ],
 )
 def test_each_job_lives_in_its_module(module, names):

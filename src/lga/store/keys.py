@@ -1,7 +1,8 @@
-"""The store's key: which dataset, and which generation settings, an answer belongs to.
+"""The store's key: which dataset, prompt text and generation settings an answer belongs to.
 
-A row is keyed by (dataset, image, prompt, teacher, settings hash). The store owns both halves
-built here, so every writer (the teacher's runner, ``lga store import``) computes the same key.
+A row is keyed by (dataset, image, prompt name, prompt-text hash, teacher, settings hash). The
+hashed parts are built here and only here, so every writer (the teacher's runner, ``lga store
+import``) and every reader computes the same key.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["dataset_key", "settings_key"]
+__all__ = ["dataset_key", "prompt_key", "settings_key"]
+
+
+def prompt_key(text: str) -> str:
+    """The prompt-text hash of the store key (:attr:`lga.teacher.prompts.Prompt.hash`): a new
+    wording of a prompt is a new key, so its answers never mix with the old wording's."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def settings_key(teacher_settings: dict[str, Any], visual_prompt: str) -> tuple[str, dict]:
