@@ -28,6 +28,7 @@ def test_core_keeps_every_public_name():
     ("module", "names"),
     [
         ("lga.store.keys", ["dataset_key", "prompt_key", "settings_key"]),
+        ("lga.store.keywords", ["parse_keywords"]),
     ],
 )
 def test_each_job_lives_in_its_module(module, names):

@@ -27,7 +27,6 @@ import glob
 import json
 import logging
 import os
-import re
 import shlex
 import sqlite3
 import threading
@@ -42,6 +41,7 @@ import pandas as pd
 
 from lga.errors import LgaError
 from lga.store.keys import dataset_key
+from lga.store.keywords import parse_keywords
 
 __all__ = [
     "COLUMNS",
@@ -202,38 +202,6 @@ class StoreStats:
     rows: int
     counts: pd.DataFrame
     throughput: pd.DataFrame
-
-
-# ---------------------------------------------------------------------------------------------
-# Keyword parsing
-
-
-_SPLIT = re.compile(r"[,;\n|]+|(?<=[.!?])\s+|\s+-\s+")
-_BULLET = re.compile(r"^\s*(?:[-*•·]+|\d+[.)]|[a-z][.)](?=\s))\s*")
-_LABEL = re.compile(r"^(?:[a-z][a-z ]{0,30}):\s*")
-_EDGE = re.compile(r"^[\s\"'`“”‘’(\[]+|[\s\"'`“”‘’)\].!?:]+$")
-
-
-def parse_keywords(text: str | None) -> list[str]:
-    """Normalise a keyword answer into a list of lower-case keywords, in order, without repeats.
-
-    Splits on commas, semicolons, new lines, bullets and sentence ends; drops list markers,
-    leading labels ("Keywords:", "Common name:"), quotes and end punctuation.
-
-    >>> parse_keywords("Gull, webbed feet; Long neck.\\n- flat bill")
-    ['gull', 'webbed feet', 'long neck', 'flat bill']
-    """
-    if not text:
-        return []
-    out: list[str] = []
-    for piece in _SPLIT.split(text):
-        word = _BULLET.sub("", piece.strip().lower())
-        word = _LABEL.sub("", word)
-        word = " ".join(_EDGE.sub("", word).split())
-        word = _EDGE.sub("", word)
-        if word and word not in out:
-            out.append(word)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
