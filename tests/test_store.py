@@ -309,7 +309,7 @@ def test_damaged_store_cli_and_recovery_hint_works(damaged_store, tmp_path, caps
 
 def test_damage_met_after_open_is_the_same_error(damaged_store, monkeypatch):
     # as if the page broke after the open's check: reads and writes still name the file
-    monkeypatch.setattr(DescriptionStore, "_integrity_check", lambda self: None)
+    monkeypatch.setattr("lga.store.schema.integrity_check", lambda con, path: None)
     with DescriptionStore(damaged_store, read_only=True) as s:
         with pytest.raises(LgaError, match="is damaged") as e:
             s.frame()

@@ -22,26 +22,43 @@ The trainer reads it with :meth:`DescriptionStore.texts` / :meth:`DescriptionSto
 from __future__ import annotations
 
 import enum
-import functools
 import glob
 import json
 import logging
 import os
-import shlex
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pandas as pd
 
 from lga.errors import LgaError
 from lga.store.keys import dataset_key
 from lga.store.keywords import parse_keywords
+from lga.store.schema import (
+    COLUMNS,
+    DONE,
+    FAILED,
+    KEY_COLUMNS,
+    KEY_MATCH,
+    READABLE_VERSIONS,
+    SCHEMA_VERSION,
+    UPSERT,
+    VALUE_COLUMNS,
+    Row,
+    StoreCorruptError,
+    Transaction,
+    columns,
+    connect,
+    guarded,
+    key_values,
+    open_store,
+)
 
 __all__ = [
     "COLUMNS",
@@ -70,21 +87,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "2"
-READABLE_VERSIONS = ("1", "2")  # version 1 lacks descriptions.truncated and the claims table
-DONE, FAILED = "done", "failed"
-KEY_COLUMNS = ("dataset", "img_id", "prompt", "prompt_hash", "teacher", "settings_hash")
-VALUE_COLUMNS = (
-    "status",
-    "text",
-    "keywords",
-    "error",
-    "latency_s",
-    "attempts",
-    "created_at",
-    "truncated",
-)
-COLUMNS = KEY_COLUMNS + VALUE_COLUMNS
 # What the readers (texts, keywords, missing) may filter on besides the prompt name.
 FILTERS = ("dataset", "teacher", "settings_hash", "prompt_hash")
 
@@ -94,81 +96,6 @@ def _filters(given: dict[str, str | None]) -> dict[str, str | None]:
     if unknown:
         raise TypeError(f"unknown store filter(s) {unknown}; the filters are {FILTERS}")
     return {k: given.get(k) for k in FILTERS}
-
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS prompts (
-    prompt TEXT NOT NULL, prompt_hash TEXT NOT NULL, text TEXT NOT NULL,
-    target TEXT, format TEXT, PRIMARY KEY (prompt, prompt_hash));
-CREATE TABLE IF NOT EXISTS settings (settings_hash TEXT PRIMARY KEY, json TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS descriptions (
-    dataset TEXT NOT NULL, img_id INTEGER NOT NULL, prompt TEXT NOT NULL,
-    prompt_hash TEXT NOT NULL, teacher TEXT NOT NULL, settings_hash TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('{DONE}', '{FAILED}')),
-    text TEXT, keywords TEXT, error TEXT, latency_s REAL,
-    attempts INTEGER NOT NULL DEFAULT 1, created_at REAL NOT NULL,
-    truncated INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY ({", ".join(KEY_COLUMNS)})) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS descriptions_prompt ON descriptions (prompt, status);
-CREATE TABLE IF NOT EXISTS claims (
-    dataset TEXT NOT NULL, img_id INTEGER NOT NULL, prompt TEXT NOT NULL,
-    prompt_hash TEXT NOT NULL, teacher TEXT NOT NULL, settings_hash TEXT NOT NULL,
-    owner TEXT NOT NULL, expires REAL NOT NULL,
-    PRIMARY KEY ({", ".join(KEY_COLUMNS)})) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS claims_owner ON claims (owner);
-"""
-_ADD_TRUNCATED = "ALTER TABLE descriptions ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0"
-
-# A finished (done) row is never replaced; a failed one is replaced by the newer outcome and its
-# attempts accumulate, so the count says how often the item was tried over all runs.
-_UPSERT = f"""
-INSERT INTO descriptions ({", ".join(COLUMNS)}) {{source}}
-ON CONFLICT ({", ".join(KEY_COLUMNS)}) DO UPDATE SET
-    status = excluded.status, text = excluded.text, keywords = excluded.keywords,
-    error = excluded.error, latency_s = excluded.latency_s, created_at = excluded.created_at,
-    truncated = excluded.truncated, attempts = descriptions.attempts + excluded.attempts
-WHERE descriptions.status != '{DONE}'
-"""
-
-
-@dataclass(frozen=True)
-class Row:
-    """One teacher outcome, as stored."""
-
-    dataset: str
-    img_id: int
-    prompt: str
-    prompt_hash: str
-    teacher: str
-    settings_hash: str
-    status: str
-    text: str | None = None
-    keywords: list[str] | None = None
-    error: str | None = None
-    latency_s: float | None = None
-    attempts: int = 1
-    created_at: float = field(default_factory=time.time)
-    truncated: bool = False
-
-    def values(self) -> tuple:
-        kw = json.dumps(self.keywords, ensure_ascii=False) if self.keywords is not None else None
-        return (
-            self.dataset,
-            int(self.img_id),
-            self.prompt,
-            self.prompt_hash,
-            self.teacher,
-            self.settings_hash,
-            self.status,
-            self.text,
-            kw,
-            self.error,
-            self.latency_s,
-            int(self.attempts),
-            float(self.created_at),
-            int(self.truncated),
-        )
 
 
 @dataclass(frozen=True)
@@ -204,72 +131,12 @@ class StoreStats:
     throughput: pd.DataFrame
 
 
-# ---------------------------------------------------------------------------------------------
-# The store
-
-
-class StoreCorruptError(LgaError):
-    """The store file fails SQLite's integrity check; the message says how to save its rows."""
-
-    def __init__(self, path: Path, detail: str):
-        recovered = path.with_name(f"{path.stem}.recovered{path.suffix or '.sqlite'}")
-        super().__init__(
-            f"description store {path} is damaged ({detail}); copy its readable rows into a new "
-            f"store with: lga store recover {shlex.quote(str(path))} --to "
-            f"{shlex.quote(str(recovered))} -- then use {recovered} (a describe run on it redoes "
-            "the lost items)"
-        )
-        self.path = path
-
-
-_CORRUPT_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _is_corruption(e: BaseException | None) -> bool:
-    # pandas wraps the sqlite3 error of a failed query in its own DatabaseError.
-    while e is not None and not isinstance(e, sqlite3.DatabaseError):
-        e = e.__cause__
-    code = getattr(e, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in _CORRUPT_CODES
-
-
-def _guarded(method: _F) -> _F:
-    """Turn SQLite's "disk image is malformed" inside a store method into StoreCorruptError."""
-
-    @functools.wraps(method)
-    def wrapper(self: DescriptionStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
-            if _is_corruption(e):
-                raise StoreCorruptError(self.path, str(e)) from e
-            raise
-
-    return wrapper  # type: ignore[return-value]
-
-
 class ClaimState(enum.Enum):
     """What :meth:`DescriptionStore.claim` did with an item."""
 
     CLAIMED = "claimed"  # ours now, until the lease expires
     DONE = "done"  # answered already (by another process since this run started)
     TAKEN = "taken"  # claimed by another process whose lease has not expired
-
-
-def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
-    # isolation_level=None: we open and close every transaction ourselves (short, explicit).
-    if read_only:  # readers never change the file (nor its journal mode), even by accident
-        uri = f"{path.resolve().as_uri()}?mode=ro"
-        con = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
-        con.execute("PRAGMA busy_timeout=30000")
-        return con
-    con = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode: a committed transaction survives a killed process (not a power cut).
-    con.execute("PRAGMA synchronous=NORMAL")
-    con.execute("PRAGMA busy_timeout=30000")
-    return con
 
 
 class DescriptionStore:
@@ -291,87 +158,11 @@ class DescriptionStore:
 
     def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False):
         self.path = Path(path)
-        create = create and not read_only
-        if not create and not self.path.is_file():
-            raise LgaError(f"description store not found: {self.path}")
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._con = _connect(self.path, read_only)
-        except sqlite3.DatabaseError as e:
-            raise LgaError(f"{self.path} is not a usable description store: {e}") from e
-        try:
-            self._open(create, read_only)
-        except sqlite3.DatabaseError as e:
-            self._con.close()
-            if _is_corruption(e) and self.path.stat().st_size >= 512:
-                # A real SQLite file (not a stray text file) whose pages are damaged.
-                if self._looks_like_sqlite():
-                    raise StoreCorruptError(self.path, str(e)) from e
-            raise LgaError(f"{self.path} is not a usable description store: {e}") from e
-        except LgaError:
-            self._con.close()
-            raise
-
-    def _looks_like_sqlite(self) -> bool:
-        with self.path.open("rb") as f:
-            return f.read(16) == b"SQLite format 3\x00"
-
-    def _open(self, create: bool, read_only: bool) -> None:
-        if not create and not self._has_table("descriptions"):
-            raise LgaError(f"{self.path} is an SQLite file but not a description store")
-        self._integrity_check()
-        if read_only:
-            self._check_version()
-        else:
-            self._init_schema()
+        self._con = open_store(self.path, create=create, read_only=read_only)
         self._has_truncated = "truncated" in self._columns("main", "descriptions")
 
-    def _integrity_check(self) -> None:
-        problems = [r[0] for r in self._con.execute("PRAGMA quick_check(5)").fetchall()]
-        if problems != ["ok"]:
-            raise StoreCorruptError(self.path, "; ".join(problems))
-
-    def _has_table(self, name: str) -> bool:
-        sql = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"
-        return self._con.execute(sql, (name,)).fetchone() is not None
-
     def _columns(self, schema: str, table: str) -> set[str]:
-        return {r[1] for r in self._con.execute(f"PRAGMA {schema}.table_info({table})")}
-
-    def _init_schema(self) -> None:
-        with self.transaction() as con:
-            version = self._version() if self._has_table("meta") else None
-            if version is not None and version not in READABLE_VERSIONS:
-                return  # refused by _check_version below, without touching the file
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
-                con.execute(stmt)
-            if version is None:
-                con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-            elif version != SCHEMA_VERSION:
-                self._migrate(con, version)
-        self._check_version()
-
-    def _version(self) -> str | None:
-        row = self._con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        return row[0] if row else None
-
-    def _migrate(self, con: sqlite3.Connection, version: str) -> None:
-        # 1 -> 2: descriptions.truncated (0 for every old row); the claims table was created
-        # by _SCHEMA (CREATE IF NOT EXISTS). Inside the caller's BEGIN IMMEDIATE, so two
-        # processes opening an old store at once migrate it once.
-        if "truncated" not in {r[1] for r in con.execute("PRAGMA table_info(descriptions)")}:
-            con.execute(_ADD_TRUNCATED)
-        con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (SCHEMA_VERSION,))
-        log.info("%s: store schema migrated from version %s to %s", self.path, version, 2)
-
-    def _check_version(self) -> None:
-        version = self._version()
-        if version not in READABLE_VERSIONS:
-            raise LgaError(
-                f"{self.path}: store schema version {version or 'missing'}, this lga "
-                f"reads versions {', '.join(READABLE_VERSIONS)}"
-            )
+        return columns(self._con, schema, table)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -384,16 +175,16 @@ class DescriptionStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def transaction(self) -> _Transaction:
+    def transaction(self) -> Transaction:
         """A context manager: BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
-        return _Transaction(self._con)
+        return Transaction(self._con)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._con.execute(sql, params).fetchall()
 
     # -- writing --------------------------------------------------------------------------------
 
-    @_guarded
+    @guarded
     def register_prompts(self, prompts: Iterable[Any]) -> None:
         """Record prompt texts (objects with ``name, hash, text, target, format``)."""
         rows = [
@@ -402,7 +193,7 @@ class DescriptionStore:
         with self.transaction() as con:
             con.executemany("INSERT OR IGNORE INTO prompts VALUES (?, ?, ?, ?, ?)", rows)
 
-    @_guarded
+    @guarded
     def register_settings(self, settings_hash: str, settings: dict[str, Any]) -> None:
         """Record what a generation-settings hash stands for."""
         with self.transaction() as con:
@@ -411,7 +202,7 @@ class DescriptionStore:
                 (settings_hash, json.dumps(settings, sort_keys=True)),
             )
 
-    @_guarded
+    @guarded
     def put(self, rows: Sequence[Row], *, release: str | None = None) -> None:
         """Write outcomes in one transaction; a ``done`` row already there is kept.
 
@@ -423,18 +214,18 @@ class DescriptionStore:
             return
         with self.transaction() as con:
             con.executemany(
-                _UPSERT.format(source=f"VALUES ({', '.join('?' * len(COLUMNS))})"),
+                UPSERT.format(source=f"VALUES ({', '.join('?' * len(COLUMNS))})"),
                 [r.values() for r in rows],
             )
             if release is not None:
                 con.executemany(
-                    f"DELETE FROM claims WHERE {_KEY_MATCH} AND owner=?",
-                    [(*_key_values(r), release) for r in rows],
+                    f"DELETE FROM claims WHERE {KEY_MATCH} AND owner=?",
+                    [(*key_values(r), release) for r in rows],
                 )
 
     # -- claims (several writers sharing one store) ---------------------------------------------
 
-    @_guarded
+    @guarded
     def claim(
         self,
         items: Sequence[tuple[int, str, str]],
@@ -461,13 +252,13 @@ class DescriptionStore:
             for img_id, prompt, prompt_hash in items:
                 key = (dataset, int(img_id), prompt, prompt_hash, teacher, settings_hash)
                 done = con.execute(
-                    f"SELECT 1 FROM descriptions WHERE {_KEY_MATCH} AND status=?", (*key, DONE)
+                    f"SELECT 1 FROM descriptions WHERE {KEY_MATCH} AND status=?", (*key, DONE)
                 ).fetchone()
                 if done:
                     states.append(ClaimState.DONE)
                     continue
                 held = con.execute(
-                    f"SELECT owner, expires FROM claims WHERE {_KEY_MATCH}", key
+                    f"SELECT owner, expires FROM claims WHERE {KEY_MATCH}", key
                 ).fetchone()
                 if held and held[0] != owner and held[1] > now:
                     if held[0] not in dead:
@@ -486,13 +277,13 @@ class DescriptionStore:
                 states.append(ClaimState.CLAIMED)
         return states
 
-    @_guarded
+    @guarded
     def release(self, owner: str) -> int:
         """End every claim of ``owner`` (items it will not answer); returns how many."""
         with self.transaction() as con:
             return con.execute("DELETE FROM claims WHERE owner=?", (owner,)).rowcount
 
-    @_guarded
+    @guarded
     def renew(self, owner: str, lease_s: float) -> int:
         """Push the expiry of ``owner``'s claims to now + ``lease_s``; returns how many."""
         with self.transaction() as con:
@@ -502,7 +293,7 @@ class DescriptionStore:
 
     # -- reading --------------------------------------------------------------------------------
 
-    @_guarded
+    @guarded
     def done_keys(
         self, dataset: str, teacher: str, settings_hash: str
     ) -> set[tuple[int, str, str]]:
@@ -514,7 +305,7 @@ class DescriptionStore:
         )
         return {(int(i), p, h) for i, p, h in rows}
 
-    @_guarded
+    @guarded
     def done_texts(
         self, dataset: str, teacher: str, settings_hash: str
     ) -> dict[tuple[int, str, str], str | None]:
@@ -526,7 +317,7 @@ class DescriptionStore:
         )
         return {(int(i), p, h): t for i, p, h, t in rows}
 
-    @_guarded
+    @guarded
     def variants(self, prompt: str | None = None) -> list[Variant]:
         """The (dataset, teacher, settings, prompt text) combinations with done rows."""
         where, params = ("AND d.prompt=?", [prompt]) if prompt else ("", [])
@@ -563,7 +354,7 @@ class DescriptionStore:
                 params.append(value)
         return self._query(sql, params)
 
-    @_guarded
+    @guarded
     def _select(
         self,
         prompt: str,
@@ -631,7 +422,7 @@ class DescriptionStore:
                 out[name] = lacking
         return out
 
-    @_guarded
+    @guarded
     def frame(self) -> pd.DataFrame:
         """Every row, with the prompt text and settings JSON joined in."""
         sql = (
@@ -649,7 +440,7 @@ class DescriptionStore:
         df["truncated"] = df["truncated"].astype(bool)
         return df
 
-    @_guarded
+    @guarded
     def stats(self) -> StoreStats:
         """Counts by (dataset, teacher, prompt, status); done rows per second by teacher."""
         counts = pd.read_sql_query(
@@ -670,13 +461,6 @@ class DescriptionStore:
         thr["last"] = [_iso(t) for t in thr["last"]]
         total = int(self._query("SELECT COUNT(*) FROM descriptions")[0][0])
         return StoreStats(self.path, total, counts, thr)
-
-
-_KEY_MATCH = " AND ".join(f"{c}=?" for c in KEY_COLUMNS)
-
-
-def _key_values(r: Row) -> tuple:
-    return (r.dataset, int(r.img_id), r.prompt, r.prompt_hash, r.teacher, r.settings_hash)
 
 
 def _process_space() -> str:
@@ -741,11 +525,11 @@ class LeaseRenewer:
         self._thread.join()
 
     def _run(self) -> None:
-        con = _connect(self.path)
+        con = connect(self.path)
         try:
             while not self._stop.wait(self.lease_s / 3):
                 try:
-                    with _Transaction(con):
+                    with Transaction(con):
                         con.execute(
                             "UPDATE claims SET expires=? WHERE owner=?",
                             (time.time() + self.lease_s, self.owner),
@@ -754,18 +538,6 @@ class LeaseRenewer:
                     log.warning("%s: could not renew claims: %s", self.path, e)
         finally:
             con.close()
-
-
-class _Transaction:
-    def __init__(self, con: sqlite3.Connection):
-        self.con = con
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.con.execute("BEGIN IMMEDIATE")
-        return self.con
-
-    def __exit__(self, exc_type: type | None, *_: object) -> None:
-        self.con.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def _enum_value(x: Any) -> Any:
@@ -1022,7 +794,7 @@ def _merge_one(store: DescriptionStore, src: Path) -> int:
             con.execute("INSERT OR IGNORE INTO settings SELECT * FROM src.settings")
             # "WHERE true" lets SQLite parse ON CONFLICT after a SELECT.
             source = f"SELECT {select} FROM src.descriptions WHERE true"
-            con.execute(_UPSERT.format(source=source))
+            con.execute(UPSERT.format(source=source))
             n = con.execute("SELECT COUNT(*) FROM src.descriptions").fetchone()[0]
     finally:
         con.execute("DETACH DATABASE src")
