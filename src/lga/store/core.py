@@ -21,14 +21,11 @@ The trainer reads it with :meth:`DescriptionStore.texts` / :meth:`DescriptionSto
 
 from __future__ import annotations
 
-import enum
 import glob
 import json
 import logging
 import os
 import sqlite3
-import threading
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,6 +35,15 @@ from typing import Any
 import pandas as pd
 
 from lga.errors import LgaError
+from lga.store.claims import (
+    ClaimState,
+    LeaseRenewer,
+    claim_items,
+    claim_owner,
+    release_claims,
+    release_rows,
+    renew_claims,
+)
 from lga.store.keys import dataset_key
 from lga.store.keywords import parse_keywords
 from lga.store.schema import (
@@ -45,7 +51,6 @@ from lga.store.schema import (
     DONE,
     FAILED,
     KEY_COLUMNS,
-    KEY_MATCH,
     READABLE_VERSIONS,
     SCHEMA_VERSION,
     UPSERT,
@@ -54,9 +59,7 @@ from lga.store.schema import (
     StoreCorruptError,
     Transaction,
     columns,
-    connect,
     guarded,
-    key_values,
     open_store,
 )
 
@@ -129,14 +132,6 @@ class StoreStats:
     rows: int
     counts: pd.DataFrame
     throughput: pd.DataFrame
-
-
-class ClaimState(enum.Enum):
-    """What :meth:`DescriptionStore.claim` did with an item."""
-
-    CLAIMED = "claimed"  # ours now, until the lease expires
-    DONE = "done"  # answered already (by another process since this run started)
-    TAKEN = "taken"  # claimed by another process whose lease has not expired
 
 
 class DescriptionStore:
@@ -218,10 +213,7 @@ class DescriptionStore:
                 [r.values() for r in rows],
             )
             if release is not None:
-                con.executemany(
-                    f"DELETE FROM claims WHERE {KEY_MATCH} AND owner=?",
-                    [(*key_values(r), release) for r in rows],
-                )
+                release_rows(con, rows, release)
 
     # -- claims (several writers sharing one store) ---------------------------------------------
 
@@ -245,51 +237,25 @@ class DescriptionStore:
         Returns:
             What became of each item, in order.
         """
-        now = time.time()
-        states = []
-        dead: dict[str, bool] = {}
-        with self.transaction() as con:
-            for img_id, prompt, prompt_hash in items:
-                key = (dataset, int(img_id), prompt, prompt_hash, teacher, settings_hash)
-                done = con.execute(
-                    f"SELECT 1 FROM descriptions WHERE {KEY_MATCH} AND status=?", (*key, DONE)
-                ).fetchone()
-                if done:
-                    states.append(ClaimState.DONE)
-                    continue
-                held = con.execute(
-                    f"SELECT owner, expires FROM claims WHERE {KEY_MATCH}", key
-                ).fetchone()
-                if held and held[0] != owner and held[1] > now:
-                    if held[0] not in dead:
-                        dead[held[0]] = _owner_is_dead(held[0])
-                    if not dead[held[0]]:
-                        states.append(ClaimState.TAKEN)
-                        continue
-                if held and held[0] != owner:
-                    log.info(
-                        "taking over %s from %s (lease expired or process gone)", key[1:4], held[0]
-                    )
-                con.execute(
-                    "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*key, owner, now + lease_s),
-                )
-                states.append(ClaimState.CLAIMED)
-        return states
+        return claim_items(
+            self._con,
+            items,
+            dataset=dataset,
+            teacher=teacher,
+            settings_hash=settings_hash,
+            owner=owner,
+            lease_s=lease_s,
+        )
 
     @guarded
     def release(self, owner: str) -> int:
         """End every claim of ``owner`` (items it will not answer); returns how many."""
-        with self.transaction() as con:
-            return con.execute("DELETE FROM claims WHERE owner=?", (owner,)).rowcount
+        return release_claims(self._con, owner)
 
     @guarded
     def renew(self, owner: str, lease_s: float) -> int:
         """Push the expiry of ``owner``'s claims to now + ``lease_s``; returns how many."""
-        with self.transaction() as con:
-            return con.execute(
-                "UPDATE claims SET expires=? WHERE owner=?", (time.time() + lease_s, owner)
-            ).rowcount
+        return renew_claims(self._con, owner, lease_s)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -461,83 +427,6 @@ class DescriptionStore:
         thr["last"] = [_iso(t) for t in thr["last"]]
         total = int(self._query("SELECT COUNT(*) FROM descriptions")[0][0])
         return StoreStats(self.path, total, counts, thr)
-
-
-def _process_space() -> str:
-    """This host and PID namespace: where a process id names one process."""
-    import socket
-
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")  # containers on one host differ here
-    except OSError:
-        namespace = "-"
-    return f"{socket.gethostname()}|{namespace}"
-
-
-def claim_owner() -> str:
-    """A new owner id for claims: host, PID namespace, process id and a random part."""
-    import uuid
-
-    return f"{_process_space()}|{os.getpid()}|{uuid.uuid4().hex[:8]}"
-
-
-def _owner_is_dead(owner: str) -> bool:
-    """True when ``owner`` is a process of this host and PID namespace that no longer runs.
-
-    Its claims are then taken over at once instead of after their lease (a run killed with
-    SIGKILL and restarted on the same machine resumes everything). Owners elsewhere, or not
-    known to be dead, keep their lease.
-    """
-    try:
-        space, pid, _ = owner.rsplit("|", 2)
-        pid_n = int(pid)
-    except ValueError:
-        return False
-    if space != _process_space() or pid_n == os.getpid():
-        return False
-    try:
-        os.kill(pid_n, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, owned by another user
-        return False
-    return False
-
-
-class LeaseRenewer:
-    """Renews an owner's claims every ``lease_s / 3`` seconds, from its own thread and connection.
-
-    A process that dies stops renewing; its leases then expire within ``lease_s``.
-    Use as a context manager around the work.
-    """
-
-    def __init__(self, path: str | Path, owner: str, lease_s: float):
-        self.path, self.owner, self.lease_s = Path(path), owner, lease_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lga-lease", daemon=True)
-
-    def __enter__(self) -> LeaseRenewer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        con = connect(self.path)
-        try:
-            while not self._stop.wait(self.lease_s / 3):
-                try:
-                    with Transaction(con):
-                        con.execute(
-                            "UPDATE claims SET expires=? WHERE owner=?",
-                            (time.time() + self.lease_s, self.owner),
-                        )
-                except sqlite3.Error as e:  # the next beat tries again; the lease may lapse
-                    log.warning("%s: could not renew claims: %s", self.path, e)
-        finally:
-            con.close()
 
 
 def _enum_value(x: Any) -> Any:
