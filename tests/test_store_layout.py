@@ -30,6 +30,7 @@ def test_core_keeps_every_public_name():
         ("lga.store.keys", ["dataset_key", "prompt_key", "settings_key"]),
         ("lga.store.keywords", ["parse_keywords"]),
         ("lga.store.claims", ["ClaimState", "LeaseRenewer", "claim_owner"]),
+        ("lga.store.descriptions", ["DescriptionStore", "Variant", "StoreStats", "FILTERS"]),
         (
             "lga.store.schema",
             ["DONE", "FAILED", "KEY_COLUMNS", "COLUMNS", "Row", "StoreCorruptError"],
