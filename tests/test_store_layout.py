@@ -32,6 +32,7 @@ def test_core_keeps_every_public_name():
         ("lga.store.claims", ["ClaimState", "LeaseRenewer", "claim_owner"]),
         ("lga.store.descriptions", ["DescriptionStore", "Variant", "StoreStats", "FILTERS"]),
         ("lga.store.transfer", ["EXPORT_FORMATS", "export_store", "merge_stores"]),
+        ("lga.store.recover", ["recover_store"]),
         (
             "lga.store.schema",
             ["DONE", "FAILED", "KEY_COLUMNS", "COLUMNS", "Row", "StoreCorruptError"],
