@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +49,13 @@ def test_each_job_lives_in_its_module(module, names):
             assert obj.__module__ == module, name
         if name in PUBLIC:
             assert getattr(core, name) is obj, name
+
+
+def test_no_module_of_the_store_imports_the_facade():
+    # core re-exports every module; one importing core back would be a circle in waiting.
+    package = Path(core.__file__).parent
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert path.name == "core.py" or "lga.store.core" not in imported, path.name

@@ -166,11 +166,7 @@ class LeaseRenewer:
         try:
             while not self._stop.wait(self.lease_s / 3):
                 try:
-                    with Transaction(con):
-                        con.execute(
-                            "UPDATE claims SET expires=? WHERE owner=?",
-                            (time.time() + self.lease_s, self.owner),
-                        )
+                    renew_claims(con, self.owner, self.lease_s)
                 except sqlite3.Error as e:  # the next beat tries again; the lease may lapse
                     log.warning("%s: could not renew claims: %s", self.path, e)
         finally:

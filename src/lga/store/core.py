@@ -1,33 +1,26 @@
-"""The description store: teacher answers in SQLite (WAL), one row per item, crash-safe.
+"""The description store's public names, in one place for callers (``from lga.store.core import
+DescriptionStore, dataset_key``).
 
-A row is keyed by (dataset, img_id, prompt name, prompt-text hash, teacher id, generation-settings
-hash) and holds the answer ``text``, its parsed ``keywords`` (keyword prompts), ``status``
-(``done`` or ``failed``), the ``error`` of a failed item, ``latency_s``, ``attempts`` and
-``created_at`` and ``truncated`` (the answer was cut to the teacher's length cap). Rows are
-written in short transactions as results arrive: a killed writer loses at most the results it had
-not committed and never leaves a partial row (SQLite transactions are atomic). A ``done`` row is
-never overwritten.
+The store is split by job, and each name lives in the module of its job:
 
-Several describe processes share one store through ``claims``: an item is claimed (owner id and
-lease expiry, in one ``BEGIN IMMEDIATE`` transaction) before it is asked, and released when its
-outcome is written; the lease of a process that died expires and another one takes the item.
+- :mod:`lga.store.schema`: the tables, schema versions and :class:`Row`; opening a file
+  (connection settings, integrity check, migration); :class:`StoreCorruptError`.
+- :mod:`lga.store.descriptions`: :class:`DescriptionStore`, reading and writing rows.
+- :mod:`lga.store.claims`: several describe processes sharing one store, and resuming.
+- :mod:`lga.store.keys`: the hashed parts of the store key (dataset, prompt text, settings).
+- :mod:`lga.store.keywords`: keyword answers parsed into lists.
+- :mod:`lga.store.transfer`: ``lga store export`` and ``lga store merge``.
+- :mod:`lga.store.recover`: ``lga store recover``.
+- :mod:`lga.store.files`: a store's files on disk (temporary stores of a killed job).
+- :mod:`lga.store.importing`: ``lga store import``.
 
-Schema versions: 1 (no ``truncated`` column, no claims) is migrated to 2 when a store is opened
-for writing; read-only opens read both.
-
-The trainer reads it with :meth:`DescriptionStore.texts` / :meth:`DescriptionStore.keywords`
-(img_id -> answer for one prompt) and checks coverage with :meth:`DescriptionStore.missing`.
+The modules import each other, never this one: it only re-exports them (a module they imported
+could not import them back without a circle, which the import contracts refuse).
 """
 
 from __future__ import annotations
 
-import logging
-
-from lga.store.claims import (
-    ClaimState,
-    LeaseRenewer,
-    claim_owner,
-)
+from lga.store.claims import ClaimState, LeaseRenewer, claim_owner
 from lga.store.descriptions import FILTERS, DescriptionStore, StoreStats, Variant
 from lga.store.keys import dataset_key
 from lga.store.keywords import parse_keywords
@@ -69,5 +62,3 @@ __all__ = [
     "parse_keywords",
     "recover_store",
 ]
-
-log = logging.getLogger(__name__)

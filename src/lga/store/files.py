@@ -11,6 +11,12 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def tmp_store(out: Path, job: str) -> Path:
+    """The temporary store a ``job`` (``merge``, ``recover``) of this process writes before
+    renaming it to ``out``: hidden beside ``out``, named with the process id."""
+    return out.with_name(f".{out.name}.{job}-{os.getpid()}.tmp")
+
+
 def remove_stale_tmp(out: Path, job: str) -> None:
     """Remove the temporary store (and its -wal, -shm) of an earlier ``job`` into ``out`` that
     was killed before it could clean up: one whose process is gone on this machine."""

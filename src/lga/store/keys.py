@@ -15,6 +15,21 @@ from typing import Any
 __all__ = ["dataset_key", "prompt_key", "settings_key"]
 
 
+def dataset_key(dataset: Any) -> str:
+    """The store's name for a dataset: ``<config name>@<hash of metadata.csv>``.
+
+    Independent of the folder's location (shards made on other machines merge), but changes
+    when the metadata changes, so answers about other images are never reused.
+
+    Args:
+        dataset: a :class:`lga.data.GroupDataset` (any split or sample of it).
+    """
+    from lga.data.dataset import METADATA_FILE
+
+    digest = hashlib.sha256((Path(dataset.root) / METADATA_FILE).read_bytes()).hexdigest()[:12]
+    return f"{dataset.config.name}@{digest}"
+
+
 def prompt_key(text: str) -> str:
     """The prompt-text hash of the store key (:attr:`lga.teacher.prompts.Prompt.hash`): a new
     wording of a prompt is a new key, so its answers never mix with the old wording's."""
@@ -33,18 +48,3 @@ def settings_key(teacher_settings: dict[str, Any], visual_prompt: str) -> tuple[
     settings = {"teacher": teacher_settings, "visual_prompt": visual}
     blob = json.dumps(settings, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12], settings
-
-
-def dataset_key(dataset: Any) -> str:
-    """The store's name for a dataset: ``<config name>@<hash of metadata.csv>``.
-
-    Independent of the folder's location (shards made on other machines merge), but changes
-    when the metadata changes, so answers about other images are never reused.
-
-    Args:
-        dataset: a :class:`lga.data.GroupDataset` (any split or sample of it).
-    """
-    from lga.data.dataset import METADATA_FILE
-
-    digest = hashlib.sha256((Path(dataset.root) / METADATA_FILE).read_bytes()).hexdigest()[:12]
-    return f"{dataset.config.name}@{digest}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lga.errors import LgaError
 from lga.store.descriptions import DescriptionStore
-from lga.store.files import remove_stale_tmp, remove_store_files
+from lga.store.files import remove_stale_tmp, remove_store_files, tmp_store
 from lga.store.schema import KEY_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def recover_store(path: str | Path, out: str | Path) -> dict[str, int]:
         raise LgaError(f"{out} exists; give a new file to recover into")
     remove_stale_tmp(out, "recover")
     src = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    tmp = out.with_name(f".{out.name}.recover-{os.getpid()}.tmp")
+    tmp = tmp_store(out, "recover")
     counts: dict[str, int] = {}
     try:
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lga.errors import LgaError
 from lga.store.descriptions import DescriptionStore
-from lga.store.files import remove_stale_tmp, remove_store_files
+from lga.store.files import remove_stale_tmp, remove_store_files, tmp_store
 from lga.store.schema import COLUMNS, UPSERT
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def merge_stores(out: str | Path, inputs: Sequence[str | Path]) -> dict[str, int
         DescriptionStore(src, read_only=True).close()
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(out, "merge")
-    tmp = out.with_name(f".{out.name}.merge-{os.getpid()}.tmp")
+    tmp = tmp_store(out, "merge")
     try:
         if out.exists():
             _copy_store(out, tmp)
