@@ -309,7 +309,7 @@ def test_damaged_store_cli_and_recovery_hint_works(damaged_store, tmp_path, caps
 
 def test_damage_met_after_open_is_the_same_error(damaged_store, monkeypatch):
     # as if the page broke after the open's check: reads and writes still name the file
-    monkeypatch.setattr(DescriptionStore, "_integrity_check", lambda self: None)
+    monkeypatch.setattr("lga.store.schema.integrity_check", lambda con, path: None)
     with DescriptionStore(damaged_store, read_only=True) as s:
         with pytest.raises(LgaError, match="is damaged") as e:
             s.frame()
@@ -317,21 +317,21 @@ def test_damage_met_after_open_is_the_same_error(damaged_store, monkeypatch):
 
 
 def test_merge_failing_midway_leaves_old_output_untouched(tmp_path, monkeypatch):
-    import lga.store.core
+    import lga.store.transfer
 
     a, b, out = (tmp_path / n for n in ("a.sqlite", "b.sqlite", "out.sqlite"))
     for path, rows in ((a, [row(1)]), (b, [row(2)]), (out, [row(9)])):
         with DescriptionStore(path) as s:
             s.put(rows)
     before = out.read_bytes()
-    real = lga.store.core._merge_one
+    real = lga.store.transfer._merge_one
 
     def fail_on_b(store, src):
         if src == b:
             raise OSError("disk full")
         return real(store, src)
 
-    monkeypatch.setattr(lga.store.core, "_merge_one", fail_on_b)
+    monkeypatch.setattr(lga.store.transfer, "_merge_one", fail_on_b)
     with pytest.raises(OSError, match="disk full"):
         merge_stores(out, [a, b])
     assert out.read_bytes() == before
@@ -341,7 +341,7 @@ def test_merge_failing_midway_leaves_old_output_untouched(tmp_path, monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         merge_stores(fresh, [a, b])
     assert not fresh.exists()
-    monkeypatch.setattr(lga.store.core, "_merge_one", real)
+    monkeypatch.setattr(lga.store.transfer, "_merge_one", real)
     assert merge_stores(out, [a, b])["rows"] == 3
 
 
@@ -425,16 +425,16 @@ def test_a_killed_merge_leaves_files_that_the_rerun_removes(tmp_path):
     # a merge killed (SIGKILL: no cleanup) in its second input, its transaction open
     script = (
         "import os, signal, sys\n"
-        "import lga.store.core as core\n"
-        "one = core._merge_one\n"
+        "import lga.store.transfer as transfer\n"
+        "one = transfer._merge_one\n"
         "def killed(store, src):\n"
         "    if src.name == 'b.sqlite':\n"
         "        store._con.execute('BEGIN')\n"
         "        store._con.execute(\"UPDATE descriptions SET text = 'x'\")\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return one(store, src)\n"
-        "core._merge_one = killed\n"
-        "core.merge_stores(sys.argv[1], sys.argv[2:])\n"
+        "transfer._merge_one = killed\n"
+        "transfer.merge_stores(sys.argv[1], sys.argv[2:])\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run([sys.executable, "-c", script, str(out), str(a), str(b)], env=env)

@@ -34,8 +34,10 @@ import numpy as np
 import pandas as pd
 
 from lga.errors import DataError, LgaError
-from lga.store.core import DONE, DescriptionStore, Row, dataset_key, parse_keywords
-from lga.store.keys import settings_key
+from lga.store.descriptions import DescriptionStore
+from lga.store.keys import dataset_key, settings_key
+from lga.store.keywords import parse_keywords
+from lga.store.schema import DONE, Row
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ config, so one generic set serves any dataset in the Waterbirds layout.
 
 from __future__ import annotations
 
-import hashlib
 import string
 from enum import Enum
 from pathlib import Path
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lga.config import read_model_file, resolve_config_file, shipped_names
 from lga.data.dataset_config import DatasetConfig
 from lga.errors import ConfigError
+from lga.store.keys import prompt_key
 
 GENERIC = "generic"
 
@@ -89,7 +89,7 @@ class Prompt(BaseModel):
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
+        return prompt_key(self.text)
 
 
 def prompt_variables(spec: DatasetConfig) -> dict[str, str]:
