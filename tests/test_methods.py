@@ -330,3 +330,21 @@ def test_linear_probe_separable_data_and_C_selection():
         x, y, x, lambda p: next(scores), n_classes=2, grid=[0.01, 0.1, 1.0], max_iter=20
     )
     assert best.C == 0.1 and [r["score"] for r in grid] == [0.2, 0.9, 0.9]  # ties: first
+
+
+def test_strip_background_drops_the_parts_that_name_the_teachers_own_background():
+    from lga.train.data import strip_background
+
+    text = (
+        "This is a gull with white plumage. It has webbed feet. "
+        "It is flying over a swimming pool, possibly landing on the edge of the pool."
+    )
+    assert strip_background(text, ["swimming pool", "blue water"]) == (
+        "This is a gull with white plumage. It has webbed feet."
+    )
+    # colours are not background words; the first part always stays; no keywords: unchanged
+    assert strip_background(text, ["white"]) == text
+    assert strip_background("A gull over the pool.", ["pool"]) == "A gull over the pool."
+    assert strip_background(text, []) == text
+    # keyword answers: items separated by commas
+    assert strip_background("gull, webbed feet, lake shore", ["lake"]) == "gull, webbed feet"
