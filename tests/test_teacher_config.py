@@ -94,6 +94,19 @@ def test_api_and_reproduce_defaults_are_the_dataclass_defaults():
     assert ReproduceConfig(name="x", methods=["erm"]).teacher.config == TeacherConfig()
 
 
+def test_the_teacher_package_names_load_lazily():
+    import subprocess
+    import sys
+
+    import lga.teacher
+
+    assert sorted(lga.teacher.__all__) == sorted(lga.teacher._WHERE)
+    assert all(getattr(lga.teacher, name) is not None for name in lga.teacher.__all__)
+    code = "import sys, lga.teacher.config; print('pandas' in sys.modules, 'PIL' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["False", "False"], done.stderr
+
+
 # -- the three entry points agree ---------------------------------------------------------------
 
 

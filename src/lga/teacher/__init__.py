@@ -92,7 +92,6 @@ __all__ = [
     "resolve_prompts",
     "select_images",
 ]
-assert sorted(__all__) == sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
