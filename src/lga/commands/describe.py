@@ -13,10 +13,11 @@ from lga.teacher.config import (
     DEFAULT_KEY_ENV,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     TeacherConfig,
+    parse_request_options,
 )
 
 if TYPE_CHECKING:
-    from lga.teacher import DescribeSummary
+    from lga.teacher import DescribeRun, DescribeSummary
 
 _default = TeacherConfig.default
 # TeacherConfig settings whose flag is not --<the setting's name>
@@ -187,8 +188,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def teacher_config(args: argparse.Namespace) -> TeacherConfig:
     """The teacher's config of the parsed flags (a bad value is named by its flag)."""
-    from lga.teacher.config import parse_request_options
-
     values = {key: getattr(args, key) for key in TeacherConfig.keys() if key not in FLAGS}
     values["spec"] = args.teacher
     values["request_options"] = parse_request_options(args.teacher_option)
@@ -200,7 +199,7 @@ def flag(key: str) -> str:
     return FLAGS.get(key, "--" + key.replace("_", "-"))
 
 
-def describe_run(args: argparse.Namespace):
+def describe_run(args: argparse.Namespace) -> DescribeRun:
     """The :class:`lga.teacher.DescribeRun` of the parsed flags."""
     from lga.teacher import build_describe_run
 
