@@ -73,18 +73,18 @@ class HFTeacher:
         device: str = _DEFAULT.device,
         trust_remote_code: bool = _DEFAULT.trust_remote_code,
     ):
-        TeacherConfig(  # the one place the settings' ranges are checked
+        cfg = TeacherConfig(  # the one place the settings are checked
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             device=device,
             trust_remote_code=trust_remote_code,
         )
         self.id = f"hf:{model.rstrip('/')}"
-        self.settings: dict[str, Any] = {"max_new_tokens": max_new_tokens, "decoding": "greedy"}
-        self.batch_size = batch_size
-        self.max_new_tokens = max_new_tokens
-        self.device, self.dtype = _resolve_device(device)
-        self.family, self.processor, self.model = _load(model, self.dtype, trust_remote_code)
+        self.settings: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "decoding": "greedy"}
+        self.batch_size = cfg.batch_size
+        self.max_new_tokens = cfg.max_new_tokens
+        self.device, self.dtype = _resolve_device(cfg.device)
+        self.family, self.processor, self.model = _load(model, self.dtype, cfg.trust_remote_code)
         if self.family.prompt is PromptStyle.PLAIN:  # the prompt's frame changes the answers
             self.settings["prompt_format"] = self.family.plain_format
         self.model.to(self.device).eval()

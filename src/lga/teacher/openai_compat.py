@@ -349,7 +349,7 @@ class OpenAITeacher:
         max_answer_chars: int | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
     ):
-        settings = TeacherConfig(  # the one place the settings' ranges are checked
+        cfg = TeacherConfig(  # the one place the settings are checked
             max_new_tokens=max_new_tokens,
             concurrency=concurrency,
             timeout=timeout,
@@ -360,12 +360,12 @@ class OpenAITeacher:
             request_options=dict(request_options or {}),
             api_key_env=api_key_env,
         )
-        key_env = api_key_env or DEFAULT_KEY_ENV
+        key_env = cfg.api_key_env or DEFAULT_KEY_ENV
         self._key = check_api_key(os.environ.get(key_env) or None, key_env)
-        if self._key is None and api_key_env is not None:
+        if self._key is None and cfg.api_key_env is not None:
             raise ConfigError(f"environment variable {key_env} (the API key) is not set")
         self._key_env = key_env
-        self.request_options = settings.request_options
+        self.request_options = cfg.request_options
         if self._key and self._key in json.dumps(self.request_options):
             raise ConfigError(
                 f"a teacher option holds the API key: it goes in ${key_env} only, so that "
@@ -373,7 +373,7 @@ class OpenAITeacher:
             )
         self.id = f"openai:{model}"
         self.settings: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
+            "max_new_tokens": cfg.max_new_tokens,
             "temperature": 0,
             "image_format": "png",
         }
@@ -383,13 +383,17 @@ class OpenAITeacher:
         base_url, self._auth = split_userinfo(base_url)
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
-        self.model, self.max_new_tokens = model, max_new_tokens
-        self.concurrency, self.timeout, self.max_retries = concurrency, timeout, max_retries
-        self.item_deadline = item_deadline
-        self.backoff, self.max_backoff = backoff, max_backoff
-        self.max_answer_chars = max_answer_chars or CHARS_PER_TOKEN_CAP * max_new_tokens
+        self.model, self.max_new_tokens = model, cfg.max_new_tokens
+        self.concurrency, self.timeout, self.max_retries = (
+            cfg.concurrency,
+            cfg.timeout,
+            cfg.max_retries,
+        )
+        self.item_deadline = cfg.item_deadline
+        self.backoff, self.max_backoff = cfg.backoff, max_backoff
+        self.max_answer_chars = max_answer_chars or CHARS_PER_TOKEN_CAP * cfg.max_new_tokens
         self.max_body_bytes = max_body_bytes
-        self._breaker = _Breaker(max_connect_failures)
+        self._breaker = _Breaker(cfg.max_connect_failures)
         self._stop = threading.Event()
         self._image_urls = _ImageURLs()
         self._stats = _ConnectionStats()
