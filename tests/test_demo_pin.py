@@ -26,7 +26,7 @@ def test_regression_pin_quick_demo_lga_above_zero_shot_and_erm(tmp_path, monkeyp
     cfg = load_reproduce_config(
         "demo", quick=True, overrides=["seeds=[0]", "methods=[zero-shot,erm,lga,lga-slides]"]
     )
-    assert cfg.teacher.options == {"faults": "llava-like"}
+    assert cfg.teacher.config.request_options == {"faults": "llava-like"}
     runs = reproduce(cfg, tmp_path / "demo", progress=False)
     m = {r.name.removesuffix("-seed0"): json.loads((r / "metrics.json").read_text()) for r in runs}
     assert {v["name"] for v in m.values()} == {"zero-shot", "erm", "lga", "lga-slides"}

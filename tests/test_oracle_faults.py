@@ -9,7 +9,7 @@ from lga.data.attributes import read_attributes
 from lga.data.synth import SynthConfig, generate
 from lga.data.synth.species import BACKGROUNDS, CLASSES, SPECIES
 from lga.errors import ConfigError
-from lga.teacher import TeacherOptions, build_teacher
+from lga.teacher import TeacherConfig, build_teacher
 from lga.teacher.audit import audit_answers, named_species, read_place
 from lga.teacher.base import WorkItem
 from lga.teacher.faults import PRESETS, FaultRates, fault_rates
@@ -31,7 +31,7 @@ def prompts():
 
 
 def answers(root, prompts, **options):
-    teacher = build_teacher("oracle", TeacherOptions(request_options=options), data_root=root)
+    teacher = build_teacher(TeacherConfig(spec="oracle", request_options=options), data_root=root)
     attrs = read_attributes(root, ("img_id",))
     out = {}
     for img_id in sorted(attrs):
@@ -147,9 +147,9 @@ def test_options_resolve_presets_scales_and_refuse_bad_values():
 
 
 def test_other_rates_are_other_generation_settings(world):
-    a = build_teacher("oracle", TeacherOptions(request_options={"species_error": 0.2}),
+    a = build_teacher(TeacherConfig(spec="oracle", request_options={"species_error": 0.2}),
                       data_root=world)  # fmt: skip
-    b = build_teacher("oracle", TeacherOptions(request_options={"species_error": 0.3}),
+    b = build_teacher(TeacherConfig(spec="oracle", request_options={"species_error": 0.3}),
                       data_root=world)  # fmt: skip
     assert a.settings != b.settings and a.settings["faults"] == {"species_error": 0.2}
 

@@ -125,3 +125,17 @@ def test_missing_checkpoint_folder_is_a_clear_error(birds, tmp_path, capsys):
         == 1
     )
     assert "checkpoint folder not found" in capsys.readouterr().err
+
+
+def test_default_settings_keep_their_settings_hash(llava):
+    # {"max_new_tokens": 128, "decoding": "greedy"}: the hash a default hf describe wrote before
+    # TeacherConfig held the defaults (commit 91c430e); the same settings reach the same rows.
+    from lga.store.keys import settings_key
+    from lga.teacher import TeacherConfig, build_teacher
+
+    teacher = build_teacher(TeacherConfig(spec=f"hf:{llava}", device="cpu"))
+    try:
+        assert teacher.batch_size == TeacherConfig.default("batch_size")
+        assert settings_key(teacher.settings, "none")[0] == "117a7b3ad5b2"
+    finally:
+        teacher.close()

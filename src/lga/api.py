@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lga.report.model import Report, ReportOptions
+    from lga.teacher.config import TeacherConfig
     from lga.teacher.runner import DescribeSummary
     from lga.train.config import FitConfig
 
@@ -49,7 +50,7 @@ def describe(
     dataset_config: str | None = None,
     prompts: str | None = None,
     progress: bool = False,
-    **options: Any,
+    **settings: Any,
 ) -> DescribeSummary:
     """Ask a teacher every prompt about every image of a split (``lga describe``).
 
@@ -64,26 +65,39 @@ def describe(
         dataset_config: a shipped name or YAML file (default: the folder's dataset.yaml).
         prompts: a prompt set name or YAML file (default: the dataset's).
         progress: a progress bar.
-        **options: fields of :class:`lga.teacher.TeacherOptions` (``max_new_tokens``,
-            ``batch_size``, ``concurrency``, ...).
+        **settings: the teacher's settings, fields of :class:`lga.teacher.TeacherConfig`
+            (``max_new_tokens``, ``batch_size``, ``concurrency``, ``request_options``, ...);
+            the others keep its defaults.
 
     Raises:
+        ConfigError: an unknown setting or a bad value, named.
         DescribeStopped: the run stopped early; what was done is stored.
     """
-    from lga.data.dataset import load_dataset as _load
-    from lga.data.dataset_config import load_dataset_config
-    from lga.teacher import TeacherOptions, describe_with, resolve_prompts, select_images
+    from lga.teacher import build_describe_run
 
-    spec = load_dataset_config(dataset_config, data)
-    ds = select_images(_load(data, spec, splits=[split], check_images=False), split=split)
-    return describe_with(
-        teacher,
-        TeacherOptions(**options),
-        ds,
+    run = build_describe_run(
+        data,
+        teacher_config(teacher, **settings),
         store,
-        resolve_prompts(spec, prompts),
-        data_root=data,
+        split=split,
+        dataset_config=dataset_config,
+        prompts=prompts,
         progress=progress,
+    )
+    return run.run()
+
+
+def teacher_config(teacher: str = "oracle", **settings: Any) -> TeacherConfig:
+    """The :class:`lga.teacher.TeacherConfig` that :func:`describe` runs with these arguments."""
+    from lga.errors import ConfigError
+    from lga.teacher.config import TeacherConfig
+
+    if "spec" in settings:
+        raise ConfigError("lga.describe(): the teacher's spec is given as teacher=")
+    return TeacherConfig.from_mapping(
+        {"spec": teacher, **settings},
+        where="lga.describe()",
+        name=lambda key: "teacher" if key == "spec" else key,
     )
 
 

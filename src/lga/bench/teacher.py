@@ -73,14 +73,17 @@ def teacher_batch_speedup(
     into fresh stores; every answer is forced to exactly ``max_new_tokens`` tokens
     (``min_new_tokens``), so both sides generate the same number of tokens.
     """
-    from lga.teacher import TeacherOptions, build_teacher
+    from lga.teacher import TeacherConfig, build_teacher
 
     workdir = Path(workdir)
     images, prompts = _bench_images(data_root, n_images)
     teachers = {}
     for b in (1, batch_size):
-        opts = TeacherOptions(max_new_tokens=max_new_tokens, batch_size=b, device=device)
-        teacher = build_teacher(f"hf:{llava_dir}", opts)
+        teacher = build_teacher(
+            TeacherConfig(
+                spec=f"hf:{llava_dir}", max_new_tokens=max_new_tokens, batch_size=b, device=device
+            )
+        )
         teacher.model.generation_config.min_new_tokens = max_new_tokens  # fixed-length answers
         teachers[f"batch_{b}"] = teacher
     with _describe_runs(images.select(np.arange(1)), teachers, prompts, workdir, runs=1) as warm:
@@ -146,7 +149,7 @@ def teacher_concurrency_speedup(
     The server (:class:`lga.offline.fake_chat_server.FakeChatServer`) answers every request after
     ``latency_s``: the figure shows how much of a server's latency the client hides.
     """
-    from lga.teacher import TeacherOptions, build_teacher
+    from lga.teacher import TeacherConfig, build_teacher
 
     workdir = Path(workdir)
     images, prompts = _bench_images(data_root, n_images)
@@ -154,10 +157,9 @@ def teacher_concurrency_speedup(
         spec = f"openai:{base_url}#bench-model"
         teachers = {
             f"concurrency_{c}": build_teacher(
-                spec,
-                TeacherOptions(
-                    max_new_tokens=max_new_tokens, concurrency=c, timeout=30.0, max_retries=0
-                ),
+                TeacherConfig(
+                    spec=spec, max_new_tokens=max_new_tokens, concurrency=c, max_retries=0
+                )
             )
             for c in (1, concurrency)
         }

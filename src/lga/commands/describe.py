@@ -8,8 +8,20 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lga.teacher.config import (
+    DEFAULT_CLAIM_LEASE_S,
+    DEFAULT_KEY_ENV,
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    TeacherConfig,
+    parse_request_options,
+)
+
 if TYPE_CHECKING:
-    from lga.teacher import DescribeSummary
+    from lga.teacher import DescribeRun, DescribeSummary
+
+_default = TeacherConfig.default
+# TeacherConfig settings whose flag is not --<the setting's name>
+FLAGS = {"spec": "--teacher", "request_options": "--teacher-option"}
 
 log = logging.getLogger(__name__)
 
@@ -61,48 +73,75 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="train", choices=["train", "val", "test", "all"])
     p.add_argument("--limit", type=int, default=None, help="only the first N images (by img_id)")
     p.add_argument("--shard", default=None, metavar="i/N", help="only images with img_id %% N == i")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=8, help="images per generate call (hf)")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (openai)")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=_default("max_new_tokens"),
+        help="answer length limit (hf, openai; default %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=_default("batch_size"),
+        help="images per generate call (hf; default %(default)s)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=_default("concurrency"),
+        help="requests in flight (openai; default %(default)s)",
+    )
     p.add_argument(
         "--timeout",
         type=float,
-        default=30.0,
-        help="seconds a request waits for the server, per connect or read (openai; default 30)",
+        default=_default("timeout"),
+        help="seconds a request waits for the server, per connect or read "
+        "(openai; default %(default)s)",
     )
     p.add_argument(
         "--item-deadline",
         type=float,
-        default=60.0,
+        default=_default("item_deadline"),
         metavar="S",
         help="seconds an item may take in all, retries included; bounds a hung server "
-        "(openai; default 60)",
+        "(openai; default %(default)s)",
     )
-    p.add_argument("--max-retries", type=int, default=5, help="retries per item (openai)")
-    p.add_argument("--backoff", type=float, default=1.0, help="first retry delay, s (openai)")
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=_default("max_retries"),
+        help="retries per item (openai; default %(default)s)",
+    )
+    p.add_argument(
+        "--backoff",
+        type=float,
+        default=_default("backoff"),
+        help="first retry delay, s (openai; default %(default)s)",
+    )
     p.add_argument(
         "--max-connect-failures",
         type=int,
-        default=10,
+        default=_default("max_connect_failures"),
         metavar="K",
-        help="stop after K refused or unresolvable connections in a row (openai; default 10); "
-        "the server is also checked once (GET /models) before the first item",
+        help="stop after K refused or unresolvable connections in a row (openai; default "
+        "%(default)s); the server is also checked once (GET /models) before the first item",
     )
     p.add_argument(
         "--max-consecutive-failures",
         type=int,
-        default=20,
+        default=DEFAULT_MAX_CONSECUTIVE_FAILURES,
         metavar="N",
-        help="stop after N failed items in a row (default 20): a broken setup does not fill "
+        help="stop after N failed items in a row (default %(default)s): a broken setup does not "
+        "fill "
         "the store with failures",
     )
     p.add_argument(
         "--claim-lease",
         type=float,
-        default=120.0,
+        default=DEFAULT_CLAIM_LEASE_S,
         metavar="S",
         help="several describe runs may share one store: each claims an item before asking; "
-        "a claim of a run that died expires after S seconds (default 120)",
+        "a claim of a run that died expires after S seconds (default %(default)s)",
     )
     p.add_argument(
         "--teacher-option",
@@ -119,9 +158,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--api-key-env",
-        default=None,
+        default=_default("api_key_env"),
         metavar="VAR",
-        help="environment variable holding the API key (default: OPENAI_API_KEY, optional)",
+        help=f"environment variable holding the API key (default: {DEFAULT_KEY_ENV}, optional; "
+        "a variable named here must be set)",
     )
     p.add_argument("--visual-prompt", default="none", choices=["none", "grid", "circle"])
     p.add_argument(
@@ -130,10 +170,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="CSV img_id,x0,y0,x1,y1 of object boxes (circle; synth datasets have them)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (hf)")
+    p.add_argument(
+        "--device",
+        default=_default("device"),
+        help="auto, cpu, cuda, cuda:N (hf; default %(default)s)",
+    )
     p.add_argument(
         "--trust-remote-code",
         action="store_true",
+        default=_default("trust_remote_code"),
         help="allow the checkpoint's own Python code (hf)",
     )
     p.add_argument("--skip-bad-rows", action="store_true", help="leave out faulty metadata rows")
@@ -141,96 +186,57 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_describe)
 
 
-def _boxes(args: argparse.Namespace):
-    from lga.data.attributes import attributes_path
-    from lga.errors import ConfigError
-    from lga.teacher.oracle import load_attribute_boxes
-    from lga.teacher.visual import load_boxes
+def teacher_config(args: argparse.Namespace) -> TeacherConfig:
+    """The teacher's config of the parsed flags (a bad value is named by its flag)."""
+    values = {key: getattr(args, key) for key in TeacherConfig.keys() if key not in FLAGS}
+    values["spec"] = args.teacher
+    values["request_options"] = parse_request_options(args.teacher_option)
+    return TeacherConfig.from_mapping(values, name=flag)
 
-    if args.boxes is not None:
-        return load_boxes(args.boxes)
-    if attributes_path(args.data).is_file():
-        return load_attribute_boxes(args.data)
-    raise ConfigError(
-        "--visual-prompt circle needs object boxes: give --boxes FILE "
-        "(CSV img_id,x0,y0,x1,y1 in pixels)"
+
+def flag(key: str) -> str:
+    """The flag of a TeacherConfig setting (``max_new_tokens`` -> ``--max-new-tokens``)."""
+    return FLAGS.get(key, "--" + key.replace("_", "-"))
+
+
+def describe_run(args: argparse.Namespace) -> DescribeRun:
+    """The :class:`lga.teacher.DescribeRun` of the parsed flags."""
+    from lga.teacher import build_describe_run
+
+    return build_describe_run(
+        args.data,
+        teacher_config(args),
+        args.store,
+        split=args.split,
+        dataset_config=args.dataset_config,
+        prompts=args.prompts,
+        only_prompts=args.only_prompts.split(",") if args.only_prompts else None,
+        limit=args.limit,
+        shard=args.shard,
+        skip_bad_rows=args.skip_bad_rows,
+        visual_prompt=args.visual_prompt,
+        boxes=args.boxes,
+        progress=not args.no_progress,
+        max_consecutive_failures=args.max_consecutive_failures,
+        claim_lease_s=args.claim_lease,
     )
 
 
 def _describe(args: argparse.Namespace) -> int:
-    from lga.data.dataset import load_dataset
-    from lga.data.dataset_config import load_dataset_config
-    from lga.teacher import (
-        DescribeStopped,
-        TeacherOptions,
-        VisualPrompt,
-        describe_with,
-        parse_shard,
-        parse_teacher_spec,
-        resolve_prompts,
-        select_images,
-    )
-    from lga.teacher.openai_compat import parse_request_options
-    from lga.teacher.runner import check_boxes
+    from lga.teacher import DescribeStopped
 
-    spec = parse_teacher_spec(args.teacher)
-    request_options = parse_request_options(args.teacher_option)
-    shard = parse_shard(args.shard) if args.shard else None
-    visual = VisualPrompt(args.visual_prompt)
-    ds_spec = load_dataset_config(args.dataset_config, args.data)
-    only = args.only_prompts.split(",") if args.only_prompts else None
-    prompts = resolve_prompts(ds_spec, args.prompts, only=only)
-    # Images are decoded by the teacher; a bad one becomes a failed row, not a refused run.
-    ds = load_dataset(
-        args.data,
-        ds_spec,
-        splits=[args.split],
-        check_images=False,
-        skip_bad_rows=args.skip_bad_rows,
-    )
-    ds = select_images(ds, split=args.split, limit=args.limit, shard=shard)
-    boxes = None
-    if visual is VisualPrompt.CIRCLE:
-        boxes = _boxes(args)
-        check_boxes(ds, boxes)  # before loading a model
-    options = TeacherOptions(
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        concurrency=args.concurrency,
-        timeout=args.timeout,
-        item_deadline=args.item_deadline,
-        max_retries=args.max_retries,
-        backoff=args.backoff,
-        max_connect_failures=args.max_connect_failures,
-        request_options=request_options,
-        api_key_env=args.api_key_env,
-        device=args.device,
-        trust_remote_code=args.trust_remote_code,
-    )
-    where = f" shard {shard}" if shard else ""
+    run = describe_run(args)
+    where = f" shard {run.shard}" if run.shard else ""
 
     def announce(teacher) -> None:
         print(
-            f"describe: {len(ds)} image(s){where} x {len(prompts)} prompt(s) "
-            f"({', '.join(p.name for p in prompts)}) with {teacher.id} -> {args.store}",
+            f"describe: {len(run.images)} image(s){where} x {len(run.prompts)} prompt(s) "
+            f"({', '.join(p.name for p in run.prompts)}) with {teacher.id} -> {args.store}",
             file=sys.stderr,
         )
 
     try:
-        summary = describe_with(
-            spec,
-            options,
-            ds,
-            args.store,
-            prompts,
-            data_root=args.data,
-            announce=announce,
-            visual_prompt=visual,
-            boxes=boxes,
-            progress=not args.no_progress,
-            max_consecutive_failures=args.max_consecutive_failures,
-            claim_lease_s=args.claim_lease,
-        )
+        summary = run.run(announce)
     except DescribeStopped as e:
         _report(e.summary, args.store)
         raise  # the CLI prints the reason and exits 1

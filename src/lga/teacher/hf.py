@@ -20,11 +20,13 @@ from lga.data.images import ImageLoadError
 from lga.errors import ConfigError, LgaError
 from lga.hub import resolve_model_spec
 from lga.teacher.base import FailureKind, Outcome, Results, WorkItem
+from lga.teacher.config import TeacherConfig
 from lga.teacher.families import FAMILIES, Family, PromptStyle, family_for
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "llava-hf/llava-1.5-7b-hf"
+_DEFAULT = TeacherConfig()  # the settings' defaults, written once there
 
 
 def _batches(items: Iterable[WorkItem], size: int) -> Iterator[list[WorkItem]]:
@@ -54,13 +56,11 @@ class HFTeacher:
 
     Args:
         model: a hub id (``llava-hf/llava-1.5-7b-hf``) or a local checkpoint folder.
-        max_new_tokens: the answer length limit.
-        batch_size: items per ``generate`` call.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
-        trust_remote_code: allow the checkpoint's own Python code (off: only code in
-            transformers runs).
+        max_new_tokens, batch_size, device, trust_remote_code: the settings of
+            :class:`lga.teacher.config.TeacherConfig` (its defaults; checked by it).
 
     Raises:
+        ConfigError: a setting out of range.
         LgaError: the checkpoint cannot be loaded (the message says why).
     """
 
@@ -68,19 +68,23 @@ class HFTeacher:
         self,
         model: str,
         *,
-        max_new_tokens: int = 128,
-        batch_size: int = 8,
-        device: str = "auto",
-        trust_remote_code: bool = False,
+        max_new_tokens: int = _DEFAULT.max_new_tokens,
+        batch_size: int = _DEFAULT.batch_size,
+        device: str = _DEFAULT.device,
+        trust_remote_code: bool = _DEFAULT.trust_remote_code,
     ):
-        if batch_size < 1 or max_new_tokens < 1:
-            raise ConfigError("batch_size and max_new_tokens must be at least 1")
+        cfg = TeacherConfig(  # the one place the settings are checked
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            device=device,
+            trust_remote_code=trust_remote_code,
+        )
         self.id = f"hf:{model.rstrip('/')}"
-        self.settings: dict[str, Any] = {"max_new_tokens": max_new_tokens, "decoding": "greedy"}
-        self.batch_size = batch_size
-        self.max_new_tokens = max_new_tokens
-        self.device, self.dtype = _resolve_device(device)
-        self.family, self.processor, self.model = _load(model, self.dtype, trust_remote_code)
+        self.settings: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "decoding": "greedy"}
+        self.batch_size = cfg.batch_size
+        self.max_new_tokens = cfg.max_new_tokens
+        self.device, self.dtype = _resolve_device(cfg.device)
+        self.family, self.processor, self.model = _load(model, self.dtype, cfg.trust_remote_code)
         if self.family.prompt is PromptStyle.PLAIN:  # the prompt's frame changes the answers
             self.settings["prompt_format"] = self.family.plain_format
         self.model.to(self.device).eval()

@@ -37,11 +37,9 @@ import io
 import itertools
 import json
 import logging
-import math
 import os
 import queue
 import random
-import re
 import socket
 import threading
 import time
@@ -57,10 +55,16 @@ from PIL import Image
 from lga.data.images import ImageLoadError
 from lga.errors import ConfigError, LgaError
 from lga.teacher.base import FailureKind, Outcome, Results, WorkItem
+from lga.teacher.config import (  # noqa: F401 - RESERVED_OPTIONS: where readers look for it
+    DEFAULT_KEY_ENV,
+    RESERVED_OPTIONS,
+    TeacherConfig,
+    check_request_options,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+_DEFAULT = TeacherConfig()  # the settings' defaults, written once there
 CHARS_PER_TOKEN_CAP = 16  # an answer of max_new_tokens tokens is far shorter than this
 MAX_BODY_BYTES = 16 * 2**20
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -179,72 +183,6 @@ class _ImageURLs:
             if not url:
                 url.append(image_data_url(image))
         return url[0]
-
-
-# Request fields lga sets itself, and how the user sets them instead.
-RESERVED_OPTIONS = {
-    "model": "the model is the part of --teacher after '#'",
-    "messages": "lga builds the messages (the image, then the prompt)",
-    "max_tokens": "use --max-new-tokens (teacher.max_new_tokens in a reproduce config)",
-    "max_completion_tokens": "use --max-new-tokens (sent as max_tokens)",
-    "temperature": "lga decodes greedily (temperature 0) so that a stored answer is reproducible",
-    "stream": "lga reads whole (non-streamed) answers",
-    "n": "lga stores one answer per image and prompt (several completions would be paid for "
-    "and dropped)",
-}
-_OPTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-
-
-def check_request_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The extra request-body fields, checked: valid names, none that lga sets itself.
-
-    Raises:
-        ConfigError: naming the bad key and, for a reserved one, how it is set.
-    """
-    for key in options:
-        if not isinstance(key, str) or not _OPTION_KEY.fullmatch(key):
-            raise ConfigError(f"bad teacher option name {key!r}")
-        if key in RESERVED_OPTIONS:
-            raise ConfigError(f"teacher option {key!r} is set by lga: {RESERVED_OPTIONS[key]}")
-        if not _finite(options[key]):
-            raise ConfigError(
-                f"teacher option {key!r}: {options[key]!r} holds a number that is not finite "
-                "(NaN or infinite: JSON has none, and a server would reject it)"
-            )
-    return dict(options)
-
-
-def _finite(value: Any) -> bool:
-    """False when ``value`` (or a number inside a list or dict of it) is NaN or infinite."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, list | tuple):
-        return all(_finite(v) for v in value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    return True
-
-
-def parse_request_options(pairs: Iterable[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings as request-body fields, each VALUE parsed as JSON when it parses.
-
-    ``top_k=7`` gives 7, ``repetition_penalty=1.1`` 1.1, ``skip_special_tokens=false`` False,
-    ``stop=["\\n"]`` a list, ``guided_choice=[...]`` a list; ``seed=abc`` stays the string
-    ``"abc"``. A key given twice keeps its last value.
-
-    Raises:
-        ConfigError: a pair without ``=``, a bad key, or a key lga sets itself.
-    """
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"teacher option {pair!r} is not KEY=VALUE (e.g. top_k=7)")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
-    return check_request_options(options)
 
 
 def chat_payload(
@@ -374,25 +312,23 @@ class OpenAITeacher:
     Args:
         base_url: the API root, e.g. ``http://localhost:8000/v1`` (``/chat/completions`` is added).
         model: the served model name.
-        max_new_tokens: sent as ``max_tokens``.
-        concurrency: requests in flight, and the size of the connection pool.
-        timeout: seconds per request without progress (connect, and each read of the answer).
-        item_deadline: seconds an item may take in all, retries and their waits included: a
-            server that accepts and never answers costs an item this long, not
-            ``(max_retries + 1) * timeout``.
-        max_retries: retries after the first attempt of an item.
-        backoff: first retry delay in seconds; doubles each retry, capped by ``max_backoff``,
-            with jitter (a server's ``Retry-After`` is honoured up to ``max_backoff``).
-        max_connect_failures: refused or unresolvable connections in a row (over all items)
-            that stop the run with :class:`TeacherUnreachable`.
+        max_new_tokens, concurrency, timeout, item_deadline, max_retries, backoff,
+            max_connect_failures, request_options, api_key_env: the settings of
+            :class:`lga.teacher.config.TeacherConfig` (its defaults; checked by it). ``timeout``
+            bounds each connect and each read of an answer; ``item_deadline`` an item in all,
+            retries and their waits included (a server that accepts and never answers costs an
+            item this long, not ``(max_retries + 1) * timeout``). ``max_new_tokens`` is sent as
+            ``max_tokens``, ``concurrency`` also sizes the connection pool, ``request_options``
+            are extra body fields and part of ``settings``. ``api_key_env`` None: OPENAI_API_KEY
+            when it is set (none is sent otherwise, as local servers need none); a variable
+            named must be set.
+        max_backoff: the longest retry delay (a server's ``Retry-After`` is honoured up to it).
         max_answer_chars: longer answers are cut to this and marked truncated (default
             ``16 * max_new_tokens``).
         max_body_bytes: reading a response body stops past this many bytes (the item fails).
-        request_options: extra request-body fields (``top_k``, ``stop``...), part of
-            ``settings``; not ``model``, ``messages``, ``max_tokens`` or ``temperature``.
-        api_key_env: the environment variable holding the API key; none is sent when it is
-            unset (local servers), unless ``require_key``.
-        require_key: fail when the variable is unset (set when the user named one).
+
+    Raises:
+        ConfigError: a setting out of range, or a malformed or missing key.
     """
 
     def __init__(
@@ -400,40 +336,44 @@ class OpenAITeacher:
         base_url: str,
         model: str,
         *,
-        max_new_tokens: int = 128,
-        concurrency: int = 8,
-        timeout: float = 30.0,
-        item_deadline: float = 60.0,
-        max_retries: int = 5,
-        backoff: float = 1.0,
+        max_new_tokens: int = _DEFAULT.max_new_tokens,
+        concurrency: int = _DEFAULT.concurrency,
+        timeout: float = _DEFAULT.timeout,
+        item_deadline: float = _DEFAULT.item_deadline,
+        max_retries: int = _DEFAULT.max_retries,
+        backoff: float = _DEFAULT.backoff,
+        max_connect_failures: int = _DEFAULT.max_connect_failures,
+        request_options: Mapping[str, Any] | None = None,
+        api_key_env: str | None = _DEFAULT.api_key_env,
         max_backoff: float = 60.0,
-        max_connect_failures: int = 10,
         max_answer_chars: int | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
-        request_options: Mapping[str, Any] | None = None,
-        api_key_env: str = DEFAULT_KEY_ENV,
-        require_key: bool = False,
     ):
-        if concurrency < 1 or max_new_tokens < 1 or max_retries < 0 or max_connect_failures < 1:
-            raise ConfigError(
-                "concurrency, max_new_tokens and max_connect_failures must be >= 1, "
-                "max_retries >= 0"
-            )
-        if timeout <= 0 or item_deadline <= 0:
-            raise ConfigError("timeout and item_deadline must be > 0 seconds")
-        self._key = check_api_key(os.environ.get(api_key_env) or None, api_key_env)
-        if self._key is None and require_key:
-            raise ConfigError(f"environment variable {api_key_env} (the API key) is not set")
-        self._key_env = api_key_env
-        self.request_options = check_request_options(request_options or {})
+        cfg = TeacherConfig(  # the one place the settings are checked
+            max_new_tokens=max_new_tokens,
+            concurrency=concurrency,
+            timeout=timeout,
+            item_deadline=item_deadline,
+            max_retries=max_retries,
+            backoff=backoff,
+            max_connect_failures=max_connect_failures,
+            request_options=dict(request_options or {}),
+            api_key_env=api_key_env,
+        )
+        key_env = cfg.api_key_env or DEFAULT_KEY_ENV
+        self._key = check_api_key(os.environ.get(key_env) or None, key_env)
+        if self._key is None and cfg.api_key_env is not None:
+            raise ConfigError(f"environment variable {key_env} (the API key) is not set")
+        self._key_env = key_env
+        self.request_options = cfg.request_options
         if self._key and self._key in json.dumps(self.request_options):
             raise ConfigError(
-                f"a teacher option holds the API key: it goes in ${api_key_env} only, so that "
+                f"a teacher option holds the API key: it goes in ${key_env} only, so that "
                 "it is never stored with the settings"
             )
         self.id = f"openai:{model}"
         self.settings: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
+            "max_new_tokens": cfg.max_new_tokens,
             "temperature": 0,
             "image_format": "png",
         }
@@ -443,13 +383,17 @@ class OpenAITeacher:
         base_url, self._auth = split_userinfo(base_url)
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
-        self.model, self.max_new_tokens = model, max_new_tokens
-        self.concurrency, self.timeout, self.max_retries = concurrency, timeout, max_retries
-        self.item_deadline = item_deadline
-        self.backoff, self.max_backoff = backoff, max_backoff
-        self.max_answer_chars = max_answer_chars or CHARS_PER_TOKEN_CAP * max_new_tokens
+        self.model, self.max_new_tokens = model, cfg.max_new_tokens
+        self.concurrency, self.timeout, self.max_retries = (
+            cfg.concurrency,
+            cfg.timeout,
+            cfg.max_retries,
+        )
+        self.item_deadline = cfg.item_deadline
+        self.backoff, self.max_backoff = cfg.backoff, max_backoff
+        self.max_answer_chars = max_answer_chars or CHARS_PER_TOKEN_CAP * cfg.max_new_tokens
         self.max_body_bytes = max_body_bytes
-        self._breaker = _Breaker(max_connect_failures)
+        self._breaker = _Breaker(cfg.max_connect_failures)
         self._stop = threading.Event()
         self._image_urls = _ImageURLs()
         self._stats = _ConnectionStats()

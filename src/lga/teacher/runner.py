@@ -42,13 +42,12 @@ from lga.store.core import (
 )
 from lga.store.keys import settings_key
 from lga.teacher.base import Outcome, Teacher, WorkItem
+from lga.teacher.config import DEFAULT_CLAIM_LEASE_S, DEFAULT_MAX_CONSECUTIVE_FAILURES
 from lga.teacher.prompts import Format, Prompt
 from lga.teacher.visual import Box, VisualPrompt, apply_visual_prompt
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CLAIM_LEASE_S = 120.0
-DEFAULT_MAX_CONSECUTIVE_FAILURES = 20
 CLAIM_BATCH = 16  # items claimed per store transaction
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PlainSerializer, PlainValidator, model_validator
 
 from lga.config import (
     Strict,
@@ -27,6 +29,7 @@ from lga.data.dataset import GroupDataset, load_dataset, subsample
 from lga.errors import ConfigError, LgaError
 from lga.outputs import make_output_dir
 from lga.rundir import RunDir
+from lga.teacher.config import TeacherConfig
 from lga.train.config import FitConfig, Method, resolve_run_file
 
 if TYPE_CHECKING:
@@ -41,25 +44,76 @@ class ReproduceData(Strict):
     dataset_config: str | None = None
 
 
-class TeacherRun(Strict):
-    spec: str | None = None  # oracle, hf:<id or dir>, openai:<url>#<model>; None: store given
+@dataclass(frozen=True)
+class TeacherRun:
+    """A reproduce config's ``teacher:`` block: the teacher's settings (the keys of
+    :class:`lga.teacher.TeacherConfig`; ``options`` is read as ``request_options``, the
+    ``--teacher-option`` fields) and ``store``. ``spec`` unset: no teacher runs, and the
+    methods read the store given."""
+
+    config: TeacherConfig = field(default_factory=TeacherConfig)
     store: Path | None = None  # default OUT/descriptions.sqlite
-    batch_size: int = Field(default=8, gt=0)
-    concurrency: int = Field(default=8, gt=0)
-    max_new_tokens: int = Field(default=128, gt=0)
-    # openai: the request settings of `lga describe` (--timeout, --max-retries, ...)
-    timeout: float = Field(default=30.0, gt=0)
-    item_deadline: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=5, ge=0)
-    backoff: float = Field(default=1.0, ge=0)
-    options: dict[str, Any] = Field(default_factory=dict)  # --teacher-option: extra body fields
 
-    @field_validator("options")
+    @property
+    def spec(self) -> str | None:
+        return self.config.spec
+
     @classmethod
-    def _lga_sets_these(cls, options: dict[str, Any]) -> dict[str, Any]:
-        from lga.teacher.openai_compat import check_request_options
+    def from_mapping(
+        cls, values: Mapping[str, Any] | None, *, where: str | None = None
+    ) -> TeacherRun:
+        """The block from its keys.
 
-        return check_request_options(options)
+        Raises:
+            ConfigError: ``<where>: teacher.<key>: ...`` for an unknown key or a bad value.
+        """
+        head = f"{where}: " if where else ""
+        if values is None:
+            values = {}
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{head}teacher: must be a mapping of settings, not {values!r}")
+        values = dict(values)
+        if "options" in values:  # the block's older name for request_options
+            if "request_options" in values:
+                raise ConfigError(f"{head}teacher: give options or request_options, not both")
+            values["request_options"] = values.pop("options")
+        known = [*TeacherConfig.keys(), "store"]
+        for key in values:
+            if key not in known:
+                raise ConfigError(
+                    f"{head}teacher.{key}: unknown teacher setting; the settings are "
+                    + ", ".join(known)
+                )
+        store = values.pop("store", None)
+        if store is not None and not isinstance(store, str | Path):
+            raise ConfigError(f"{head}teacher.store: {store!r} is not a path")
+        config = TeacherConfig.from_mapping(values, where=where)
+        return cls(config, None if store is None else Path(store))
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Every setting and the store (what :meth:`from_mapping` reads back)."""
+        return {
+            **self.config.to_mapping(),
+            "store": None if self.store is None else str(self.store),
+        }
+
+    def replace(self, **changes: Any) -> TeacherRun:
+        """A copy with ``changes`` (settings or ``store``), checked."""
+        return TeacherRun.from_mapping({**self.to_mapping(), **changes})
+
+
+def _teacher_block(value: Any) -> TeacherRun:
+    if isinstance(value, TeacherRun):
+        return value
+    try:
+        return TeacherRun.from_mapping(value)
+    except ConfigError as e:  # pydantic reports it under the `teacher` key
+        raise ValueError(str(e).removeprefix("teacher.").removeprefix("teacher: ")) from None
+
+
+TeacherBlock = Annotated[
+    TeacherRun, PlainValidator(_teacher_block), PlainSerializer(TeacherRun.to_mapping)
+]
 
 
 class DescribeFailed(LgaError):
@@ -87,7 +141,7 @@ class ReproduceConfig(Strict):
 
     name: str
     data: ReproduceData = ReproduceData()
-    teacher: TeacherRun = TeacherRun()
+    teacher: TeacherBlock = TeacherRun()
     student: dict[str, Any] = Field(
         default_factory=lambda: {"spec": "openai/clip-vit-base-patch32"}
     )
@@ -132,6 +186,7 @@ def load_reproduce_config(
     raw = read_yaml(path)
     if quick:
         raw = deep_merge(raw, raw.get("quick", {}))
+    TeacherRun.from_mapping(raw.get("teacher"), where=str(path))  # a bad key named with its file
     return resolve_config(ReproduceConfig, base=raw, overrides=list(overrides))
 
 
@@ -209,23 +264,18 @@ def describe_samples(
         DescribeFailed: items are left failed (their rows say why; a rerun retries them).
         DescribeStopped: the run stopped early (unreachable server, refusals, a failure streak).
     """
-    from lga.data.dataset_config import load_dataset_config
-    from lga.teacher import TeacherOptions, describe_with, resolve_prompts
+    from lga.teacher import build_describe_run
 
-    ds = training_images(cfg, root, store)
-    prompts = resolve_prompts(load_dataset_config(cfg.data.dataset_config, root), None)
-    t = cfg.teacher
-    options = TeacherOptions(
-        max_new_tokens=t.max_new_tokens,
-        batch_size=t.batch_size,
-        concurrency=t.concurrency,
-        timeout=t.timeout,
-        item_deadline=t.item_deadline,
-        max_retries=t.max_retries,
-        backoff=t.backoff,
-        request_options=t.options,
+    ids = training_images(cfg, root, store).img_ids.tolist()
+    run = build_describe_run(
+        root,
+        cfg.teacher.config,
+        store,
+        dataset_config=cfg.data.dataset_config,
+        img_ids=ids,
+        progress=progress,
     )
-    summary = describe_with(t.spec, options, ds, store, prompts, data_root=root, progress=progress)
+    summary = run.run()
     log.info("descriptions: %s", summary.line())
     if summary.failed:
         raise DescribeFailed(

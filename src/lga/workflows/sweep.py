@@ -36,7 +36,7 @@ def sweep(
     for n in sizes:
         teacher = cfg.teacher
         if teacher.spec and teacher.store is None:  # one store: each size reuses finished answers
-            teacher = teacher.model_copy(update={"store": out / "descriptions.sqlite"})
+            teacher = teacher.replace(store=out / "descriptions.sqlite")
         sized = cfg.model_copy(
             update={"fit": deep_merge(cfg.fit, {"sample": {"n_train": int(n)}}), "teacher": teacher}
         )

@@ -117,13 +117,12 @@ def teacher_sweep(
     store = out / "descriptions.sqlite"
     results: dict = {"points": [p.__dict__ for p in points], "fixed": {}, "curves": {}}
     if fixed:
-        base = cfg.model_copy(update={"methods": fixed, "teacher": cfg.teacher.model_copy(
-            update={"spec": None})})  # fmt: skip
+        base = cfg.model_copy(update={"methods": fixed, "teacher": cfg.teacher.replace(spec=None)})
         results["fixed"] = _collect(reproduce(base, out / "fixed", data_root=root,
                                               progress=progress))  # fmt: skip
     for p in points:
         log.info("teacher sweep: %s (%s)", p.name, p.options)
-        teacher = cfg.teacher.model_copy(update={"options": dict(p.options), "store": store})
+        teacher = cfg.teacher.replace(request_options=dict(p.options), store=store)
         point_cfg = cfg.model_copy(update={"methods": moving, "teacher": teacher})
         found = _collect(reproduce(point_cfg, out / "points" / p.name, data_root=root,
                                    progress=progress))  # fmt: skip
