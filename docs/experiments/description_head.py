@@ -1,0 +1,60 @@
+"""Zero-shot through the teacher's words: the class prompts against the description prototypes.
+
+Usage (DEMO from `lga reproduce demo --out DEMO 'methods=[zero-shot]'`):
+
+    python docs/experiments/description_head.py DEMO/data DEMO/descriptions.sqlite toy [MODEL ...]
+
+For each model: validation, test and unseen-place accuracy and worst group through three heads,
+with no training: `prompts` (the dataset's class prompts, as zero-shot), `descr` (each class's
+prototype: the normalised mean embedding of the cleaned object descriptions the teacher wrote for
+every described training image of that class; lga.head=descriptions builds the same from one
+seed's sample), and `both` (their normalised sum). Given fine-tuned models it swaps their head
+after the fact: a diagnostic, not a method (the run chose its checkpoint through its own head).
+"""
+
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lga.data.dataset import load_dataset
+from lga.evaluation.metrics import group_metrics
+from lga.store.core import DescriptionStore, dataset_key
+from lga.student.features import image_features
+from lga.student.model import class_text_features, load_student
+from lga.teacher.prompts import BACKGROUND_KEYWORDS, OBJECT_DESCRIPTION
+from lga.train.data import strip_background
+
+data, store_path, models = sys.argv[1], sys.argv[2], sys.argv[3:]
+full = load_dataset(data, check_images=False)
+train = full.split("train")
+key = dataset_key(full)
+with DescriptionStore(store_path, read_only=True) as st:
+    ids = train.img_ids.tolist()
+    texts = st.texts(OBJECT_DESCRIPTION, ids, dataset=key)
+    kws = st.keywords(BACKGROUND_KEYWORDS, [i for i in ids if i in texts], dataset=key)
+described = [i for i in ids if i in texts]
+y_of = dict(zip(train.img_ids.tolist(), train.y.tolist(), strict=True))
+cleaned = [strip_background(texts[i], kws.get(i, [])) for i in described]
+ys = np.array([y_of[i] for i in described])
+print(len(described), "described;", "e.g.", cleaned[0][:150])
+for m in models:
+    s = load_student(m)
+    with torch.no_grad():
+        d = s.encode_texts(cleaned).float()
+        d = F.normalize(d, dim=-1)
+        protos = F.normalize(torch.stack([d[ys == c].mean(0) for c in range(2)]), dim=-1)
+        prompts = class_text_features(s, full.config.classes, full.config.class_templates).float()
+        prompts = F.normalize(prompts, dim=-1)
+    heads = {"prompts": prompts, "descr": protos, "both": F.normalize(prompts + protos, dim=-1)}
+    for split in ("val", "test", "unseen"):
+        ds = full.unseen if split == "unseen" else full.split(split)
+        f = image_features(s, ds, batch_size=256, progress=False).float()
+        for h, w in heads.items():
+            pred = (f @ w.T).argmax(1).numpy()
+            r = group_metrics(
+                pred, ds.y, ds.place, classes=full.config.classes, places=ds.config.places
+            )
+            acc, worst = 100 * r["accuracy"], 100 * r["worst_group_accuracy"]
+            print(f"{m[-40:]:40s} {split:6s} {h:8s} acc {acc:.1f} worst {worst:.1f}")
