@@ -18,9 +18,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveFloat, model_validator
+from pydantic import Field, PositiveFloat, ValidationError, model_validator
 
-from lga.config import DataConfig, Strict, StudentConfig, resolve_config_file, shipped_names
+from lga.config import (
+    DataConfig,
+    EvalRunConfig,
+    Strict,
+    StudentConfig,
+    read_yaml,
+    resolve_config_file,
+    shipped_names,
+)
+from lga.errors import LgaError
 from lga.teacher.prompts import BACKGROUND_DESCRIPTION, BACKGROUND_KEYWORDS, OBJECT_DESCRIPTION
 from lga.train.method import Method
 
@@ -329,6 +338,33 @@ def build_fit_config(
         base = deep_merge(base, read_yaml(resolve_run_file(str(run_file)), "run config"))
     base = deep_merge(deep_merge(base, dict(settings or {})), named)
     return resolve_config(FitConfig, base=base, overrides=list(overrides))
+
+
+def load_run_config(run: str | Path) -> FitConfig | EvalRunConfig | None:
+    """A run folder's ``config.yaml`` read back typed: the FitConfig of an ``lga fit`` run, the
+    EvalRunConfig of an ``lga eval`` run (the one with ``eval.split``); None when the folder
+    has no config.yaml.
+
+    Raises:
+        LgaError: unreadable, not a mapping, or not a valid configuration; the message names
+            the file and the key (``train.lr``).
+    """
+    from lga.rundir import RunDir
+
+    path = RunDir(run).config_file
+    if not path.is_file():
+        return None
+    raw = read_yaml(path, "run configuration")
+    evaluated = raw.get("eval")
+    model = EvalRunConfig if isinstance(evaluated, dict) and "split" in evaluated else FitConfig
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        raise LgaError(f"{path}: not a {model.__name__}: key {where!r}: {msg}{more}") from e
 
 
 def shipped_run_configs() -> list[str]:
