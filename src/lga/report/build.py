@@ -116,7 +116,7 @@ def choose_images(
     if opts.images:
         return list(opts.images), None
     ref = _reference(columns)
-    group = ref.runs[0].metrics.get("worst_group")
+    group = ref.runs[0].record.worst_group
     common = set.intersection(*(set(p.index) for p in preds.values()))
     return pick_images(preds[ref.label].reset_index(), group, opts.n_images, among=common), group
 
