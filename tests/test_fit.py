@@ -26,7 +26,7 @@ from lga.errors import ConfigError, LgaError
 from lga.evaluation.zero_shot import metrics_from_predictions, train_group_counts
 from lga.rundir import RunDir
 from lga.train import FitConfig, fit
-from lga.train.config import shipped_run_configs
+from lga.train.config import load_run_config, shipped_run_configs
 
 METRIC_KEYS = {"method", "student", "split", "n", "accuracy", "weighted_accuracy",
                "worst_group_accuracy", "worst_group", "class_accuracy", "group_accuracy",
@@ -127,9 +127,12 @@ def test_run_directory_and_metrics_schema(run):
         preds, full.split("test"), train_group_counts=train_group_counts(full)
     )
     assert {k: metrics[k] for k in again} == again
-    # the resolved config reloads to the same object
-    saved = FitConfig.model_validate(yaml.safe_load((out / "config.yaml").read_text()))
-    assert saved == run["cfg"]
+    # both records read back typed: the resolved config to the same object, the metrics to
+    # a record that writes the same JSON again
+    assert load_run_config(out) == run["cfg"]
+    record = RunDir(out).read_record()
+    assert record.to_json() == metrics and record.method == run["cfg"].method.value
+    assert json.dumps(record.to_json(), indent=2) == (out / "metrics.json").read_text()
 
 
 def test_model_reloads_with_transformers(run):

@@ -27,7 +27,6 @@ from lga.report import (
     to_long_frame,
     to_markdown,
 )
-from lga.report.runs import find_seed
 from lga.testing.fake_runs import write_fake_run
 
 GROUPS = ["landbird/land", "landbird/water", "waterbird/land", "waterbird/water"]
@@ -40,11 +39,11 @@ ACCS = {
     "lga": [[1.0, 0.9, 0.8, 0.9], [1.0, 1.0, 0.9, 0.8]],
     "linear-probe": [[0.9, 0.7, 0.5, 0.8]],
 }
-SEEDS = {  # every spelling of a seed the report must read
-    "erm": [{"seed": 0}, {"seed": 1}],
-    "lga": [{"train": {"seed": 0}}, {"train": {"seed": 1}}],
+SEEDS = {  # the runs' seeds (sample.seed and train.seed); None: an lga eval run, unseeded
+    "erm": [0, 1],
+    "lga": [0, 1],
     "zero-shot": [None],
-    "linear-probe": [{"data_seed": 3}],
+    "linear-probe": [3],
 }
 
 
@@ -96,25 +95,14 @@ def _table(runs: Path):
 # Runs and seeds
 
 
-@pytest.mark.parametrize(
-    ("config", "expected"),
-    [
-        ({"seed": 3}, {"seed": 3}),
-        ({"train": {"seed": 2}}, {"train.seed": 2}),
-        ({"data": {"seed": 1}, "train": {"data_seed": 4}}, {"data.seed": 1, "train.data_seed": 4}),
-        ({"sample": {"seed": 5}, "train": {"seed": 5}}, {"sample.seed": 5, "train.seed": 5}),
-        ({"method": "erm"}, {}),
-    ],
-)
-def test_find_seed(config, expected):
-    assert find_seed(config) == expected
-
-
 def test_runs_grouped_by_method_in_seed_order(runs):
     columns = group_runs(load_runs([runs]))
     assert [m.label for m in columns] == ["zero-shot", "linear-probe", "erm", "lga"]
     assert [m.n_seeds for m in columns] == [1, 1, 2, 2]
-    assert [r.seed for r in columns[3].runs] == [{"train.seed": 0}, {"train.seed": 1}]
+    assert [r.seed for r in columns[3].runs] == [
+        {"sample.seed": 0, "train.seed": 0},
+        {"sample.seed": 1, "train.seed": 1},
+    ]
 
 
 def test_same_run_twice_is_one_seed_and_no_seed_key_is_its_own_seed(runs):
@@ -160,7 +148,7 @@ def test_sample_sizes_are_not_seeds(tmp_path, dataset):
             method=method,
             group_accuracy=accs,
             n_train=n,
-            seed={"sample": {"seed": ord(name)}},
+            seed=ord(name),
         )
     columns = group_runs(load_runs([tmp_path]))
     assert [(m.label, m.n_seeds) for m in columns] == [

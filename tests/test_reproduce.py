@@ -8,7 +8,7 @@ import yaml
 from lga.cli import main
 from lga.errors import ConfigError
 from lga.train.config import Method
-from lga.workflows.reproduce import fit_config, load_reproduce_config, training_images
+from lga.workflows.reproduce import load_reproduce_config, run_fit_config, training_images
 
 
 @pytest.fixture()
@@ -53,8 +53,8 @@ def test_reproduce_runs_every_method_and_seed_then_resumes(config_file, tmp_path
 def test_config_layers_and_per_method_settings(config_file, tmp_path):
     cfg = load_reproduce_config(config_file, overrides=["seeds=[5]", "methods=[erm,lga]"])
     assert cfg.seeds == [5]
-    lga = fit_config(cfg, Method.LGA, 5, tmp_path, tmp_path / "d.sqlite")
-    erm = fit_config(cfg, Method.ERM, 5, tmp_path, tmp_path / "d.sqlite")
+    lga = run_fit_config(cfg, Method.LGA, 5, tmp_path, tmp_path / "d.sqlite")
+    erm = run_fit_config(cfg, Method.ERM, 5, tmp_path, tmp_path / "d.sqlite")
     assert lga.train.lr == 2.0e-5 and erm.train.lr != 2.0e-5
     assert lga.sample.seed == erm.sample.seed == 5 and lga.sample.n_train == 24
     assert lga.descriptions.store is not None and erm.descriptions.store is None  # no balance
@@ -133,8 +133,8 @@ def test_recipes_are_named_columns_of_one_method(config_file, tmp_path):
     cfg = load_reproduce_config(
         config_file, overrides=[recipes, "methods=[zero-shot,lga,lga-plain]"]
     )
-    plain = fit_config(cfg, "lga-plain", 0, tmp_path, tmp_path / "d.sqlite")
-    lga = fit_config(cfg, "lga", 0, tmp_path, tmp_path / "d.sqlite")
+    plain = run_fit_config(cfg, "lga-plain", 0, tmp_path, tmp_path / "d.sqlite")
+    lga = run_fit_config(cfg, "lga", 0, tmp_path, tmp_path / "d.sqlite")
     assert plain.method is lga.method is Method.LGA
     assert (plain.name, plain.run_name, lga.name, lga.run_name) == (
         "lga-plain",
@@ -153,7 +153,7 @@ def test_recipes_are_named_columns_of_one_method(config_file, tmp_path):
 def test_balanced_recipe_of_erm_reads_the_store(config_file, tmp_path):
     recipes = "recipes={erm-balanced: {method: erm, fit: {sample: {balance: background}}}}"
     cfg = load_reproduce_config(config_file, overrides=[recipes, "methods=[erm,erm-balanced]"])
-    balanced = fit_config(cfg, "erm-balanced", 0, tmp_path, tmp_path / "d.sqlite")
+    balanced = run_fit_config(cfg, "erm-balanced", 0, tmp_path, tmp_path / "d.sqlite")
     assert balanced.descriptions.store is not None and balanced.sample.balance == "background"
 
 

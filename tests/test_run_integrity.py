@@ -52,7 +52,7 @@ def _eval(env: dict, student: str | Path, out: Path) -> int:
 def test_a_fine_tune_that_fails_leaves_no_model_and_resumes(env, tmp_path, monkeypatch, capsys):
     import importlib
 
-    fit_module = importlib.import_module("lga.train.fit")  # the module (lga.train.fit is fit)
+    fit_module = importlib.import_module("lga.train.finetune")  # where the test is scored
 
     def boom(*args, **kwargs):
         raise RuntimeError("test split unreadable")

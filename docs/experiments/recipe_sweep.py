@@ -31,7 +31,7 @@ import yaml
 
 from lga.config import resolve_config
 from lga.train import FitConfig, Method, fit
-from lga.workflows.reproduce import fit_config, load_reproduce_config
+from lga.workflows.reproduce import load_reproduce_config, run_fit_config
 
 
 def val_curve(run: Path) -> list[tuple[int, float, float]]:
@@ -77,7 +77,7 @@ def main() -> None:
         for seed in seeds:
             run = args.out / f"{name}-seed{seed}"
             if not (run / "metrics.json").is_file():
-                base = fit_config(cfg, method, seed, args.demo / "data", store)
+                base = run_fit_config(cfg, method, seed, args.demo / "data", store)
                 fc = resolve_config(
                     FitConfig,
                     base=base.model_dump(mode="json"),

@@ -123,18 +123,16 @@ def fit_config(
     Raises:
         ConfigError: an unknown key or a bad value, named.
     """
-    from lga.config import deep_merge, read_yaml, resolve_config
-    from lga.train.config import FitConfig, resolve_run_file
+    from lga.train.config import build_fit_config
 
-    base = read_yaml(resolve_run_file(str(config))) if config else {}
-    layer: dict[str, Any] = {
-        "method": method,
-        "data": {"root": str(data)},
-        "student": {"spec": student},
-    }
-    if descriptions is not None:
-        layer["descriptions"] = {"store": str(descriptions)}
-    return resolve_config(FitConfig, base=deep_merge(base, layer), overrides=list(overrides))
+    return build_fit_config(
+        method=method,
+        data=data,
+        student=student,
+        descriptions=descriptions,
+        run_file=config,
+        overrides=overrides,
+    )
 
 
 def evaluate(

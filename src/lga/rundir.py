@@ -7,7 +7,8 @@ predictions; the other files come only with what a run does beyond that::
 
     RUN/config.yaml          the resolved configuration (FitConfig, or EvalRunConfig for eval)
     RUN/metrics.json         the evaluated split's metrics (``lga.evaluation.metrics``
-                             schema) and the run's facts (method, student, selection, size)
+                             schema) and the run's facts (method, student, selection, size),
+                             written and read as a :class:`lga.records.RunMetrics`
     RUN/predictions.parquet  one row per evaluated image: every metric can be recomputed from it
     RUN/predictions_unseen.parquet  the same for the test images on places no training image
                              has (the dataset config's ``unseen_places``), when there are any:
@@ -49,6 +50,7 @@ import yaml
 
 from lga.errors import ConfigError, LgaError
 from lga.outputs import honour_umask, make_output_dir
+from lga.records import RunMetrics
 
 log = logging.getLogger(__name__)
 
@@ -235,11 +237,15 @@ class RunDir:
         dump_config(cfg, self.config_file)
         return self.config_file
 
-    def write_metrics(self, metrics: dict) -> Path:
-        tmp = self.path / (METRICS + ".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2))
-        tmp.replace(self.metrics_file)
-        return self.metrics_file
+    def write_metrics(self, metrics: RunMetrics | dict) -> Path:
+        """``metrics.json``, checked as a :class:`~lga.records.RunMetrics` before it is written.
+
+        Raises:
+            LgaError: a malformed record (the key named), before anything is written.
+        """
+        if not isinstance(metrics, RunMetrics):
+            metrics = RunMetrics.from_json(metrics, source=self.metrics_file)
+        return metrics.write(self.metrics_file)
 
     def write_predictions(self, preds: pd.DataFrame, *, unseen: bool = False) -> Path:
         """``predictions.parquet`` (pyarrow), so any metric can be recomputed without the model;
@@ -353,8 +359,16 @@ class RunDir:
             raise LgaError(f"cannot parse {self.config_file}: {e}") from e
         return raw if isinstance(raw, dict) else {}
 
+    def read_record(self) -> RunMetrics:
+        """``metrics.json`` typed.
+
+        Raises:
+            LgaError: missing, not JSON, or malformed (the key named).
+        """
+        return RunMetrics.from_json(self.read_metrics(), source=self.metrics_file)
+
     def read_metrics(self) -> dict[str, Any]:
-        """``metrics.json``.
+        """``metrics.json`` as written (:meth:`read_record` checks it and types it).
 
         Raises:
             LgaError: missing or not JSON.

@@ -72,12 +72,7 @@ def train_pipeline_efficiency(
         count_flops: also count the model FLOPs of the bare step (forward + backward, no
             recomputation) with ``torch.utils.flop_counter``: ``flops_per_step``.
     """
-    from lga.train.fit import (
-        build_fine_tuner,
-        load_run_data,
-        make_accelerator,
-        release_accelerator,
-    )
+    from lga.train.fit import build_fine_tuner, load_run_data, run_accelerator
 
     workdir = Path(workdir)
     cfg = _fit_config(
@@ -91,9 +86,8 @@ def train_pipeline_efficiency(
         train=train,
     )
     out = workdir / "train-run"
-    acc = make_accelerator(cfg, out)
-    device, precision = str(acc.device), acc.mixed_precision
-    try:
+    with run_accelerator(cfg, out) as acc:  # as lga fit runs it (TF32 on a GPU)
+        device, precision = str(acc.device), acc.mixed_precision
         data = load_run_data(cfg, check_images=False, progress=False)
         tuner = build_fine_tuner(cfg, data, out, acc, progress=False)
         batches = tuner.batches()  # the trainer's own batch stream, epoch after epoch
@@ -108,8 +102,6 @@ def train_pipeline_efficiency(
         )
         t = {k: min(v) for k, v in samples.items()}
         batches.close()
-    finally:
-        release_accelerator(acc)
     model = tuner.student.model
     return figure(
         "train_pipeline_efficiency",

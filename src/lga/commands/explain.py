@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from lga.errors import ConfigError
 
@@ -59,8 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def resolve_student(spec: str) -> tuple[str, str, dict]:
-    """(checkpoint to load, default label, run config) for a --student value."""
+def resolve_student(spec: str) -> tuple[str, str, Any]:
+    """(checkpoint to load, default label, run config: FitConfig, EvalRunConfig or None) for a
+    --student value."""
     from lga.report.runs import fine_tunes, load_run
     from lga.rundir import RunDir
 
@@ -72,9 +74,9 @@ def resolve_student(spec: str) -> tuple[str, str, dict]:
         # A frozen method's image encoder is its base checkpoint's (a head, if any, aside).
         return (rd.model_source() if fine_tunes(run.method) else run.base), label, run.config
     if rd.model_dir is not None:
-        return str(rd.model_dir), path.name, {}
+        return str(rd.model_dir), path.name, None
     name = path.parent.name if path.name == "model" else path.name
-    return spec, name or spec, {}
+    return spec, name or spec, None
 
 
 def _labels(defaults: list[str], given: list[str] | None) -> list[str]:
@@ -100,14 +102,13 @@ def _run(args: argparse.Namespace) -> int:
     from lga.data.dataset_config import load_dataset_config
     from lga.data.images import load_rgb
     from lga.report.explain import write_saliency_figures
-    from lga.report.runs import dig
     from lga.student.model import load_student
 
     resolved = [resolve_student(s) for s in args.students]
-    run_cfg = next((cfg for _, _, cfg in resolved if cfg), {})
-    root = dig(run_cfg, "data.root")
+    data = next((cfg.data for _, _, cfg in resolved if cfg is not None), None)  # a run's
     spec = load_dataset_config(
-        args.dataset_config or dig(run_cfg, "data.dataset_config"), Path(root) if root else None
+        args.dataset_config or (data.dataset_config if data else None),
+        Path(data.root) if data else None,
     )
     classes = args.class_names or spec.classes
     templates = args.templates or spec.class_templates

@@ -136,28 +136,23 @@ def _put(d: dict, dotted: str, value) -> None:
 
 
 def flag_layer(args: argparse.Namespace) -> dict:
-    """The settings given as flags (absent flags leave the layers below them in place)."""
+    """The flags that :func:`build_fit_config` does not name, as nested settings (absent
+    flags leave the layers below them in place)."""
     flags = {
-        "method": args.method,
-        "data.root": args.data,
         "data.dataset_config": args.dataset_config,
         "data.num_workers": args.num_workers,
-        "student.spec": args.student,
         "student.revision": args.revision,
         "student.device": args.device,
         "student.dtype": args.dtype,
-        "descriptions.store": args.descriptions,
         "train.epochs": args.epochs,
         "train.lr": args.lr,
         "train.batch_size": args.batch_size,
-        "train.seed": args.seed,
-        "sample.seed": args.seed,
         "tracking.report_to": args.report_to,
     }
     layer: dict = {}
     for key, value in flags.items():
         if value is not None:
-            _put(layer, key, str(value) if isinstance(value, Path) else value)
+            _put(layer, key, value)
     for key, on in (
         ("data.skip_bad_rows", args.skip_bad_rows),
         ("student.trust_remote_code", args.trust_remote_code),
@@ -170,13 +165,19 @@ def flag_layer(args: argparse.Namespace) -> dict:
 
 
 def resolve_fit_config(args: argparse.Namespace):
-    """Defaults < ``--config`` file < flags < ``KEY=VALUE`` overrides, validated."""
-    from lga.config import deep_merge, read_yaml, resolve_config
-    from lga.train.config import FitConfig, resolve_run_file
+    """Defaults < ``--config`` file < flags < ``KEY=VALUE`` overrides, validated
+    (:func:`lga.train.config.build_fit_config`)."""
+    from lga.train.config import build_fit_config
 
-    base = read_yaml(resolve_run_file(args.config)) if args.config else {}
-    return resolve_config(
-        FitConfig, base=deep_merge(base, flag_layer(args)), overrides=args.overrides
+    return build_fit_config(
+        method=args.method,
+        data=args.data,
+        student=args.student,
+        descriptions=args.descriptions,
+        seed=args.seed,
+        run_file=args.config,
+        settings=flag_layer(args),
+        overrides=args.overrides,
     )
 
 

@@ -26,7 +26,7 @@ from lga.outputs import make_output_dir
 from lga.report import diagnostics, plots
 from lga.report import table as tables
 from lga.report.model import Report, ReportOptions
-from lga.report.runs import MethodRuns, Run, dig, group_runs, load_runs
+from lga.report.runs import MethodRuns, Run, group_runs, load_runs
 from lga.student.model import Student, load_student
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def _spec(runs: Sequence[Run], ds: GroupDataset | None) -> DatasetConfig | None:
 
 
 def _templates(spec: DatasetConfig, run: Run) -> list[str]:
-    single = dig(run.config, "student.templates") == "single"
+    single = run.templates == "single"
     return spec.class_templates[:1] if single else list(spec.class_templates)
 
 
@@ -116,7 +116,7 @@ def choose_images(
     if opts.images:
         return list(opts.images), None
     ref = _reference(columns)
-    group = ref.runs[0].metrics.get("worst_group")
+    group = ref.runs[0].record.worst_group
     common = set.intersection(*(set(p.index) for p in preds.values()))
     return pick_images(preds[ref.label].reset_index(), group, opts.n_images, among=common), group
 

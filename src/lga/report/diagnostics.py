@@ -62,7 +62,7 @@ def per_group_sample(ds: GroupDataset, per_group: int, *, seed: int = 0) -> Grou
     return ds.select(np.sort(np.concatenate(picks)).astype(np.int64))
 
 
-def read_descriptions(
+def read_object_and_background(
     store_path: str | Path,
     ds: GroupDataset,
     *,
@@ -104,12 +104,12 @@ def build_sample(
     ds = full.split(split)
     if store is None:
         return AlignmentSample(per_group_sample(ds, per_group, seed=seed), f"{split} split")
-    desc = read_descriptions(store, ds, teacher=teacher)
+    desc = read_object_and_background(store, ds, teacher=teacher)
     source = f"{split} split"
     if not any(desc.values()):
         log.warning("the store describes no %s image; using the described images instead", split)
         ds, source = full, "described images"
-        desc = read_descriptions(store, ds, teacher=teacher)
+        desc = read_object_and_background(store, ds, teacher=teacher)
     described = set(desc[OBJECT]) & set(desc[BACKGROUND])
     if not described:
         raise LgaError(f"{store} holds no object and background descriptions of {full.root}")

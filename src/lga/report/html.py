@@ -214,7 +214,7 @@ def _notes_section(report: Report) -> str:
 
 def _intro(report: Report) -> str:
     runs = [r for m in report.table.columns for r in m.runs]
-    splits = sorted({str(r.metrics.get("split", "?")) for r in runs})
+    splits = sorted({r.record.split or "?" for r in runs})
     roots = sorted({str(r.data_root()) for r in runs if r.data_root() is not None})
     where = f" on the {'/'.join(splits)} split of <code>{html.escape(', '.join(roots))}</code>"
     return (

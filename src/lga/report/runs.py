@@ -2,36 +2,29 @@
 
 A run directory holds ``metrics.json``, ``predictions.parquet`` (or ``.csv``), ``config.yaml`` and,
 for fine-tuned runs, ``model/``. Runs of the same method from the same base checkpoint are seeds of
-one method: the report groups them and gives mean ± std.
+one method: the report groups them and gives mean ± std. Both records are read typed:
+``metrics.json`` as a :class:`~lga.records.RunMetrics`, ``config.yaml`` as the run's FitConfig
+(its seeds: ``sample.seed`` and ``train.seed``) or EvalRunConfig (no seed).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from lga.config import EvalRunConfig
 from lga.errors import LgaError
+from lga.records import RunMetrics
 from lga.rundir import CHECKPOINTS, METRICS, MODEL, RunDir
-from lga.train.config import Method
+from lga.train.config import FitConfig, Method, load_run_config
 
 log = logging.getLogger(__name__)
-
-# Dotted config keys that identify a seed, in the order they are looked up (``lga fit`` writes
-# ``sample.seed``, the data seed, and ``train.seed``, the model-side seed).
-SEED_KEYS = (
-    "seed",
-    "data_seed",
-    "sample.seed",
-    "data.seed",
-    "data.data_seed",
-    "train.seed",
-    "train.data_seed",
-)
 
 # The slides' column order (``lga fit``'s methods); other names come after, alphabetically.
 METHOD_ORDER = tuple(m.value for m in Method)
@@ -52,25 +45,41 @@ class Run:
 
     Attributes:
         path: the run directory.
-        method: from ``metrics.json`` (else ``config.yaml``, else the folder name).
-        name: the column it belongs to: ``metrics.json``'s ``name`` (two recipes of one method
-            are two names), else the method.
-        base: the checkpoint the run started from (``config.yaml`` ``student.spec``).
-        seed: the seed keys found in ``config.yaml`` (``{}`` when none: the run is its own seed).
-        metrics: ``metrics.json``.
-        config: ``config.yaml`` (``{}`` when absent).
+        record: ``metrics.json``.
+        config: ``config.yaml``: the FitConfig of an ``lga fit`` run, the EvalRunConfig of an
+            ``lga eval`` run, None when absent.
     """
 
     path: Path
-    method: str
-    base: str
-    seed: dict[str, Any]
-    metrics: dict[str, Any]
-    config: dict[str, Any] = field(default_factory=dict)
-    name: str = ""
+    record: RunMetrics
+    config: FitConfig | EvalRunConfig | None = None
 
-    def __post_init__(self) -> None:
-        self.name = self.name or self.method
+    @property
+    def method(self) -> str:
+        return self.record.method
+
+    @property
+    def name(self) -> str:
+        """The column it belongs to: ``metrics.json``'s ``name`` (two recipes of one method
+        are two names), else the config's, else the method."""
+        return self.record.name or getattr(self.config, "name", None) or self.method
+
+    @property
+    def base(self) -> str:
+        """The checkpoint the run started from (``student.spec``)."""
+        return self.config.student.spec if self.config else (self.record.student or "?")
+
+    @property
+    def seed(self) -> dict[str, int]:
+        """The seeds of an ``lga fit`` run (``{}`` for others: the run is its own seed)."""
+        if not isinstance(self.config, FitConfig):
+            return {}
+        return {"sample.seed": self.config.sample.seed, "train.seed": self.config.train.seed}
+
+    @cached_property
+    def metrics(self) -> dict[str, Any]:
+        """``metrics.json`` as a dict, for the table's metric paths (``group_accuracy/...``)."""
+        return self.record.to_json()
 
     @property
     def model_dir(self) -> Path | None:
@@ -94,15 +103,20 @@ class Run:
     @property
     def n_train(self) -> int | None:
         """Training images (``metrics.json`` ``n_train``, else ``sample.n_train``), if known."""
-        n = self.metrics.get("n_train", dig(self.config, "sample.n_train"))
-        return None if n is None else int(n)
+        if self.record.n_train is not None:
+            return self.record.n_train
+        return self.config.sample.n_train if isinstance(self.config, FitConfig) else None
 
     def data_root(self) -> Path | None:
-        root = dig(self.config, "data.root")
-        return Path(root) if root else None
+        return Path(self.config.data.root) if self.config else None
 
     def dataset_config(self) -> str | None:
-        return dig(self.config, "data.dataset_config")
+        return self.config.data.dataset_config if self.config else None
+
+    @property
+    def templates(self) -> str | None:
+        """``student.templates``: the class prompts the run scored with, if known."""
+        return self.config.student.templates if self.config else None
 
 
 @dataclass
@@ -130,16 +144,6 @@ class MethodRuns:
         return fine_tunes(self.method)
 
 
-def dig(d: Mapping[str, Any], dotted: str) -> Any:
-    """``d["a"]["b"]`` for ``"a.b"``, or None when any part is missing."""
-    cur: Any = d
-    for part in dotted.split("."):
-        if not isinstance(cur, Mapping) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
-
-
 def canonical_method(method: str) -> str:
     m = method.strip().lower()
     return METHOD_ALIASES.get(m, m)
@@ -153,28 +157,15 @@ def fine_tunes(method: str) -> bool:
         return True
 
 
-def find_seed(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The seed keys present in a resolved config (``SEED_KEYS``), e.g. ``{"train.seed": 1}``."""
-    return {k: v for k in SEED_KEYS if (v := dig(config, k)) is not None}
-
-
 def load_run(path: str | Path) -> Run:
-    """Read one run directory.
+    """Read one run directory: its ``metrics.json`` and ``config.yaml``, typed.
 
     Raises:
-        LgaError: the folder or its ``metrics.json`` is missing or unreadable.
+        LgaError: the folder or its ``metrics.json`` is missing, or a record is malformed (the
+            file and the key named).
     """
     path = Path(path)
-    rd = RunDir(path)
-    metrics = rd.read_metrics()
-    for key in ("accuracy", "group_accuracy", "worst_group_accuracy"):
-        if key not in metrics:
-            raise LgaError(f"{rd.metrics_file} has no {key!r}; is it an lga metrics file?")
-    config = rd.read_config()
-    method = metrics.get("method") or config.get("method") or path.name
-    name = metrics.get("name") or config.get("name") or method
-    base = dig(config, "student.spec") or metrics.get("student") or "?"
-    return Run(path, str(method), str(base), find_seed(config), metrics, config, str(name))
+    return Run(path, RunDir(path).read_record(), load_run_config(path))
 
 
 def _short(base: str) -> str:

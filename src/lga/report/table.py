@@ -98,7 +98,7 @@ def _ordered_union(seqs: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _group_count(columns: list[MethodRuns], group: str) -> int | None:
-    counts = {r.metrics.get("group_count", {}).get(group) for m in columns for r in m.runs}
+    counts = {(r.record.group_count or {}).get(group) for m in columns for r in m.runs}
     counts.discard(None)
     if len(counts) > 1:
         log.warning("group %s has different test counts across runs: %s", group, sorted(counts))
@@ -166,7 +166,7 @@ def results_table(columns: list[MethodRuns]) -> ResultsTable:
         for row in rows:
             xs = [metric_value(r.metrics, row.metric) for r in m.runs]
             values[m.label][row.metric] = [x for x in xs if x is not None]
-        worst[m.label] = [r.metrics.get("worst_group", "?") for r in m.runs]
+        worst[m.label] = [r.record.worst_group or "?" for r in m.runs]
     return ResultsTable(columns, rows, values, worst)
 
 

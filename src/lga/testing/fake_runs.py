@@ -1,8 +1,9 @@
 """Fake run directories with chosen group accuracies, for tests and for trying the report.
 
 ``write_fake_run`` writes ``metrics.json``, ``predictions.parquet`` and ``config.yaml`` exactly
-as the run-directory contract has them, with predictions that hit the requested accuracy in each
-group, so a test knows every number the report should print.
+as the run-directory contract has them (a FitConfig for a seeded run, an EvalRunConfig for an
+unseeded one), with predictions that hit the requested accuracy in each group, so a test knows
+every number the report should print.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from lga.config import EvalRunConfig
 from lga.data.dataset import GroupDataset
 from lga.evaluation.metrics import group_metrics
 from lga.rundir import RunDir
+from lga.train.config import FitConfig, Method
 
 
 def _probs(
@@ -32,6 +34,24 @@ def _probs(
     return probs
 
 
+def _config(
+    ds: GroupDataset, method: str, base: str, seed: int | None, split: str, n_train: int | None
+) -> FitConfig | EvalRunConfig:
+    common: dict[str, Any] = {"data": {"root": str(ds.root)}, "student": {"spec": base}}
+    if seed is None:
+        return EvalRunConfig.model_validate({**common, "method": method, "eval": {"split": split}})
+    reads_store = method in (Method.LGA.value, Method.SPURIOUS_AWARE.value)
+    return FitConfig.model_validate(
+        {
+            **common,
+            "method": method,
+            "sample": {"seed": seed, "n_train": n_train or 2000},
+            "train": {"seed": seed},
+            "descriptions": {"store": "descriptions.sqlite" if reads_store else None},
+        }
+    )
+
+
 def write_fake_run(
     out: str | Path,
     ds: GroupDataset,
@@ -39,7 +59,7 @@ def write_fake_run(
     method: str,
     group_accuracy: Mapping[str, float],
     base: str = "base-clip",
-    seed: Mapping[str, Any] | None = None,
+    seed: int | None = None,
     split: str = "test",
     model_dir: str | Path | None = None,
     n_train: int | None = None,
@@ -54,7 +74,8 @@ def write_fake_run(
         group_accuracy: ``{"<class>/<place>": fraction}``; in each group the first
             ``round(fraction * count)`` images (by img_id) are right.
         base: ``student.spec`` in ``config.yaml`` (the base checkpoint).
-        seed: keys merged into ``config.yaml`` (``{"seed": 1}``, ``{"train": {"seed": 1}}``).
+        seed: the ``lga fit`` run's ``sample.seed`` and ``train.seed``; None: an ``lga eval``
+            run (no seed: it is its own).
         split: the split evaluated.
         model_dir: a checkpoint directory copied to ``out/model`` (a fine-tuned run).
         n_train: the training-set size recorded in ``metrics.json`` (as ``lga fit`` does).
@@ -103,14 +124,7 @@ def write_fake_run(
     if n_train is not None:
         metrics["n_train"] = n_train
     rd.write_metrics(metrics)
-    config = {
-        "method": method,
-        "data": {"root": str(ds.root), "dataset_config": None},
-        "student": {"spec": base},
-    }
-    for k, v in (seed or {}).items():
-        config[k] = {**config.get(k, {}), **v} if isinstance(v, dict) else v
-    rd.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    rd.write_config(_config(ds, method, base, seed, split, n_train))
     if model_dir is not None:
         shutil.copytree(model_dir, rd.model_path, dirs_exist_ok=True)
     return metrics

@@ -14,12 +14,22 @@ evaluation, the pre-trained model included (``eval.at_start``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, PositiveFloat, model_validator
+from pydantic import Field, PositiveFloat, ValidationError, model_validator
 
-from lga.config import DataConfig, Strict, StudentConfig, resolve_config_file, shipped_names
+from lga.config import (
+    DataConfig,
+    EvalRunConfig,
+    Strict,
+    StudentConfig,
+    read_yaml,
+    resolve_config_file,
+    shipped_names,
+)
+from lga.errors import LgaError
 from lga.teacher.prompts import BACKGROUND_DESCRIPTION, BACKGROUND_KEYWORDS, OBJECT_DESCRIPTION
 from lga.train.method import Method
 
@@ -244,6 +254,12 @@ class FitConfig(Strict):
         """The column this run belongs to: ``name``, else the method."""
         return self.name or self.method.value
 
+    @property
+    def reads_teacher(self) -> bool:
+        """Whether the result moves with the teacher's answers: lga and spurious-aware (which
+        may read them), or batches balanced by them."""
+        return self.method in (Method.LGA, Method.SPURIOUS_AWARE) or self.sample.balance != "none"
+
     @model_validator(mode="after")
     def _check(self) -> FitConfig:
         if self.sample.balance != "none" and self.descriptions.store is None:
@@ -276,6 +292,86 @@ RUN_CONTROL_KEYS = (
     ("train", "stop_after_steps"),
     *(("tracking", k) for k in ("report_to", "project", "run_name", "group", "tags")),
 )
+
+
+def build_fit_config(
+    *,
+    method: Method | str | None = None,
+    data: str | Path | None = None,
+    student: str | None = None,
+    descriptions: str | Path | None = None,
+    seed: int | None = None,
+    run_file: str | Path | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+) -> FitConfig:
+    """The one builder of a :class:`FitConfig`: ``lga fit``, ``lga.fit_config`` and
+    ``lga reproduce`` all make theirs here, so equal inputs give equal configurations.
+
+    Layers, lowest first: the model's defaults; ``defaults`` (what holds where no layer above
+    sets it: reproduce's tracking group); the run file; ``settings`` (nested FitConfig keys: the
+    CLI's other flags, reproduce's shared ``fit`` and the column's changes); the named
+    arguments; the dotted ``overrides`` (``train.lr=5e-6``).
+
+    Args:
+        method: ``method`` (None: the run file's).
+        data: ``data.root``.
+        student: ``student.spec``.
+        descriptions: ``descriptions.store``.
+        seed: both ``sample.seed`` and ``train.seed``.
+        run_file: a run config: a YAML path or a shipped name (``waterbirds-vitl14``).
+
+    Raises:
+        ConfigError: an unreadable run file, or an unknown key or a bad value, named.
+    """
+    from lga.config import deep_merge, read_yaml, resolve_config
+
+    named: dict[str, Any] = {}
+    for dotted, value in (
+        ("method", method.value if isinstance(method, Method) else method),
+        ("data.root", data),
+        ("student.spec", student),
+        ("descriptions.store", descriptions),
+        ("sample.seed", seed),
+        ("train.seed", seed),
+    ):
+        if value is not None:
+            section, _, key = dotted.rpartition(".")
+            value = str(value) if isinstance(value, Path) else value
+            named = deep_merge(named, {section: {key: value}} if section else {key: value})
+    base = dict(defaults or {})
+    if run_file:
+        base = deep_merge(base, read_yaml(resolve_run_file(str(run_file)), "run config"))
+    base = deep_merge(deep_merge(base, dict(settings or {})), named)
+    return resolve_config(FitConfig, base=base, overrides=list(overrides))
+
+
+def load_run_config(run: str | Path) -> FitConfig | EvalRunConfig | None:
+    """A run folder's ``config.yaml`` read back typed: the FitConfig of an ``lga fit`` run, the
+    EvalRunConfig of an ``lga eval`` run (the one with ``eval.split``); None when the folder
+    has no config.yaml.
+
+    Raises:
+        LgaError: unreadable, not a mapping, or not a valid configuration; the message names
+            the file and the key (``train.lr``).
+    """
+    from lga.rundir import RunDir
+
+    path = RunDir(run).config_file
+    if not path.is_file():
+        return None
+    raw = read_yaml(path, "run configuration")
+    evaluated = raw.get("eval")
+    model = EvalRunConfig if isinstance(evaluated, dict) and "split" in evaluated else FitConfig
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        raise LgaError(f"{path}: not a {model.__name__}: key {where!r}: {msg}{more}") from e
 
 
 def shipped_run_configs() -> list[str]:

@@ -31,6 +31,22 @@ def tracker_values(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return out
 
 
+def flat_config(cfg: FitConfig) -> dict[str, Any]:
+    """The run's settings as flat tracker parameters: ``{"train.lr": 1e-05, ...}``."""
+    return _flat(cfg.model_dump(mode="json"))
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """Nested config -> flat ``{"a.b": scalar}`` (lists as strings)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, int | float | str | bool) else str(v)
+    return out
+
+
 def run_identity(cfg: FitConfig, out: Path) -> tuple[str, str | None, dict[str, str], list[str]]:
     """(run name, group, descriptive fields, tags) of a run for the trackers."""
     tc = cfg.tracking

@@ -149,7 +149,7 @@ class FineTuner:
 
     Args:
         cfg: the run's configuration.
-        accelerator: created by :func:`lga.train.fit.make_accelerator`.
+        accelerator: created by :func:`lga.train.accel.make_accelerator`.
         student: the loaded student (float32 weights, trainable parts already set).
         method: the objective.
         table: the texts of the sample.

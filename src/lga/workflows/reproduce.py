@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,7 +31,7 @@ from lga.errors import ConfigError, LgaError
 from lga.outputs import make_output_dir
 from lga.rundir import RunDir
 from lga.teacher.config import TeacherConfig
-from lga.train.config import FitConfig, Method, resolve_run_file
+from lga.train.config import FitConfig, Method, build_fit_config
 
 if TYPE_CHECKING:
     from lga.teacher import DescribeSummary
@@ -190,7 +191,7 @@ def load_reproduce_config(
     return resolve_config(ReproduceConfig, base=raw, overrides=list(overrides))
 
 
-def fit_config(
+def run_fit_config(
     cfg: ReproduceConfig,
     name: str | Method,
     seed: int,
@@ -202,33 +203,36 @@ def fit_config(
     """The FitConfig of one (column, seed): shared settings, the method's changes or the
     recipe's, seed, data; the trackers' group defaults to ``group`` (the reproduction folder's
     name); ``variant`` (``{"teacher", "settings_hash"}``) picks the store's answers of this
-    config's teacher where the store holds others too."""
+    config's teacher where the store holds others too. The store is given only to a run whose
+    result moves with the teacher (:attr:`FitConfig.reads_teacher`)."""
     from lga.workflows.toy import resolve_student
 
     name = name.value if isinstance(name, Method) else name
     method = cfg.method_of(name)
-    base = {}
-    if cfg.fit_base:
-        base = {k: v for k, v in read_yaml(resolve_run_file(cfg.fit_base)).items() if k != "method"}
     changes = cfg.recipes[name].fit if name in cfg.recipes else cfg.method_overrides.get(method, {})
-    base = deep_merge(deep_merge(base, cfg.fit), changes)
-    base = deep_merge(
-        base,
+    settings = deep_merge(
+        deep_merge(cfg.fit, changes),
         {
-            "method": method.value,
             "name": name if name in cfg.recipes else None,
-            "data": {"root": str(root), "dataset_config": cfg.data.dataset_config},
-            "student": {**cfg.student, "spec": resolve_student(cfg.student["spec"])},
-            "sample": {"seed": seed},
-            "train": {"seed": seed},
+            "data": {"dataset_config": cfg.data.dataset_config},
+            "student": {k: v for k, v in cfg.student.items() if k != "spec"},
         },
     )
-    balanced = base.get("sample", {}).get("balance", "none") != "none"
-    if store is not None and (method in (Method.LGA, Method.SPURIOUS_AWARE) or balanced):
-        base = deep_merge(base, {"descriptions": {"store": str(store), **(variant or {})}})
-    if group is not None and not base.get("tracking", {}).get("group"):
-        base = deep_merge(base, {"tracking": {"group": group}})
-    return resolve_config(FitConfig, base=base)
+    build = partial(
+        build_fit_config,
+        method=method,
+        data=root,
+        student=resolve_student(cfg.student["spec"]),
+        seed=seed,
+        run_file=cfg.fit_base,
+        defaults={"tracking": {"group": group}} if group is not None else None,
+    )
+    if store is None:
+        return build(settings=settings)
+    given = build(
+        settings=deep_merge(settings, {"descriptions": {"store": str(store), **(variant or {})}})
+    )
+    return given if given.reads_teacher else build(settings=settings)
 
 
 def prepare_data(cfg: ReproduceConfig, out: Path, data_root: Path | None, progress: bool) -> Path:
@@ -250,7 +254,7 @@ def training_images(cfg: ReproduceConfig, root: Path, store: Path) -> GroupDatas
     ids = set()
     for seed in cfg.seeds:
         for name in cfg.methods:  # the sample each run draws, with fit_base and overrides
-            sample = fit_config(cfg, name, seed, root, store).sample
+            sample = run_fit_config(cfg, name, seed, root, store).sample
             ids |= set(subsample(train, sample.n_train, seed=sample.seed).img_ids.tolist())
     return train.select(train.table["img_id"].isin(ids).to_numpy())
 
@@ -314,7 +318,9 @@ def reproduce(
         for name in cfg.methods:
             rd = run_dir(out, name, seed)
             runs.append(rd)
-            fc = fit_config(cfg, name, seed, root, store, group=out.resolve().name, variant=variant)
+            fc = run_fit_config(
+                cfg, name, seed, root, store, group=out.resolve().name, variant=variant
+            )
             if RunDir(rd).finished:
                 if changed := config_changes(fc, rd):  # never a stale result under a new recipe
                     raise LgaError(

@@ -46,8 +46,8 @@ def sweep(
             reproduce(sized, out / f"n{n}", data_root=data_root, progress=progress)
         ):
             per = results.setdefault(run.name, {}).setdefault(int(n), {"worst": [], "overall": []})
-            per["worst"].append(run.metrics["worst_group_accuracy"])
-            per["overall"].append(run.metrics["accuracy"])
+            per["worst"].append(run.record.worst_group_accuracy)
+            per["overall"].append(run.record.accuracy)
     (out / "sweep.json").write_text(json.dumps(results, indent=1))
     return results
 

@@ -26,7 +26,7 @@ from lga.errors import ConfigError
 from lga.report.runs import load_runs
 from lga.report.table import metric_value
 from lga.teacher.faults import KINDS, PRESETS
-from lga.workflows.reproduce import ReproduceConfig, fit_config, prepare_data, reproduce
+from lga.workflows.reproduce import ReproduceConfig, prepare_data, reproduce, run_fit_config
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,7 @@ def sweep_points(
 
 def reads_teacher(cfg: ReproduceConfig, name: str) -> bool:
     """Whether column ``name`` reads the teacher's answers (its result moves with the teacher)."""
-    from lga.train.config import Method
-
-    fc = fit_config(cfg, name, cfg.seeds[0], Path("."), Path("store"))
-    return fc.method in (Method.LGA, Method.SPURIOUS_AWARE) or fc.sample.balance != "none"
+    return run_fit_config(cfg, name, cfg.seeds[0], Path("."), Path("store")).reads_teacher
 
 
 def _collect(run_dirs: list[Path]) -> dict[str, dict[str, list[float]]]:
