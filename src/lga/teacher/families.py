@@ -5,7 +5,8 @@ Families differ in three ways that matter to a batched teacher, each a field of 
 - how a prompt is written: through the processor's chat template (chat models), or as a plain
   text in the processor's own convention (PaliGemma, a base model: ``<image>answer en ...``);
 - how the images of a batch are laid out for the processor: one flat list (one image per prompt,
-  in order) or one list per prompt (Gemma 3);
+  in order) or one list per prompt (Gemma 3, Idefics3, SmolVLM: SmolVLM's processor refuses a
+  flat list for a batch of prompts; Idefics3's splits one by counting ``<image>`` in each text);
 - what the processor imports beyond lga's dependencies (torchvision for the processors that hold
   a video processor, num2words for SmolVLM), and the extra that installs it.
 
@@ -131,8 +132,13 @@ FAMILIES: dict[str, Family] = {
     "qwen2_vl": Family("Qwen2-VL", **_QWEN),
     "qwen2_5_vl": Family("Qwen2.5-VL", **_QWEN),
     "qwen3_vl": Family("Qwen3-VL", **_QWEN),
-    "idefics3": Family("Idefics3"),
-    "smolvlm": Family("SmolVLM", needs=("torchvision", "num2words"), extra="smolvlm"),
+    "idefics3": Family("Idefics3", images=ImageLayout.PER_PROMPT),
+    "smolvlm": Family(
+        "SmolVLM",
+        images=ImageLayout.PER_PROMPT,
+        needs=("torchvision", "num2words"),
+        extra="smolvlm",
+    ),
     "gemma3": Family("Gemma 3", images=ImageLayout.PER_PROMPT),
     "paligemma": Family(
         "PaliGemma", prompt=PromptStyle.PLAIN, plain_format="<image>answer en {prompt}"
