@@ -122,6 +122,22 @@ def test_batched_answers_equal_one_by_one(name, teachers):
     assert batched == single  # the prompts differ in length: the batch is left padded
 
 
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_batched_next_token_scores_equal_one_by_one(name, teachers):
+    """Each row's next-token logits in the padded batch are its logits alone (a tiny random
+    model may answer every prompt alike; its scores still differ)."""
+    teacher, images = teachers(name), _images()
+
+    def next_scores(ims: list, prompts: list[str]) -> torch.Tensor:
+        with torch.inference_mode():
+            return teacher.model(**teacher.encode(ims, prompts)).logits[:, -1]  # (B, V)
+
+    batched = next_scores(images, PROMPTS)
+    for i, (im, p) in enumerate(zip(images, PROMPTS, strict=True)):
+        torch.testing.assert_close(batched[i], next_scores([im], [p])[0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(batched[0], batched[1], rtol=1e-4, atol=1e-4)  # rows do differ
+
+
 def _unpadded(ids: torch.Tensor, mask: torch.Tensor) -> list[int]:
     return ids[mask.bool()].tolist()
 
