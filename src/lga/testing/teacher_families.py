@@ -4,7 +4,8 @@ One builder per family (LLaVA 1.5, LLaVA-NeXT, LLaVA-OneVision, Qwen2-VL, Qwen2.
 Idefics3, SmolVLM, Gemma 3, PaliGemma, InternVL): a tiny config of the family's own model class,
 a word-level tokenizer (:mod:`lga.offline.tokenizers`) holding the family's special tokens, the
 family's image processor, and a chat template shaped like the released one (the same special
-tokens at the same places: Gemma 3's and Idefics3's start with the BOS token, LLaVA's does not).
+tokens at the same places: Gemma 3's and Idefics3's start with the BOS token, LLaVA's does not;
+the ChatML families' tokenizers have no BOS token at all, as Qwen2's).
 Everything goes through ``save_pretrained``, so ``AutoProcessor`` and
 ``AutoModelForImageTextToText`` load the folder as they load the hub checkpoint.
 
@@ -97,6 +98,18 @@ def _named_tokenizer(specials: SpecialTokens, **named: str):
         model_max_length=1024,
         extra_special_tokens=named,
     )
+
+
+def _without_bos(tok):
+    """The tokenizer with no BOS token, as Qwen2's (Qwen-VL, LLaVA-OneVision, InternVL): a
+    ChatML prompt starts at its first ``<|im_start|>``; ``<|endoftext|>`` is only the padding."""
+    from tokenizers import processors
+
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A", pair="$A $B", special_tokens=[]
+    )
+    tok.bos_token = None
+    return tok
 
 
 def _ids(tok, *tokens: str) -> list[int]:
@@ -195,10 +208,12 @@ def build_llava_onevision(out: Path, seed: int = 0) -> Path:
     import transformers as tf
 
     extra = ("<|im_start|>", "<|im_end|>", "<image>", "<video>")
-    tok = build_word_tokenizer(
-        _corpus(),
-        max_length=1024,
-        specials=_tokens("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<unk>", extra),
+    tok = _without_bos(
+        build_word_tokenizer(
+            _corpus(),
+            max_length=1024,
+            specials=_tokens("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<unk>", extra),
+        )
     )
     eos, pad, image, video = _ids(tok, "<|im_end|>", "<|endoftext|>", "<image>", "<video>")
     pinpoints = [[32, 32], [32, 64], [64, 32]]
@@ -246,10 +261,12 @@ _QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
 def _qwen_tokenizer():
-    return build_word_tokenizer(
-        _corpus(),
-        max_length=1024,
-        specials=_tokens("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<unk>", _QWEN_EXTRA),
+    return _without_bos(
+        build_word_tokenizer(
+            _corpus(),
+            max_length=1024,
+            specials=_tokens("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<unk>", _QWEN_EXTRA),
+        )
     )
 
 
@@ -514,12 +531,14 @@ def build_internvl(out: Path, seed: int = 0) -> Path:
     import transformers as tf
 
     # InternVL's tokenizer names its image tokens (tokenizer.context_image_token...).
-    tok = _named_tokenizer(
-        _tokens("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<unk>", _INTERNVL_EXTRA),
-        start_image_token="<img>",
-        end_image_token="</img>",
-        context_image_token="<IMG_CONTEXT>",
-        video_token="<video>",
+    tok = _without_bos(
+        _named_tokenizer(
+            _tokens("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<unk>", _INTERNVL_EXTRA),
+            start_image_token="<img>",
+            end_image_token="</img>",
+            context_image_token="<IMG_CONTEXT>",
+            video_token="<video>",
+        )
     )
     eos, pad, image = _ids(tok, "<|im_end|>", "<|endoftext|>", "<IMG_CONTEXT>")
     config = tf.InternVLConfig(
