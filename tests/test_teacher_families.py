@@ -212,6 +212,35 @@ def test_a_missing_module_names_the_extra(name, checkpoints):
     assert "\n" not in msg
 
 
+def test_a_torchvision_that_does_not_import_names_the_build(checkpoints, monkeypatch):
+    """A torchvision built for another torch is found but raises on import (as PyPI's does beside
+    a CPU torch): one line naming it, not an "unexpected" error from inside the processor."""
+    import importlib.abc
+    import importlib.util
+
+    class Broken(importlib.abc.Loader):
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            raise RuntimeError("operator torchvision::nms does not exist")
+
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            return (
+                importlib.util.spec_from_loader(name, Broken()) if name == "torchvision" else None
+            )
+
+    folder = checkpoints("qwen2_vl")  # built before torchvision breaks
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Finder(), *sys.meta_path])
+    with pytest.raises(LgaError) as err:
+        HFTeacher(str(folder), device="cpu")
+    msg = _short_line(err)
+    assert "Qwen2-VL needs torchvision, which is installed but does not import" in msg
+    assert f"the torchvision build made for torch {torch.__version__}" in msg
+
+
 # -- bad checkpoints: one short line each ------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ A new family is one entry of :data:`FAMILIES`, and one tiny checkpoint builder i
 from __future__ import annotations
 
 import enum
+import importlib
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,7 +65,8 @@ class Family:
     extra: str | None = None
 
     def check_installed(self, model: str) -> None:
-        """Raise a one-line LgaError naming the extra when a module the family needs is missing.
+        """Raise a one-line LgaError naming the extra when a module the family needs is missing,
+        or is installed but does not import (a torchvision built for another torch).
 
         Raises:
             LgaError: a module of :attr:`needs` cannot be imported.
@@ -76,6 +78,14 @@ class Family:
                 f"installed; pip install 'lga[{self.extra}]'"
                 + (" (a torchvision build matching your torch)" if "torchvision" in missing else "")
             )
+        for name in self.needs:
+            try:
+                importlib.import_module(name)
+            except Exception as e:  # noqa: BLE001 - a mismatched build raises RuntimeError, OSError...
+                raise LgaError(
+                    f"teacher {model}: {self.name} needs {name}, which is installed but does not "
+                    f"import ({type(e).__name__}: {_first_line(e)}); {_reinstall_hint(name)}"
+                ) from e
 
     def texts(self, processor: Any, prompts: Sequence[str]) -> list[str]:
         """The text the processor gets for each prompt (one image each)."""
@@ -121,6 +131,19 @@ class Family:
             return False  # the processor frames the prompt itself
         bos = getattr(processor.tokenizer, "bos_token", None)
         return not (bos and texts and texts[0].startswith(bos))
+
+
+def _first_line(e: BaseException) -> str:
+    line = (str(e).strip() or type(e).__name__).splitlines()[0]
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _reinstall_hint(module: str) -> str:
+    if module != "torchvision":
+        return f"reinstall it: pip install --force-reinstall {module}"
+    import torch
+
+    return f"install the torchvision build made for torch {torch.__version__}"
 
 
 _QWEN = dict(needs=("torchvision",), extra="qwen")
