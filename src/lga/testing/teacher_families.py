@@ -364,7 +364,16 @@ def build_qwen3_vl(out: Path, seed: int = 0) -> Path:
 
 # -- Idefics3 / SmolVLM ------------------------------------------------------------------------
 
-_IDEFICS_EXTRA = ("<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>")
+# Images are split into tiles, as released: an image longer than 32 px is cut into 32 px tiles
+# (<row_i_col_j> each) before its global view, so the images of a batch have different counts.
+_IDEFICS_TILES = tuple(f"<row_{r}_col_{c}>" for r in (1, 2) for c in (1, 2))
+_IDEFICS_EXTRA = (
+    "<fake_token_around_image>",
+    "<image>",
+    "<end_of_utterance>",
+    "<global-img>",
+    *_IDEFICS_TILES,
+)
 
 
 def _idefics_parts(seed: int, smol: bool):
@@ -384,7 +393,7 @@ def _idefics_parts(seed: int, smol: bool):
         **TEXT, vocab_size=len(tok), bos_token_id=bos, eos_token_id=eos, pad_token_id=pad
     )
     ip_kw = dict(
-        do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32}
+        do_image_splitting=True, size={"longest_edge": 64}, max_image_size={"longest_edge": 32}
     )
     if smol:
         config = tf.SmolVLMConfig(
