@@ -561,7 +561,9 @@ def build_internvl(out: Path, seed: int = 0) -> Path:
     _seeded(seed)
     model = tf.InternVLForConditionalGeneration(config)
     _generation_ids(model, tok, "<|im_end|>")
-    ip = tf.GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, crop_to_patches=False)
+    ip = tf.GotOcr2ImageProcessorPil(
+        size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=4
+    )
     video = {"video_processor_type": "InternVLVideoProcessor", "size": {"height": 32, "width": 32}}
     return _save_parts(
         out,
