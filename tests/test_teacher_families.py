@@ -122,20 +122,45 @@ def test_batched_answers_equal_one_by_one(name, teachers):
     assert batched == single  # the prompts differ in length: the batch is left padded
 
 
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_batched_next_token_scores_equal_one_by_one(name, teachers):
+    """Each row's next-token logits in the padded batch are its logits alone (a tiny random
+    model may answer every prompt alike; its scores still differ)."""
+    teacher, images = teachers(name), _images()
+
+    def next_scores(ims: list, prompts: list[str]) -> torch.Tensor:
+        with torch.inference_mode():
+            return teacher.model(**teacher.encode(ims, prompts)).logits[:, -1]  # (B, V)
+
+    batched = next_scores(images, PROMPTS)
+    for i, (im, p) in enumerate(zip(images, PROMPTS, strict=True)):
+        torch.testing.assert_close(batched[i], next_scores([im], [p])[0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(batched[0], batched[1], rtol=1e-4, atol=1e-4)  # rows do differ
+
+
 def _unpadded(ids: torch.Tensor, mask: torch.Tensor) -> list[int]:
     return ids[mask.bool()].tolist()
+
+
+def _assert_framed_once(tok, ids: list[int], text: str, family) -> None:
+    """BOS once and first (after PaliGemma's image tokens); a tokenizer without a BOS (Qwen2's:
+    Qwen-VL, LLaVA-OneVision, InternVL) adds nothing before the template's first token."""
+    if tok.bos_token_id is None:
+        assert ids[0] == tok(text, add_special_tokens=False)["input_ids"][0], tok.decode(ids)
+        assert tok.pad_token_id not in ids, tok.decode(ids)  # <|endoftext|> is padding only
+        return
+    assert ids.count(tok.bos_token_id) == 1, tok.decode(ids)
+    assert ids[:1] == [tok.bos_token_id] or family.prompt is PromptStyle.PLAIN
 
 
 @pytest.mark.parametrize("name", RUNNABLE)
 def test_special_tokens_exactly_once(name, teachers):
     teacher = teachers(name)
-    tok = teacher.processor.tokenizer
     enc = teacher.encode(_images(), PROMPTS)
+    texts = teacher.family.texts(teacher.processor, PROMPTS)
     assert (enc["attention_mask"][:, -1] == 1).all()  # left padding: every row ends at the right
-    for row, mask in zip(enc["input_ids"], enc["attention_mask"], strict=True):
-        ids = _unpadded(row, mask)
-        assert ids.count(tok.bos_token_id) == 1, tok.decode(ids)
-        assert ids[:1] == [tok.bos_token_id] or FAMILIES[name].prompt is PromptStyle.PLAIN
+    for row, mask, text in zip(enc["input_ids"], enc["attention_mask"], texts, strict=True):
+        _assert_framed_once(teacher.processor.tokenizer, _unpadded(row, mask), text, teacher.family)
 
 
 @pytest.mark.parametrize("name", RUNNABLE)
@@ -144,17 +169,15 @@ def test_each_prompt_gets_its_own_image(name, teachers):
     teacher, images = teachers(name), _images()
     batch = teacher.encode(images, PROMPTS)
     singles = [teacher.encode([im], [p]) for im, p in zip(images, PROMPTS, strict=True)]
-    for i, one in enumerate(singles):
-        assert (
-            _unpadded(batch["input_ids"][i], batch["attention_mask"][i])
-            == one["input_ids"][0].tolist()
-        )
-    per_row = ("input_ids", "attention_mask", "token_type_ids", "labels")
+    mask = batch["attention_mask"]
     for key, value in batch.items():
-        if key in per_row or not isinstance(value, torch.Tensor):
+        if key == "attention_mask" or not isinstance(value, torch.Tensor):
             continue
         parts = [one[key] for one in singles]
-        if all(p.shape[1:] == value.shape[1:] for p in parts):
+        if value.shape == mask.shape:  # one entry per token (ids, token types): left padded
+            for i, p in enumerate(parts):
+                assert _unpadded(value[i], mask[i]) == p[0].tolist(), key
+        elif all(p.shape[1:] == value.shape[1:] for p in parts):
             torch.testing.assert_close(torch.cat(parts), value, msg=key)
         else:  # padded per image (tiles, patches): each image's own part, at the front
             for i, p in enumerate(parts):
@@ -162,8 +185,9 @@ def test_each_prompt_gets_its_own_image(name, teachers):
                 torch.testing.assert_close(front, p[0], msg=key)
 
 
-def test_gemma3_gets_one_image_list_per_prompt():
-    assert FAMILIES["gemma3"].layout(_images()[:2])[0] == [_images()[0]]
+def test_gemma3_idefics3_smolvlm_get_one_image_list_per_prompt():
+    for name in ("gemma3", "idefics3", "smolvlm"):
+        assert FAMILIES[name].layout(_images()[:2])[0] == [_images()[0]], name
     assert FAMILIES["llava"].images is ImageLayout.FLAT
 
 
@@ -186,6 +210,35 @@ def test_a_missing_module_names_the_extra(name, checkpoints):
     msg = str(err.value)
     assert f"pip install 'lga[{family.extra}]'" in msg and family.name in msg
     assert "\n" not in msg
+
+
+def test_a_torchvision_that_does_not_import_names_the_build(checkpoints, monkeypatch):
+    """A torchvision built for another torch is found but raises on import (as PyPI's does beside
+    a CPU torch): one line naming it, not an "unexpected" error from inside the processor."""
+    import importlib.abc
+    import importlib.util
+
+    class Broken(importlib.abc.Loader):
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            raise RuntimeError("operator torchvision::nms does not exist")
+
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            return (
+                importlib.util.spec_from_loader(name, Broken()) if name == "torchvision" else None
+            )
+
+    folder = checkpoints("qwen2_vl")  # built before torchvision breaks
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Finder(), *sys.meta_path])
+    with pytest.raises(LgaError) as err:
+        HFTeacher(str(folder), device="cpu")
+    msg = _short_line(err)
+    assert "Qwen2-VL needs torchvision, which is installed but does not import" in msg
+    assert f"the torchvision build made for torch {torch.__version__}" in msg
 
 
 # -- bad checkpoints: one short line each ------------------------------------------------------
@@ -272,5 +325,5 @@ def test_without_its_processor_the_prompt_and_model_still_load(name, checkpoints
     holder = SimpleNamespace(tokenizer=tok, apply_chat_template=tok.apply_chat_template)
     texts = family.texts(holder, PROMPTS)
     enc = tok(texts, add_special_tokens=family.add_special_tokens(holder, texts))
-    for ids in enc["input_ids"]:
-        assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
+    for ids, text in zip(enc["input_ids"], texts, strict=True):
+        _assert_framed_once(tok, ids, text, family)

@@ -5,7 +5,8 @@ Families differ in three ways that matter to a batched teacher, each a field of 
 - how a prompt is written: through the processor's chat template (chat models), or as a plain
   text in the processor's own convention (PaliGemma, a base model: ``<image>answer en ...``);
 - how the images of a batch are laid out for the processor: one flat list (one image per prompt,
-  in order) or one list per prompt (Gemma 3);
+  in order) or one list per prompt (Gemma 3, Idefics3, SmolVLM: SmolVLM's processor refuses a
+  flat list for a batch of prompts; Idefics3's splits one by counting ``<image>`` in each text);
 - what the processor imports beyond lga's dependencies (torchvision for the processors that hold
   a video processor, num2words for SmolVLM), and the extra that installs it.
 
@@ -22,6 +23,7 @@ A new family is one entry of :data:`FAMILIES`, and one tiny checkpoint builder i
 from __future__ import annotations
 
 import enum
+import importlib
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,7 +65,8 @@ class Family:
     extra: str | None = None
 
     def check_installed(self, model: str) -> None:
-        """Raise a one-line LgaError naming the extra when a module the family needs is missing.
+        """Raise a one-line LgaError naming the extra when a module the family needs is missing,
+        or is installed but does not import (a torchvision built for another torch).
 
         Raises:
             LgaError: a module of :attr:`needs` cannot be imported.
@@ -75,6 +78,14 @@ class Family:
                 f"installed; pip install 'lga[{self.extra}]'"
                 + (" (a torchvision build matching your torch)" if "torchvision" in missing else "")
             )
+        for name in self.needs:
+            try:
+                importlib.import_module(name)
+            except Exception as e:  # noqa: BLE001 - a mismatched build raises RuntimeError, OSError...
+                raise LgaError(
+                    f"teacher {model}: {self.name} needs {name}, which is installed but does not "
+                    f"import ({type(e).__name__}: {_first_line(e)}); {_reinstall_hint(name)}"
+                ) from e
 
     def texts(self, processor: Any, prompts: Sequence[str]) -> list[str]:
         """The text the processor gets for each prompt (one image each)."""
@@ -122,6 +133,19 @@ class Family:
         return not (bos and texts and texts[0].startswith(bos))
 
 
+def _first_line(e: BaseException) -> str:
+    line = (str(e).strip() or type(e).__name__).splitlines()[0]
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _reinstall_hint(module: str) -> str:
+    if module != "torchvision":
+        return f"reinstall it: pip install --force-reinstall {module}"
+    import torch
+
+    return f"install the torchvision build made for torch {torch.__version__}"
+
+
 _QWEN = dict(needs=("torchvision",), extra="qwen")
 
 FAMILIES: dict[str, Family] = {
@@ -131,8 +155,13 @@ FAMILIES: dict[str, Family] = {
     "qwen2_vl": Family("Qwen2-VL", **_QWEN),
     "qwen2_5_vl": Family("Qwen2.5-VL", **_QWEN),
     "qwen3_vl": Family("Qwen3-VL", **_QWEN),
-    "idefics3": Family("Idefics3"),
-    "smolvlm": Family("SmolVLM", needs=("torchvision", "num2words"), extra="smolvlm"),
+    "idefics3": Family("Idefics3", images=ImageLayout.PER_PROMPT),
+    "smolvlm": Family(
+        "SmolVLM",
+        images=ImageLayout.PER_PROMPT,
+        needs=("torchvision", "num2words"),
+        extra="smolvlm",
+    ),
     "gemma3": Family("Gemma 3", images=ImageLayout.PER_PROMPT),
     "paligemma": Family(
         "PaliGemma", prompt=PromptStyle.PLAIN, plain_format="<image>answer en {prompt}"

@@ -4,7 +4,8 @@ One builder per family (LLaVA 1.5, LLaVA-NeXT, LLaVA-OneVision, Qwen2-VL, Qwen2.
 Idefics3, SmolVLM, Gemma 3, PaliGemma, InternVL): a tiny config of the family's own model class,
 a word-level tokenizer (:mod:`lga.offline.tokenizers`) holding the family's special tokens, the
 family's image processor, and a chat template shaped like the released one (the same special
-tokens at the same places: Gemma 3's and Idefics3's start with the BOS token, LLaVA's does not).
+tokens at the same places: Gemma 3's and Idefics3's start with the BOS token, LLaVA's does not;
+the ChatML families' tokenizers have no BOS token at all, as Qwen2's).
 Everything goes through ``save_pretrained``, so ``AutoProcessor`` and
 ``AutoModelForImageTextToText`` load the folder as they load the hub checkpoint.
 
@@ -97,6 +98,18 @@ def _named_tokenizer(specials: SpecialTokens, **named: str):
         model_max_length=1024,
         extra_special_tokens=named,
     )
+
+
+def _without_bos(tok):
+    """The tokenizer with no BOS token, as Qwen2's (Qwen-VL, LLaVA-OneVision, InternVL): a
+    ChatML prompt starts at its first ``<|im_start|>``; ``<|endoftext|>`` is only the padding."""
+    from tokenizers import processors
+
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A", pair="$A $B", special_tokens=[]
+    )
+    tok.bos_token = None
+    return tok
 
 
 def _ids(tok, *tokens: str) -> list[int]:
@@ -195,10 +208,12 @@ def build_llava_onevision(out: Path, seed: int = 0) -> Path:
     import transformers as tf
 
     extra = ("<|im_start|>", "<|im_end|>", "<image>", "<video>")
-    tok = build_word_tokenizer(
-        _corpus(),
-        max_length=1024,
-        specials=_tokens("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<unk>", extra),
+    tok = _without_bos(
+        build_word_tokenizer(
+            _corpus(),
+            max_length=1024,
+            specials=_tokens("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<unk>", extra),
+        )
     )
     eos, pad, image, video = _ids(tok, "<|im_end|>", "<|endoftext|>", "<image>", "<video>")
     pinpoints = [[32, 32], [32, 64], [64, 32]]
@@ -246,10 +261,12 @@ _QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
 def _qwen_tokenizer():
-    return build_word_tokenizer(
-        _corpus(),
-        max_length=1024,
-        specials=_tokens("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<unk>", _QWEN_EXTRA),
+    return _without_bos(
+        build_word_tokenizer(
+            _corpus(),
+            max_length=1024,
+            specials=_tokens("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<unk>", _QWEN_EXTRA),
+        )
     )
 
 
@@ -347,7 +364,16 @@ def build_qwen3_vl(out: Path, seed: int = 0) -> Path:
 
 # -- Idefics3 / SmolVLM ------------------------------------------------------------------------
 
-_IDEFICS_EXTRA = ("<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>")
+# Images are split into tiles, as released: an image longer than 32 px is cut into 32 px tiles
+# (<row_i_col_j> each) before its global view, so the images of a batch have different counts.
+_IDEFICS_TILES = tuple(f"<row_{r}_col_{c}>" for r in (1, 2) for c in (1, 2))
+_IDEFICS_EXTRA = (
+    "<fake_token_around_image>",
+    "<image>",
+    "<end_of_utterance>",
+    "<global-img>",
+    *_IDEFICS_TILES,
+)
 
 
 def _idefics_parts(seed: int, smol: bool):
@@ -367,7 +393,7 @@ def _idefics_parts(seed: int, smol: bool):
         **TEXT, vocab_size=len(tok), bos_token_id=bos, eos_token_id=eos, pad_token_id=pad
     )
     ip_kw = dict(
-        do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32}
+        do_image_splitting=True, size={"longest_edge": 64}, max_image_size={"longest_edge": 32}
     )
     if smol:
         config = tf.SmolVLMConfig(
@@ -514,12 +540,14 @@ def build_internvl(out: Path, seed: int = 0) -> Path:
     import transformers as tf
 
     # InternVL's tokenizer names its image tokens (tokenizer.context_image_token...).
-    tok = _named_tokenizer(
-        _tokens("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<unk>", _INTERNVL_EXTRA),
-        start_image_token="<img>",
-        end_image_token="</img>",
-        context_image_token="<IMG_CONTEXT>",
-        video_token="<video>",
+    tok = _without_bos(
+        _named_tokenizer(
+            _tokens("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<unk>", _INTERNVL_EXTRA),
+            start_image_token="<img>",
+            end_image_token="</img>",
+            context_image_token="<IMG_CONTEXT>",
+            video_token="<video>",
+        )
     )
     eos, pad, image = _ids(tok, "<|im_end|>", "<|endoftext|>", "<IMG_CONTEXT>")
     config = tf.InternVLConfig(
@@ -533,7 +561,9 @@ def build_internvl(out: Path, seed: int = 0) -> Path:
     _seeded(seed)
     model = tf.InternVLForConditionalGeneration(config)
     _generation_ids(model, tok, "<|im_end|>")
-    ip = tf.GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, crop_to_patches=False)
+    ip = tf.GotOcr2ImageProcessorPil(
+        size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=4
+    )
     video = {"video_processor_type": "InternVLVideoProcessor", "size": {"height": 32, "width": 32}}
     return _save_parts(
         out,
