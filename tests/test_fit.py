@@ -265,6 +265,37 @@ def test_description_head_is_the_class_prototypes_of_the_cleaned_descriptions(fi
     np.testing.assert_allclose(preds[cols].to_numpy(), probs, atol=1e-4)
 
 
+def test_label_filter_replaces_the_texts_the_class_prompts_give_to_the_other_class(fit_env):
+    """lga.filter=label, recomputed independently: the pre-trained text tower classifies each
+    object text with the class prompts; where it disagrees with the image's label the text is
+    the image's class prompt, elsewhere it is kept."""
+    from lga.student.model import load_student
+    from lga.train.finetune import _label_filter
+    from lga.train.rundata import load_run_data
+
+    cfg = make_cfg(fit_env, "lga", "lga.filter=label")
+    data = load_run_data(cfg, check_images=False, progress=False)
+    student = load_student(str(fit_env["clip"]))
+    ids, y = data.sample.img_ids.tolist(), data.sample.y
+    spec = data.full.config
+    texts = {i: f"a bird {k}: " + "webbed feet " * (k % 4) for k, i in enumerate(ids)}
+    out = _label_filter(texts, data, student, "a photo of a {}.")
+    prompts = student.encode_texts(
+        [t.format(c) for c in spec.classes for t in spec.class_templates]
+    ).view(len(spec.classes), len(spec.class_templates), -1)
+    classes = torch.nn.functional.normalize(
+        torch.nn.functional.normalize(prompts, dim=-1).mean(1), dim=-1
+    )
+    said = (student.encode_texts([texts[i] for i in ids]) @ classes.T).argmax(1).numpy()
+    assert 0 < (said != y).sum() < len(ids)  # the random tower disagrees with some labels
+    for k, i in enumerate(ids):
+        kept = said[k] == y[k]
+        assert out[i] == (texts[i] if kept else f"a photo of a {spec.classes[y[k]]}.")
+    # and a run with it trains and scores
+    run = fit(cfg, fit_env["root"] / "run-label-filter", progress=False)
+    assert run.metrics["n"] == 16
+
+
 def test_spurious_aware_batches_are_balanced_by_the_teacher(fit_env):
     run = made_run(fit_env, "spurious-aware")
     assert run["cfg"].spurious_aware.balance == "teacher"

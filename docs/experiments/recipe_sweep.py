@@ -101,6 +101,9 @@ def main() -> None:
                 f"TEST overall {acc.mean():.2f} ± {sd(acc):.2f}, "
                 f"worst {wg.mean():.2f} ± {sd(wg):.2f}"
             )
+            if all("unseen" in t for t in tests):  # test images on places never seen in training
+                un = 100 * np.array([t["unseen"]["accuracy"] for t in tests])
+                trace += f", unseen {un.mean():.2f} ± {sd(un):.2f}"
         print(
             f"{name:32s} {100 * m[0]:13.1f} {100 * m[1]:6.1f} {100 * m[2]:6.1f} "
             f"{100 * m[3]:12.1f}  {trace}",

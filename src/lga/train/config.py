@@ -143,6 +143,12 @@ class LgaConfig(Strict):
     # validation and test against prototypes over the whole sample, saved with the model as its
     # head (model/linear_probe.safetensors), so `lga eval` scores the model as the run did.
     head: Literal["prompts", "descriptions"] = "prompts"
+    # Object texts that contradict the image's label: with `label`, a text that the pre-trained
+    # text tower's class prompts assign to another class than the image's (a teacher that named
+    # a species of the other class) is replaced by the image's class prompt ("a photo of a
+    # waterbird."), so no image is tied to the other class's words. Labels are what every
+    # fine-tuning method reads anyway; the count goes to the log.
+    filter: Literal["none", "label"] = "none"
     weights: LgaWeights = LgaWeights()
 
 

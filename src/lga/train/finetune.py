@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 from lga.errors import ConfigError
 from lga.evaluation.zero_shot import score_unseen, templates_for
 from lga.rundir import RunDir
 from lga.student.heads import read_head
-from lga.student.model import Student, class_prompts, load_student
+from lga.student.model import Student, class_prompts, class_text_features, load_student
 from lga.train.balance import batch_weights
 from lga.train.config import FitConfig, Method
 from lga.train.data import (
@@ -69,7 +72,9 @@ def _spurious_prompts(cfg: FitConfig, data: RunData, templates: list[str]) -> li
     return keyword_prompts(keywords, sa.n_keywords)
 
 
-def _text_sources(cfg: FitConfig, data: RunData, names: list[str]) -> dict[str, dict[int, str]]:
+def _text_sources(
+    cfg: FitConfig, data: RunData, names: list[str], student: Student
+) -> dict[str, dict[int, str]]:
     descriptions = read_descriptions(cfg.descriptions, data.full, data.sample, names)
     if cfg.method is Method.LGA and cfg.lga.clean == "background":
         keywords = read_keywords(cfg.descriptions, data.full, data.sample,
@@ -82,9 +87,36 @@ def _text_sources(cfg: FitConfig, data: RunData, names: list[str]) -> dict[str, 
         log.info("lga.clean=background: %d object text(s) lost a part about the background",
                  changed)  # fmt: skip
     template = templates_for(data.full, "single")[0]
+    if cfg.method is Method.LGA and cfg.lga.filter == "label":
+        for n in [n for n in cfg.lga.texts if n in descriptions]:
+            descriptions[n] = _label_filter(descriptions[n], data, student, template)
     return {
         n: caption_texts(data.sample, template) if n == CAPTION else descriptions[n] for n in names
     }
+
+
+@torch.no_grad()
+def _label_filter(
+    texts: dict[int, str], data: RunData, student: Student, template: str
+) -> dict[int, str]:
+    """``texts`` with each text that the class prompts (the pre-trained text tower's, the
+    dataset's templates) assign to another class than its image's replaced by the image's class
+    prompt (``lga.filter=label``)."""
+    spec = data.full.config
+    ids, y = data.sample.img_ids.tolist(), data.sample.y
+    was_training = student.model.training
+    student.model.eval()
+    classes = F.normalize(
+        class_text_features(student, spec.classes, spec.class_templates).cpu(), dim=-1
+    )
+    said = (student.encode_texts([texts[i] for i in ids]) @ classes.T).argmax(dim=1).numpy()
+    student.model.train(was_training)
+    out = {i: texts[i] if said[k] == y[k] else template.format(spec.classes[y[k]])
+           for k, i in enumerate(ids)}  # fmt: skip
+    dropped = int((said != y).sum())
+    log.info("lga.filter=label: %d of %d object texts name another class than their image's: "
+             "replaced by the class prompt", dropped, len(ids))  # fmt: skip
+    return out
 
 
 def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress: bool) -> FineTuner:
@@ -103,7 +135,7 @@ def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress:
     table = build_text_table(
         student.tokenize,
         data.sample,
-        per_image=_text_sources(cfg, data, method.image_texts),
+        per_image=_text_sources(cfg, data, method.image_texts, student),
         class_prompts=class_prompts(data.full.config.classes, train_templates),
         spurious=_spurious_prompts(cfg, data, train_templates) if method.needs_spurious else [],
         max_length=student.max_text_length,
