@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -109,7 +110,10 @@ def _label_filter(
     classes = F.normalize(
         class_text_features(student, spec.classes, spec.class_templates).cpu(), dim=-1
     )
-    said = (student.encode_texts([texts[i] for i in ids]) @ classes.T).argmax(dim=1).numpy()
+    unique = list(dict.fromkeys(texts[i] for i in ids))  # each text encoded once
+    verdict = (student.encode_texts(unique) @ classes.T).argmax(dim=1).tolist()
+    class_of = dict(zip(unique, verdict, strict=True))
+    said = np.array([class_of[texts[i]] for i in ids])
     student.model.train(was_training)
     out = {i: texts[i] if said[k] == y[k] else template.format(spec.classes[y[k]])
            for k, i in enumerate(ids)}  # fmt: skip
