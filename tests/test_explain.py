@@ -106,6 +106,29 @@ def test_saliency_probs_match_zero_shot(student):
     assert np.allclose(np.stack([m.probs for m in maps]), ref, atol=1e-5)
 
 
+def test_saliency_scores_through_the_models_saved_head(tiny_clip_dir, tmp_path):
+    """A model saved with a head (lga.head=descriptions) is explained through that head."""
+    import shutil
+
+    import torch.nn.functional as F
+
+    from lga.errors import LgaError
+    from lga.student.heads import PROBE_FILE, prototype_head
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_clip_dir, model)
+    student = load_student(str(model))
+    protos = F.normalize(torch.randn(2, student.encode_texts(["x"]).shape[1]), dim=-1)
+    head = prototype_head(protos, student.logit_scale())
+    head.save(model / PROBE_FILE, CLASSES)
+    imgs = _images(2)
+    maps = saliency(student, imgs, class_names=CLASSES, templates=TEMPLATES, label="a")
+    assert np.allclose(np.stack([m.probs for m in maps]), head.probs(student.encode_images(imgs)),
+                       atol=1e-5)  # fmt: skip
+    with pytest.raises(LgaError, match="classifies"):
+        saliency(student, imgs, class_names=["a", "b"], templates=TEMPLATES, label="a")
+
+
 def test_explain_pairs_students_per_image(student):
     out = explain(
         [("pre", student), ("post", student)],

@@ -200,12 +200,16 @@ def saliency(
             "fixed-resolution ViT"
         )
     pixels = inputs["pixel_values"]  # (B, 3, H, W)
+    head = _saved_head(student, class_names)
     with eager_attention(student), torch.enable_grad():
         with torch.no_grad():
             cls = class_text_features(student, class_names, templates)  # (C, D)
         embeds, attentions, block_in = _vision_forward(student, pixels)  # block_in: (B, T, D)
         feats = F.normalize(embeds.float(), dim=-1)  # (B, D)
-        logits = student.logit_scale().to(feats.device) * feats @ cls.T  # (B, C)
+        if head is not None:  # the model's own head (lga's description prototypes): its scores
+            logits = feats @ head.weight.to(feats).T + head.bias.to(feats)  # (B, C)
+        else:
+            logits = student.logit_scale().to(feats.device) * feats @ cls.T  # (B, C)
         pred = logits.argmax(dim=-1)
         (grads,) = torch.autograd.grad(logits.gather(1, pred[:, None]).sum(), block_in)
     n_patches = _n_patches(student.model, pixels)
@@ -218,6 +222,28 @@ def saliency(
         Saliency(label, shown[i], probs[i], r, g)
         for i, (r, g) in enumerate(zip(_grid(_unit(rollout)), _grid(_unit(cam)), strict=True))
     ]
+
+
+def _saved_head(student: Student, class_names: Sequence[str]):
+    """The linear head saved in the student's folder (``linear_probe.safetensors``: lga's
+    description prototypes), which scores the model as its run did; None without one.
+
+    Raises:
+        LgaError: the head classifies other classes than ``class_names``.
+    """
+    from lga.student.heads import PROBE_FILE, read_head
+
+    if not Path(student.spec).is_dir():
+        return None
+    found = read_head(student.spec)
+    if found is None:
+        return None
+    head, classes = found
+    if list(classes) != list(class_names):
+        raise LgaError(
+            f"{Path(student.spec) / PROBE_FILE} classifies {classes}, not {list(class_names)}"
+        )
+    return head
 
 
 def _n_patches(model: torch.nn.Module, pixels: torch.Tensor) -> int:
