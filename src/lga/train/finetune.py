@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lga.errors import ConfigError
 from lga.evaluation.zero_shot import score_unseen, templates_for
@@ -107,9 +106,7 @@ def _label_filter(
     ids, y = data.sample.img_ids.tolist(), data.sample.y
     was_training = student.model.training
     student.model.eval()
-    classes = F.normalize(
-        class_text_features(student, spec.classes, spec.class_templates).cpu(), dim=-1
-    )
+    classes = class_text_features(student, spec.classes, spec.class_templates).cpu()  # (C, D)
     unique = list(dict.fromkeys(texts[i] for i in ids))  # each text encoded once
     verdict = (student.encode_texts(unique) @ classes.T).argmax(dim=1).tolist()
     class_of = dict(zip(unique, verdict, strict=True))

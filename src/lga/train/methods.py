@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from lga.student.heads import class_prototypes
 from lga.train import losses
 from lga.train import spurious_aware as sa_losses
 from lga.train.config import FitConfig, Method
@@ -95,8 +95,7 @@ def batch_prototypes(texts: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """The (K, D) normalised mean text embedding of each of the K classes present in the batch,
     and ``labels`` re-indexed into those K: a class absent from the batch is no candidate."""
     present, index = torch.unique(labels, return_inverse=True)
-    sums = texts.new_zeros(len(present), texts.shape[1]).index_add(0, index, texts)
-    return F.normalize(sums, dim=-1), index
+    return class_prototypes(texts, index, len(present)), index
 
 
 class FineTuneMethod(ABC):

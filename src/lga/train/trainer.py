@@ -244,15 +244,18 @@ class FineTuner:
         model = self.acc.unwrap_model(self.model).model
         was_training = model.training
         model.eval()
-        out = []
-        for i in range(0, len(self.table.texts), 256):
-            idx = torch.arange(i, min(i + 256, len(self.table.texts)))
-            ids, mask = self.table.tokens(idx)
-            feats = self.student.text_features({"input_ids": ids, "attention_mask": mask})
-            out.append(feats)
+        out = self._embed_texts(self.student, torch.arange(len(self.table.texts)))
         model.train(was_training)
         log.info("text tower frozen: %d text embeddings computed once", len(self.table.texts))
-        return torch.cat(out).to(self.acc.device)  # (T, D)
+        return out.to(self.acc.device)  # (T, D)
+
+    def _embed_texts(self, student: Student, index: Tensor) -> Tensor:
+        """(M, D) normalised embeddings of the table's texts ``index``, 256 at a time."""
+        out = []
+        for i in range(0, len(index), 256):
+            ids, mask = self.table.tokens(index[i : i + 256])
+            out.append(student.text_features({"input_ids": ids, "attention_mask": mask}))
+        return torch.cat(out)
 
     def _text_index(self, rows: Tensor) -> tuple[Tensor, list[int]]:
         """Indices into the table of this micro-batch's texts, and the size of each part."""
@@ -350,16 +353,10 @@ class FineTuner:
         index = torch.stack([self.table.per_image[t] for t in self.method.head_texts])  # (P, N)
         uniq, inverse = torch.unique(index, return_inverse=True)
         if self.text_cache is not None:
-            emb = self.text_cache[uniq.to(self.text_cache.device)].cpu()
+            emb = self.text_cache[uniq.to(self.text_cache.device)]
         else:
-            chunks = []
-            for i in range(0, len(uniq), 256):
-                ids, mask = self.table.tokens(uniq[i : i + 256])
-                chunks.append(
-                    student.text_features({"input_ids": ids, "attention_mask": mask}).cpu()
-                )
-            emb = torch.cat(chunks)  # (U, D)
-        per_image = F.normalize(emb.float(), dim=-1)[inverse].mean(dim=0)  # (N, D)
+            emb = self._embed_texts(student, uniq)  # (U, D), normalised
+        per_image = emb.float().cpu()[inverse].mean(dim=0)  # (N, D)
         prototypes = class_prototypes(per_image, self.labels, len(self.val.config.classes))
         return prototype_head(prototypes, student.logit_scale().cpu(), student.logit_bias().cpu())
 
