@@ -26,35 +26,48 @@ from lga.student.model import class_text_features, load_student
 from lga.teacher.prompts import BACKGROUND_KEYWORDS, OBJECT_DESCRIPTION
 from lga.train.data import strip_background
 
-data, store_path, models = sys.argv[1], sys.argv[2], sys.argv[3:]
-full = load_dataset(data, check_images=False)
-train = full.split("train")
-key = dataset_key(full)
-with DescriptionStore(store_path, read_only=True) as st:
-    ids = train.img_ids.tolist()
-    texts = st.texts(OBJECT_DESCRIPTION, ids, dataset=key)
-    kws = st.keywords(BACKGROUND_KEYWORDS, [i for i in ids if i in texts], dataset=key)
-described = [i for i in ids if i in texts]
-y_of = dict(zip(train.img_ids.tolist(), train.y.tolist(), strict=True))
-cleaned = [strip_background(texts[i], kws.get(i, [])) for i in described]
-ys = np.array([y_of[i] for i in described])
-print(len(described), "described;", "e.g.", cleaned[0][:150])
-for m in models:
-    s = load_student(m)
-    with torch.no_grad():
-        d = s.encode_texts(cleaned).float()
-        d = F.normalize(d, dim=-1)
-        protos = F.normalize(torch.stack([d[ys == c].mean(0) for c in range(2)]), dim=-1)
-        prompts = class_text_features(s, full.config.classes, full.config.class_templates).float()
-        prompts = F.normalize(prompts, dim=-1)
-    heads = {"prompts": prompts, "descr": protos, "both": F.normalize(prompts + protos, dim=-1)}
-    for split in ("val", "test", "unseen"):
-        ds = full.unseen if split == "unseen" else full.split(split)
-        f = image_features(s, ds, batch_size=256, progress=False).float()
-        for h, w in heads.items():
-            pred = (f @ w.T).argmax(1).numpy()
-            r = group_metrics(
-                pred, ds.y, ds.place, classes=full.config.classes, places=ds.config.places
-            )
-            acc, worst = 100 * r["accuracy"], 100 * r["worst_group_accuracy"]
-            print(f"{m[-40:]:40s} {split:6s} {h:8s} acc {acc:.1f} worst {worst:.1f}")
+
+def cleaned_descriptions(data: str, store_path: str):
+    """(dataset, cleaned object descriptions, their classes (numpy)) of every described
+    training image, the background parts dropped as lga.clean=background drops them."""
+    full = load_dataset(data, check_images=False)
+    train = full.split("train")
+    key = dataset_key(full)
+    with DescriptionStore(store_path, read_only=True) as st:
+        ids = train.img_ids.tolist()
+        texts = st.texts(OBJECT_DESCRIPTION, ids, dataset=key)
+        kws = st.keywords(BACKGROUND_KEYWORDS, [i for i in ids if i in texts], dataset=key)
+    described = [i for i in ids if i in texts]
+    y_of = dict(zip(train.img_ids.tolist(), train.y.tolist(), strict=True))
+    cleaned = [strip_background(texts[i], kws.get(i, [])) for i in described]
+    return full, cleaned, np.array([y_of[i] for i in described])
+
+
+def main(data: str, store_path: str, models: list[str]) -> None:
+    full, cleaned, ys = cleaned_descriptions(data, store_path)
+    print(len(cleaned), "described;", "e.g.", cleaned[0][:150])
+    for m in models:
+        s = load_student(m)
+        with torch.no_grad():
+            d = s.encode_texts(cleaned).float()
+            d = F.normalize(d, dim=-1)
+            protos = F.normalize(torch.stack([d[ys == c].mean(0) for c in range(2)]), dim=-1)
+            prompts = class_text_features(
+                s, full.config.classes, full.config.class_templates
+            ).float()
+            prompts = F.normalize(prompts, dim=-1)
+        heads = {"prompts": prompts, "descr": protos, "both": F.normalize(prompts + protos, dim=-1)}
+        for split in ("val", "test", "unseen"):
+            ds = full.unseen if split == "unseen" else full.split(split)
+            f = image_features(s, ds, batch_size=256, progress=False).float()
+            for h, w in heads.items():
+                pred = (f @ w.T).argmax(1).numpy()
+                r = group_metrics(
+                    pred, ds.y, ds.place, classes=full.config.classes, places=ds.config.places
+                )
+                acc, worst = 100 * r["accuracy"], 100 * r["worst_group_accuracy"]
+                print(f"{m[-40:]:40s} {split:6s} {h:8s} acc {acc:.1f} worst {worst:.1f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])

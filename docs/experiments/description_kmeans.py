@@ -9,27 +9,15 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from description_head import cleaned_descriptions  # this folder (run as a script)
 
-from lga.data.dataset import load_dataset
 from lga.evaluation.metrics import group_metrics
-from lga.store.core import DescriptionStore, dataset_key
 from lga.student.features import image_features
 from lga.student.model import load_student
-from lga.teacher.prompts import BACKGROUND_KEYWORDS, OBJECT_DESCRIPTION
-from lga.train.data import strip_background
 
 data, store_path, models = sys.argv[1], sys.argv[2], sys.argv[3:]
-full = load_dataset(data, check_images=False)
-train = full.split("train")
-key = dataset_key(full)
-with DescriptionStore(store_path, read_only=True) as st:
-    ids = train.img_ids.tolist()
-    texts = st.texts(OBJECT_DESCRIPTION, ids, dataset=key)
-    kws = st.keywords(BACKGROUND_KEYWORDS, [i for i in ids if i in texts], dataset=key)
-d = [i for i in ids if i in texts]
-y = dict(zip(train.img_ids.tolist(), train.y.tolist(), strict=True))
-ys = torch.as_tensor([y[i] for i in d])
-cl = [strip_background(texts[i], kws.get(i, [])) for i in d]
+full, cl, ys = cleaned_descriptions(data, store_path)
+ys = torch.as_tensor(ys)
 
 
 def kmeans(x, k, iters=30, seed=0):
