@@ -11,12 +11,11 @@ import torch
 
 from lga.config import EvalRunConfig
 from lga.data.dataset import GroupDataset, load_dataset
-from lga.errors import LgaError
 from lga.evaluation.metrics import group_metrics
 from lga.rundir import RunDir
 from lga.student.cache import FeatureCache
 from lga.student.features import feature_cache, image_features
-from lga.student.heads import PROBE_FILE, read_head
+from lga.student.heads import saved_head
 from lga.student.model import Student, class_text_features, load_student
 
 log = logging.getLogger(__name__)
@@ -141,24 +140,6 @@ def predict_zero_shot(
     )
 
 
-def _saved_head(student: Student, ds: GroupDataset):
-    """The linear head saved beside the student's weights (``linear_probe.safetensors``), if any.
-
-    Raises:
-        LgaError: the head was fitted for other classes than the dataset's.
-    """
-    found = read_head(student.spec)
-    if found is None:
-        return None
-    head, classes = found
-    if classes != list(ds.config.classes):
-        raise LgaError(
-            f"{Path(student.spec) / PROBE_FILE} classifies {classes}, the dataset has "
-            f"{list(ds.config.classes)}"
-        )
-    return head
-
-
 def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
     """``lga eval``: evaluation of a checkpoint on one split, written to ``out``.
 
@@ -192,7 +173,7 @@ def run_eval(cfg: EvalRunConfig, out: Path, *, progress: bool = True) -> dict:
             cache=cache,
             progress=progress,
         )
-        head = _saved_head(student, ds)
+        head = saved_head(student.spec, ds.config.classes)
         templates = templates_for(ds, cfg.student.templates)
 
         def predict(part: GroupDataset) -> np.ndarray:

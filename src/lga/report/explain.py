@@ -29,6 +29,7 @@ from PIL import Image
 
 from lga.errors import LgaError
 from lga.outputs import make_output_dir
+from lga.student.heads import saved_head
 from lga.student.model import Student, class_text_features
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ def saliency(
             "fixed-resolution ViT"
         )
     pixels = inputs["pixel_values"]  # (B, 3, H, W)
-    head = _saved_head(student, class_names)
+    head = saved_head(student.spec, class_names, whose="explain's class list")
     with eager_attention(student), torch.enable_grad():
         with torch.no_grad():
             cls = class_text_features(student, class_names, templates)  # (C, D)
@@ -222,28 +223,6 @@ def saliency(
         Saliency(label, shown[i], probs[i], r, g)
         for i, (r, g) in enumerate(zip(_grid(_unit(rollout)), _grid(_unit(cam)), strict=True))
     ]
-
-
-def _saved_head(student: Student, class_names: Sequence[str]):
-    """The linear head saved in the student's folder (``linear_probe.safetensors``: lga's
-    description prototypes), which scores the model as its run did; None without one.
-
-    Raises:
-        LgaError: the head classifies other classes than ``class_names``.
-    """
-    from lga.student.heads import PROBE_FILE, read_head
-
-    if not Path(student.spec).is_dir():
-        return None
-    found = read_head(student.spec)
-    if found is None:
-        return None
-    head, classes = found
-    if list(classes) != list(class_names):
-        raise LgaError(
-            f"{Path(student.spec) / PROBE_FILE} classifies {classes}, not {list(class_names)}"
-        )
-    return head
 
 
 def _n_patches(model: torch.nn.Module, pixels: torch.Tensor) -> int:

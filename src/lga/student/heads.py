@@ -351,6 +351,26 @@ def fit_linear_probe(
 
 
 def read_head(model_dir: str | Path) -> tuple[LinearProbe, list[str]] | None:
-    """The linear head saved in a run's ``model/`` folder (linear probe, DFR), if it has one."""
+    """The linear head saved in a run's ``model/`` folder (linear probe, DFR, lga's description
+    prototypes), if it has one."""
     path = Path(model_dir) / PROBE_FILE
     return LinearProbe.load(path) if path.is_file() else None
+
+
+def saved_head(
+    model_dir: str | Path, classes: Sequence[str], *, whose: str = "the dataset"
+) -> LinearProbe | None:
+    """The head saved beside a model's weights (linear probe, DFR, lga's description
+    prototypes), which scores the model as its run did; None without one (or for a hub id).
+
+    Raises:
+        LgaError: the head classifies other classes than ``classes`` (``whose`` classes).
+    """
+    found = read_head(model_dir)
+    if found is None:
+        return None
+    head, saved = found
+    if list(saved) != list(classes):
+        path = Path(model_dir) / PROBE_FILE
+        raise LgaError(f"{path} classifies {saved}, {whose} has {list(classes)}")
+    return head
