@@ -296,6 +296,55 @@ def test_label_filter_replaces_the_texts_the_class_prompts_give_to_the_other_cla
     assert run.metrics["n"] == 16
 
 
+def test_drop_filter_leaves_the_replaced_texts_out_of_the_saved_prototypes(fit_env, monkeypatch):
+    """lga.filter=drop with the description head, recomputed independently: the saved head's
+    prototypes are the class means of the texts that the pre-trained class prompts give to
+    their image's class, through the saved model; the run's test predictions are that head's.
+    The object texts are varied ones (as in the label filter's test), so that the random tower
+    keeps some of a class and drops others."""
+    import lga.train.finetune as finetune
+    from lga.data import load_dataset
+    from lga.student.heads import read_head
+    from lga.student.model import class_text_features, load_student
+
+    full = load_dataset(fit_env["data"], check_images=False)
+    train, test = full.split("train"), full.split("test")
+    ids, spec = train.img_ids.tolist(), full.config
+    parts = ["webbed feet", "long neck", "short bill", "claws", "wings", "a tail", "plumage"]
+    texts = {i: f"a bird with {parts[k % len(parts)]}" for k, i in enumerate(ids)}
+    monkeypatch.setattr(
+        finetune, "read_descriptions", lambda c, f, s, names: {n: dict(texts) for n in names}
+    )
+    method, overrides = VARIANTS["lga-description-head"]
+    cfg = make_cfg(fit_env, method, *[o for o in overrides if o != "lga.clean=background"],
+                   "lga.filter=drop")  # fmt: skip
+    out = fit_env["root"] / "run-drop-filter"
+    fit(cfg, out, progress=False)
+    pre = load_student(str(fit_env["clip"]))  # the filter reads the pre-trained text tower
+    prompts = torch.nn.functional.normalize(
+        class_text_features(pre, spec.classes, spec.class_templates), dim=-1
+    )
+    y = torch.tensor(train.y.tolist())
+    kept = (pre.encode_texts([texts[i] for i in ids]) @ prompts.T).argmax(1) == y
+    # the random tower drops some of a class and keeps others: drop differs from label there
+    assert any(((y == c) & kept).any() and ((y == c) & ~kept).any() for c in (0, 1))
+    # as lga.filter=label, a dropped text is its image's class prompt, so a class none of whose
+    # texts is kept makes its prototype of them all, as label would
+    table = [texts[i] if k else f"a photo of a {spec.classes[c]}."
+             for i, k, c in zip(ids, kept.tolist(), y.tolist(), strict=True)]  # fmt: skip
+    student = load_student(str(out / "model"))
+    emb = student.encode_texts(table)
+    rows = [(y == c) & kept if ((y == c) & kept).any() else y == c for c in (0, 1)]
+    protos = torch.nn.functional.normalize(torch.stack([emb[r].mean(0) for r in rows]), dim=-1)
+    head, _ = read_head(out / "model")
+    torch.testing.assert_close(head.weight, student.logit_scale() * protos, atol=1e-4, rtol=1e-4)
+    feats = student.encode_images([test.load_image(i) for i in range(len(test))])
+    probs = (student.logit_scale() * feats @ protos.T).softmax(-1).numpy()
+    preds = pd.read_parquet(out / "predictions.parquet")
+    cols = ["prob_landbird", "prob_waterbird"]
+    np.testing.assert_allclose(preds[cols].to_numpy(), probs, atol=1e-4)
+
+
 def test_spurious_aware_batches_are_balanced_by_the_teacher(fit_env):
     run = made_run(fit_env, "spurious-aware")
     assert run["cfg"].spurious_aware.balance == "teacher"

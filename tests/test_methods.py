@@ -132,6 +132,33 @@ def test_batch_prototypes_skip_absent_classes_and_prototypes_need_every_class():
         class_prototypes(v, torch.tensor([0, 2, 2]), 3)
 
 
+def test_batch_prototypes_of_the_kept_rows_or_of_all_where_a_class_keeps_none(emb):
+    """lga.filter=drop: the replaced texts are left out of a class's prototype, unless that
+    leaves the class none."""
+    from lga.train.methods import batch_prototypes
+
+    v = _unit(5, 4)
+    y = torch.tensor([0, 0, 0, 1, 1])
+    keep = torch.tensor([True, False, True, False, False])
+    protos, index = batch_prototypes(v, y, keep)
+    torch.testing.assert_close(protos[0], F.normalize(v[0] + v[2], dim=0))
+    torch.testing.assert_close(protos[1], F.normalize(v[3] + v[4], dim=0))  # none kept: all
+    cfg = _cfg(
+        "lga",
+        descriptions={"store": "s.sqlite"},
+        lga={"head": "descriptions", "filter": "drop",
+             "weights": {"supcon": 0, "instance": 0, "class_ce": 1}},
+    )  # fmt: skip
+    method = build_method(cfg)
+    kept = emb.labels == emb.labels  # every row...
+    kept[0] = False  # ...but the first
+    emb.prototype_rows = kept
+    u, v, y = emb.image, emb.texts["object_description"], emb.labels
+    protos = F.normalize(torch.stack([v[(y == c) & kept].mean(0) for c in (0, 1)]), dim=-1)
+    expected = F.cross_entropy(20.0 * u @ protos.T, y)
+    torch.testing.assert_close(method.terms(emb)["class_ce"], expected)
+
+
 def test_erm_is_class_prompt_cross_entropy(emb):
     method = build_method(_cfg("erm"))
     assert isinstance(method, Erm) and method.needs_class_prompts and method.image_texts == []

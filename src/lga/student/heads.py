@@ -107,13 +107,20 @@ class LinearProbe:
         return probe, classes
 
 
-def class_prototypes(text_feats: Tensor, labels: Tensor, n_classes: int) -> Tensor:
-    """(C, D) normalised mean of each class's normalised text embeddings.
+def class_prototypes(
+    text_feats: Tensor, labels: Tensor, n_classes: int, keep: Tensor | None = None
+) -> Tensor:
+    """(C, D) normalised mean of each class's normalised text embeddings; with ``keep`` ((N,)
+    bool), of its kept ones, or of all of them where a class has none kept.
 
     Raises:
         LgaError: a class has no text.
     """
     feats = F.normalize(text_feats.float(), dim=-1)
+    if keep is not None:
+        kept = torch.bincount(labels[keep.to(labels.device)], minlength=n_classes)
+        keep = keep.to(labels.device) | (kept[labels] == 0)  # a class with none kept: all
+        feats, labels = feats[keep], labels[keep]
     sums = feats.new_zeros(n_classes, feats.shape[1]).index_add_(0, labels, feats)
     counts = torch.bincount(labels, minlength=n_classes)
     if (counts == 0).any():

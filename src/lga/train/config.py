@@ -147,8 +147,10 @@ class LgaConfig(Strict):
     # text tower's class prompts assign to another class than the image's (a teacher that named
     # a species of the other class) is replaced by the image's class prompt ("a photo of a
     # waterbird."), so no image is tied to the other class's words. Labels are what every
-    # fine-tuning method reads anyway; the count goes to the log.
-    filter: Literal["none", "label"] = "none"
+    # fine-tuning method reads anyway; the count goes to the log. `drop`: as `label`, and the
+    # replaced texts are left out of the description prototypes (lga.head=descriptions), in
+    # training and in the saved head, instead of pulling them towards the class prompt.
+    filter: Literal["none", "label", "drop"] = "none"
     weights: LgaWeights = LgaWeights()
 
 

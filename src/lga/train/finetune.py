@@ -74,7 +74,9 @@ def _spurious_prompts(cfg: FitConfig, data: RunData, templates: list[str]) -> li
 
 def _text_sources(
     cfg: FitConfig, data: RunData, names: list[str], student: Student
-) -> dict[str, dict[int, str]]:
+) -> tuple[dict[str, dict[int, str]], set[int]]:
+    """The per-image texts of ``names`` (cleaned and filtered as ``cfg.lga`` says), and the ids
+    of the images whose object text the label filter replaced."""
     descriptions = read_descriptions(cfg.descriptions, data.full, data.sample, names)
     if cfg.method is Method.LGA and cfg.lga.clean == "background":
         keywords = read_keywords(cfg.descriptions, data.full, data.sample,
@@ -87,12 +89,16 @@ def _text_sources(
         log.info("lga.clean=background: %d object text(s) lost a part about the background",
                  changed)  # fmt: skip
     template = templates_for(data.full, "single")[0]
-    if cfg.method is Method.LGA and cfg.lga.filter == "label":
+    replaced: set[int] = set()
+    if cfg.method is Method.LGA and cfg.lga.filter in ("label", "drop"):
         for n in [n for n in cfg.lga.texts if n in descriptions]:
-            descriptions[n] = _label_filter(descriptions[n], data, student, template)
-    return {
+            filtered = _label_filter(descriptions[n], data, student, template)
+            replaced |= {i for i, t in filtered.items() if t != descriptions[n][i]}
+            descriptions[n] = filtered
+    texts = {
         n: caption_texts(data.sample, template) if n == CAPTION else descriptions[n] for n in names
     }
+    return texts, replaced
 
 
 @torch.no_grad()
@@ -133,10 +139,11 @@ def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress:
     student, text_frozen = _training_student(cfg, needs_text=needs_text)
     templates = templates_for(data.full, cfg.student.templates)  # predictions
     train_templates = method.prompt_templates or templates  # the class prompts of the losses
+    per_image, replaced = _text_sources(cfg, data, method.image_texts, student)
     table = build_text_table(
         student.tokenize,
         data.sample,
-        per_image=_text_sources(cfg, data, method.image_texts, student),
+        per_image=per_image,
         class_prompts=class_prompts(data.full.config.classes, train_templates),
         spurious=_spurious_prompts(cfg, data, train_templates) if method.needs_spurious else [],
         max_length=student.max_text_length,
@@ -158,7 +165,16 @@ def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress:
         progress=progress,
         score_val=lambda preds: data.score(preds, cfg.eval.select_by),
         sample_weights=batch_weights(cfg, data, student, out),
+        prototype_rows=_prototype_rows(cfg, data, replaced),
     )
+
+
+def _prototype_rows(cfg: FitConfig, data: RunData, replaced: set[int]) -> torch.Tensor | None:
+    """(N,) bool: the sample's images whose texts make the description prototypes (all but the
+    replaced ones with ``lga.filter=drop``), or None: all of them."""
+    if cfg.method is not Method.LGA or cfg.lga.filter != "drop":
+        return None
+    return torch.tensor([i not in replaced for i in data.sample.img_ids.tolist()])
 
 
 def fine_tune(

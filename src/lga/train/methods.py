@@ -54,6 +54,8 @@ class Embeddings:
         sigmoid: image–text terms use SigLIP's sigmoid loss instead of softmax ones.
         class_templates: ``(C, K, D)`` every class in every template (each normalised), the
             parts of ``class_prompts``, when class prompts are asked for.
+        prototype_rows: ``(B,)`` bool: the rows whose texts make lga's batch prototypes
+            (``lga.filter=drop``); None: all.
     """
 
     image: Tensor
@@ -65,6 +67,7 @@ class Embeddings:
     logit_bias: Tensor | float = 0.0
     sigmoid: bool = False
     class_templates: Tensor | None = None
+    prototype_rows: Tensor | None = None
 
 
 # The image-text terms of erm and lga (class_ce, instance, prompt) use the model's own scale and
@@ -91,11 +94,14 @@ def class_loss(e: Embeddings, x: Tensor, labels: Tensor, classes: Tensor | None 
     return losses.class_prompt_ce(x, classes, labels, logit_scale=scale)
 
 
-def batch_prototypes(texts: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """The (K, D) normalised mean text embedding of each of the K classes present in the batch,
-    and ``labels`` re-indexed into those K: a class absent from the batch is no candidate."""
+def batch_prototypes(
+    texts: Tensor, labels: Tensor, keep: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """The (K, D) normalised mean text embedding of each of the K classes present in the batch
+    (of its ``keep`` rows, as :func:`class_prototypes`), and ``labels`` re-indexed into those K:
+    a class absent from the batch is no candidate."""
     present, index = torch.unique(labels, return_inverse=True)
-    return class_prototypes(texts, index, len(present)), index
+    return class_prototypes(texts, index, len(present), keep), index
 
 
 class FineTuneMethod(ABC):
@@ -233,7 +239,7 @@ class Lga(FineTuneMethod):
         if self.active("class_ce") and self.head == "descriptions":
             # each image against its batch's class prototypes of the teacher's descriptions
             v = torch.stack([e.texts[t] for t in self.texts]).mean(dim=0)  # (B, D)
-            prototypes, index = batch_prototypes(v, y)
+            prototypes, index = batch_prototypes(v, y, e.prototype_rows)
             out["class_ce"] = class_loss(e, u, index, prototypes)
         elif self.active("class_ce"):
             out["class_ce"] = class_loss(e, u, y)

@@ -177,12 +177,14 @@ class FineTuner:
         templates: list[str],
         progress: bool = True,
         sample_weights: np.ndarray | None = None,
+        prototype_rows: Tensor | None = None,
     ):
         self.cfg, self.acc, self.student, self.method = cfg, accelerator, student, method
         self.table, self.sample, self.val, self.out = table, sample, val, out
         self.run = RunDir(out)
         self.score_val, self.templates, self.progress = score_val, templates, progress
         self.labels = torch.as_tensor(sample.y.copy(), dtype=torch.long)  # (N,)
+        self.prototype_rows = prototype_rows  # (N,) bool: texts in the description prototypes
         tc = cfg.train
         self.sampler = GlobalBatchSampler(
             len(sample),
@@ -295,6 +297,9 @@ class FineTuner:
         if self.method.needs_spurious:
             spurious = chunks.pop(0)  # (S, D)
         labels = self.acc.gather(self.labels[rows].to(self.acc.device))  # (B,)
+        keep = None
+        if self.prototype_rows is not None:
+            keep = self.acc.gather(self.prototype_rows[rows].to(self.acc.device))  # (B,)
         return Embeddings(
             gather_with_grad(u),
             labels,
@@ -305,6 +310,7 @@ class FineTuner:
             logit_bias=bias,
             sigmoid=self.sigmoid,
             class_templates=class_templates,
+            prototype_rows=keep,
         )
 
     # -- one step --------------------------------------------------------------------------------
@@ -357,7 +363,8 @@ class FineTuner:
         else:
             emb = self._embed_texts(student, uniq)  # (U, D), normalised
         per_image = emb.float().cpu()[inverse].mean(dim=0)  # (N, D)
-        prototypes = class_prototypes(per_image, self.labels, len(self.val.config.classes))
+        n_classes = len(self.val.config.classes)
+        prototypes = class_prototypes(per_image, self.labels, n_classes, self.prototype_rows)
         return prototype_head(prototypes, student.logit_scale().cpu(), student.logit_bias().cpu())
 
     def _val_predictions(self, student: Student, head: LinearProbe | None = None):
