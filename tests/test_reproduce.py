@@ -48,6 +48,17 @@ def test_reproduce_runs_every_method_and_seed_then_resumes(config_file, tmp_path
     stamp = {r: (out / "runs" / r / "metrics.json").stat().st_mtime_ns for r in runs}
     assert main(["reproduce", str(config_file), "--out", str(out)]) == 0
     assert stamp == {r: (out / "runs" / r / "metrics.json").stat().st_mtime_ns for r in runs}
+    # --jobs 2: the same runs in two spawned processes (one thread each here), resumable alike
+    par = tmp_path / "par"
+    assert main(["reproduce", str(config_file), "--out", str(par), "--jobs", "2"]) == 0
+    assert sorted(p.name for p in (par / "runs").iterdir()) == runs
+    for run in runs:
+        a, b = (json.loads((d / "runs" / run / "metrics.json").read_text()) for d in (out, par))
+        assert a["group_accuracy"] == pytest.approx(b["group_accuracy"], abs=1 / 16), run
+        assert a["selected_step"] == b["selected_step"], run
+    stamp = {r: (par / "runs" / r / "metrics.json").stat().st_mtime_ns for r in runs}
+    assert main(["reproduce", str(config_file), "--out", str(par), "--jobs", "2"]) == 0
+    assert stamp == {r: (par / "runs" / r / "metrics.json").stat().st_mtime_ns for r in runs}
 
 
 def test_config_layers_and_per_method_settings(config_file, tmp_path):
@@ -188,3 +199,25 @@ def test_a_finished_run_of_another_recipe_is_never_reused(config_file, tmp_path,
     err = capsys.readouterr().err
     assert "lga-seed0 holds a finished run of another configuration" in err
     assert "train.lr: 2e-05 -> 3e-05" in err
+
+
+def test_jobs_must_be_positive(config_file, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", str(config_file), "--out", str(tmp_path / "o"), "--jobs", "0"])
+    assert "expected a positive whole number, got '0'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_failed_parallel_run_stops_the_reproduction_and_keeps_the_others(
+    config_file, tmp_path, capsys
+):
+    out, bad = tmp_path / "repro", tmp_path / "not-a-folder"
+    bad.write_text("")
+    args = ["reproduce", str(config_file), "--out", str(out), "--jobs", "2", "seeds=[0]"]
+    # the zero-shot run's feature cache cannot be written: its error, in the CLI's words
+    assert main([*args, f"method_overrides.zero-shot.eval.cache_dir={bad}"]) == 1
+    assert "not-a-folder/features" in capsys.readouterr().err
+    assert (out / "runs" / "lga-seed0" / "metrics.json").is_file()
+    assert not (out / "runs" / "zero-shot-seed0" / "metrics.json").is_file()
+    assert main(args) == 0  # the rerun does what is left
+    assert (out / "runs" / "zero-shot-seed0" / "metrics.json").is_file()

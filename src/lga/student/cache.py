@@ -59,7 +59,7 @@ class FeatureCache:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         ids = sorted(self._feats)
-        tmp = self.file.with_suffix(".tmp")
+        tmp = self.file.with_name(f"{self.file.name}.{os.getpid()}.tmp")  # runs in parallel
         save_file(
             {
                 "ids": torch.tensor(ids, dtype=torch.int64),

@@ -295,14 +295,23 @@ def run_dir(out: Path, name: str | Method, seed: int) -> Path:
 
 
 def reproduce(
-    cfg: ReproduceConfig, out: str | Path, *, data_root: Path | None = None, progress: bool = True
+    cfg: ReproduceConfig,
+    out: str | Path,
+    *,
+    data_root: Path | None = None,
+    progress: bool = True,
+    jobs: int = 1,
 ) -> list[Path]:
     """Run every (method, seed) of ``cfg`` into ``out/runs`` and write ``out/report``.
+
+    Args:
+        jobs: runs at once, each in its own process with ``cpu_count // jobs`` threads (1: one
+            after the other in this process). Every run is seeded by its config alone, so the
+            runs are the same either way up to float rounding of other thread counts.
 
     Returns:
         The run directories.
     """
-    from lga.train import fit
     from lga.train.fit import config_changes
 
     out = Path(out)
@@ -313,7 +322,7 @@ def reproduce(
     if cfg.teacher.spec:
         done = describe_samples(cfg, root, store, progress)
         variant = {"teacher": done.teacher, "settings_hash": done.settings_hash}
-    runs = []
+    runs, todo = [], []
     for seed in cfg.seeds:
         for name in cfg.methods:
             rd = run_dir(out, name, seed)
@@ -330,13 +339,75 @@ def reproduce(
                     )
                 log.info("%s: done already", rd)
                 continue
-            resume = RunDir(rd).resumable  # a killed run continues where it stopped
-            log.info("fitting %s (seed %d)%s", name, seed, " (resuming)" if resume else "")
-            fit(
-                fc,
-                rd,
-                resume=resume,
-                overwrite=not resume,
-                progress=progress,
-            )
+            todo.append((f"{name} (seed {seed})", fc, rd))
+    if jobs > 1 and len(todo) > 1:
+        _fit_in_processes(todo, jobs, progress)
+    else:
+        for label, fc, rd in todo:
+            _fit_one(label, fc, rd, progress)
     return runs
+
+
+def _fit_one(label: str, fc: FitConfig, rd: Path, progress: bool) -> None:
+    from lga.train import fit
+
+    resume = RunDir(rd).resumable  # a killed run continues where it stopped
+    log.info("fitting %s%s", label, " (resuming)" if resume else "")
+    fit(fc, rd, resume=resume, overwrite=not resume, progress=progress)
+
+
+def _worker_init(threads: int, level: int, start_method: str) -> None:
+    """A run process: its share of the cores, the parent's log level, no bars of its own, and
+    the parent's start method for its data loader workers (a spawned process would otherwise
+    spawn them too, each importing torch anew: 20 s per split)."""
+    import multiprocessing
+
+    import torch
+
+    multiprocessing.set_start_method(start_method, force=True)
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _fit_in_processes(todo: list[tuple[str, FitConfig, Path]], jobs: int, progress: bool) -> None:
+    """The runs of ``todo``, ``jobs`` at a time in spawned processes, in the order given; one bar
+    counts finished runs. A failed run stops the ones not started (those that finished keep
+    their results, a killed one resumes next time) and its error is raised here."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    from tqdm.auto import tqdm
+
+    jobs = min(jobs, len(todo))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    log.info("%d runs, %d at a time (%d thread%s each)", len(todo), jobs, threads,
+             "" if threads == 1 else "s")  # fmt: skip
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),  # no forked torch or thread state
+        initializer=_worker_init,
+        initargs=(
+            threads,
+            logging.getLogger().getEffectiveLevel(),
+            multiprocessing.get_start_method(),
+        ),
+    ) as pool:
+        futures = {pool.submit(_fit_one, label, fc, rd, False): label for label, fc, rd in todo}
+        bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress)
+        pending = set(futures)
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for f in finished:
+                    if (e := f.exception()) is not None:
+                        log.error("%s failed; the runs not started are left for next time",
+                                  futures[f])  # fmt: skip
+                        raise e
+                    bar.update(1)
+                    bar.set_postfix_str(futures[f])
+        finally:
+            bar.close()
+            for f in pending:
+                f.cancel()

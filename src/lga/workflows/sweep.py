@@ -29,8 +29,10 @@ def sweep(
     *,
     data_root: Path | None = None,
     progress: bool = True,
+    jobs: int = 1,
 ) -> dict[str, dict[int, dict[str, list[float]]]]:
-    """Run the reproduction at every size; return ``{method: {size: {metric: [per seed]}}}``."""
+    """Run the reproduction at every size (``jobs`` runs at once, as :func:`reproduce`); return
+    ``{method: {size: {metric: [per seed]}}}``."""
     out = Path(out)
     results: dict[str, dict[int, dict[str, list[float]]]] = {}
     for n in sizes:
@@ -43,7 +45,7 @@ def sweep(
         if cfg.data.synth is not None and data_root is None:  # one world for every size
             data_root = prepare_data(sized, out, None, progress)
         for run in load_runs(
-            reproduce(sized, out / f"n{n}", data_root=data_root, progress=progress)
+            reproduce(sized, out / f"n{n}", data_root=data_root, progress=progress, jobs=jobs)
         ):
             per = results.setdefault(run.name, {}).setdefault(int(n), {"worst": [], "overall": []})
             per["worst"].append(run.record.worst_group_accuracy)

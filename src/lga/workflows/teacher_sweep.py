@@ -93,8 +93,10 @@ def teacher_sweep(
     *,
     data_root: Path | None = None,
     progress: bool = True,
+    jobs: int = 1,
 ) -> dict:
-    """Run every point; return (and write) ``{"points": [...], "fixed": {...}, "curves": ...}``.
+    """Run every point (``jobs`` runs at once, as :func:`reproduce`); return (and write)
+    ``{"points": [...], "fixed": {...}, "curves": ...}``.
 
     Raises:
         ConfigError: the config's teacher is not the oracle (only it has fault rates), or no
@@ -116,13 +118,13 @@ def teacher_sweep(
     if fixed:
         base = cfg.model_copy(update={"methods": fixed, "teacher": cfg.teacher.replace(spec=None)})
         results["fixed"] = _collect(reproduce(base, out / "fixed", data_root=root,
-                                              progress=progress))  # fmt: skip
+                                              progress=progress, jobs=jobs))  # fmt: skip
     for p in points:
         log.info("teacher sweep: %s (%s)", p.name, p.options)
         teacher = cfg.teacher.replace(request_options=dict(p.options), store=store)
         point_cfg = cfg.model_copy(update={"methods": moving, "teacher": teacher})
         found = _collect(reproduce(point_cfg, out / "points" / p.name, data_root=root,
-                                   progress=progress))  # fmt: skip
+                                   progress=progress, jobs=jobs))  # fmt: skip
         for name, per in found.items():
             results["curves"].setdefault(name, {})[p.name] = per
         (out / "teacher_sweep.json").write_text(json.dumps(results, indent=1))
