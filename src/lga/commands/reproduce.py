@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "LLaVA-class models do (faults=llava-like), fit zero-shot, linear probe, ERM, ERM on "
         "teacher-balanced batches, spurious-aware, lga, lga with the slides' recipe and DFR "
         "from the shipped toy CLIP over 3 seeds, print the results table and write the report. "
-        "About 3-4 minutes on 2 CPU cores (--quick: about 1.5). Example: lga demo --out lga-demo",
+        "About 4-5 minutes on 2 CPU cores (--quick: about 2). Example: lga demo --out lga-demo",
     )
     demo.add_argument("--out", type=Path, default=Path("lga-demo"), help="output folder")
     demo.add_argument("--quick", action="store_true", help="smaller sets, for a smoke test / CI")
@@ -30,8 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=_positive,
         default=None,
         help="runs at once, each in its own process with its share of the CPU cores "
-        "(default: the number of cores, at most 4; the toy's runs gain more from processes than "
-        "from threads)",
+        "(default: the number of cores, at most 4)",
     )
     demo.set_defaults(func=_demo)
 

@@ -376,7 +376,7 @@ def _fit_in_processes(todo: list[tuple[str, FitConfig, Path]], jobs: int, progre
     counts finished runs. A failed run stops the ones not started (those that finished keep
     their results, a killed one resumes next time) and its error is raised here."""
     import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     from tqdm.auto import tqdm
 
@@ -399,7 +399,7 @@ def _fit_in_processes(todo: list[tuple[str, FitConfig, Path]], jobs: int, progre
         pending = set(futures)
         try:
             while pending:
-                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in finished:
                     if (e := f.exception()) is not None:
                         log.error("%s failed; the runs not started are left for next time",
