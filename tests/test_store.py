@@ -317,21 +317,19 @@ def test_damage_met_after_open_is_the_same_error(damaged_store, monkeypatch):
 
 
 def test_merge_failing_midway_leaves_old_output_untouched(tmp_path, monkeypatch):
-    import lga.store.transfer
-
     a, b, out = (tmp_path / n for n in ("a.sqlite", "b.sqlite", "out.sqlite"))
     for path, rows in ((a, [row(1)]), (b, [row(2)]), (out, [row(9)])):
         with DescriptionStore(path) as s:
             s.put(rows)
     before = out.read_bytes()
-    real = lga.store.transfer._merge_one
+    real = DescriptionStore.merge_from
 
     def fail_on_b(store, src):
         if src == b:
             raise OSError("disk full")
         return real(store, src)
 
-    monkeypatch.setattr(lga.store.transfer, "_merge_one", fail_on_b)
+    monkeypatch.setattr(DescriptionStore, "merge_from", fail_on_b)
     with pytest.raises(OSError, match="disk full"):
         merge_stores(out, [a, b])
     assert out.read_bytes() == before
@@ -341,7 +339,7 @@ def test_merge_failing_midway_leaves_old_output_untouched(tmp_path, monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         merge_stores(fresh, [a, b])
     assert not fresh.exists()
-    monkeypatch.setattr(lga.store.transfer, "_merge_one", real)
+    monkeypatch.setattr(DescriptionStore, "merge_from", real)
     assert merge_stores(out, [a, b])["rows"] == 3
 
 
@@ -426,14 +424,15 @@ def test_a_killed_merge_leaves_files_that_the_rerun_removes(tmp_path):
     script = (
         "import os, signal, sys\n"
         "import lga.store.transfer as transfer\n"
-        "one = transfer._merge_one\n"
+        "from lga.store.descriptions import DescriptionStore\n"
+        "one = DescriptionStore.merge_from\n"
         "def killed(store, src):\n"
         "    if src.name == 'b.sqlite':\n"
         "        store._con.execute('BEGIN')\n"
         "        store._con.execute(\"UPDATE descriptions SET text = 'x'\")\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return one(store, src)\n"
-        "transfer._merge_one = killed\n"
+        "DescriptionStore.merge_from = killed\n"
         "transfer.merge_stores(sys.argv[1], sys.argv[2:])\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

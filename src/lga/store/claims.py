@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from lga.store.files import pid_alive
 from lga.store.schema import DONE, KEY_MATCH, Row, Transaction, connect, key_values
 
 log = logging.getLogger(__name__)
@@ -132,13 +133,7 @@ def _owner_is_dead(owner: str) -> bool:
         return False
     if space != _process_space() or pid_n == os.getpid():
         return False
-    try:
-        os.kill(pid_n, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, owned by another user
-        return False
-    return False
+    return not pid_alive(pid_n)
 
 
 class LeaseRenewer:

@@ -15,6 +15,7 @@ The trainer reads it with :meth:`DescriptionStore.texts` / :meth:`DescriptionSto
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -122,6 +123,35 @@ class DescriptionStore:
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._con.execute(sql, params).fetchall()
+
+    def backup(self, to: str | Path) -> None:
+        """Copy the whole store into the file ``to`` with SQLite's backup API."""
+        dst = sqlite3.connect(str(to))
+        try:
+            self._con.backup(dst)
+        finally:
+            dst.close()
+
+    def merge_from(self, src: str | Path) -> int:
+        """Insert the prompts, settings and rows of the store file ``src``, in one transaction
+        (a row already here is kept unless the one of ``src`` supersedes it, as :meth:`put`);
+        returns how many rows ``src`` holds."""
+        con = self._con
+        con.execute("ATTACH DATABASE ? AS src", (str(src),))
+        try:
+            # A version-1 store has no truncated column: its answers were never cut.
+            names = self._columns("src", "descriptions")
+            select = ", ".join(c if c in names else f"0 AS {c}" for c in COLUMNS)
+            with self.transaction():
+                con.execute("INSERT OR IGNORE INTO prompts SELECT * FROM src.prompts")
+                con.execute("INSERT OR IGNORE INTO settings SELECT * FROM src.settings")
+                # "WHERE true" lets SQLite parse ON CONFLICT after a SELECT.
+                source = f"SELECT {select} FROM src.descriptions WHERE true"
+                con.execute(UPSERT.format(source=source))
+                n = con.execute("SELECT COUNT(*) FROM src.descriptions").fetchone()[0]
+        finally:
+            con.execute("DETACH DATABASE src")
+        return int(n)
 
     # -- writing --------------------------------------------------------------------------------
 

@@ -22,17 +22,19 @@ def remove_stale_tmp(out: Path, job: str) -> None:
     was killed before it could clean up: one whose process is gone on this machine."""
     for tmp in out.parent.glob(f".{glob.escape(out.name)}.{job}-*.tmp"):
         pid = tmp.name.removesuffix(".tmp").rpartition("-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             log.info("removing %s, left by a %s that was killed", tmp, job)
             remove_store_files(tmp)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine (and PID namespace) runs; one that exists but
+    cannot be signalled (another user's) counts as running."""
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
+    except OSError:
         return True
     return True
 

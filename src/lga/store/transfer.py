@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
 from lga.errors import LgaError
 from lga.store.descriptions import DescriptionStore
 from lga.store.files import remove_stale_tmp, remove_store_files, tmp_store
-from lga.store.schema import COLUMNS, UPSERT
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +81,7 @@ def merge_stores(out: str | Path, inputs: Sequence[str | Path]) -> dict[str, int
         read = 0
         with DescriptionStore(tmp) as store:
             for src in sources:
-                read += _merge_one(store, src)
+                read += store.merge_from(src)
             total = int(store._query("SELECT COUNT(*) FROM descriptions")[0][0])
         os.replace(tmp, out)  # closing the store folded its WAL into tmp
     except BaseException:
@@ -100,33 +98,10 @@ def _copy_store(path: Path, to: Path) -> None:
     the new file. Opening it for writing once folds a leftover log in (and migrates the schema).
     """
     with DescriptionStore(path, create=False) as store:
-        dst = sqlite3.connect(str(to))
-        try:
-            store._con.backup(dst)
-        finally:
-            dst.close()
+        store.backup(to)
     wal = path.with_name(path.name + "-wal")
     if wal.exists() and wal.stat().st_size > 0:
         raise LgaError(
             f"{path} is open in another process (its write-ahead log {wal} is in use); "
             "merge when that process has finished"
         )
-
-
-def _merge_one(store: DescriptionStore, src: Path) -> int:
-    con = store._con
-    con.execute("ATTACH DATABASE ? AS src", (str(src),))
-    try:
-        # A version-1 store has no truncated column: its answers were never cut.
-        names = store._columns("src", "descriptions")
-        select = ", ".join(c if c in names else f"0 AS {c}" for c in COLUMNS)
-        with store.transaction():
-            con.execute("INSERT OR IGNORE INTO prompts SELECT * FROM src.prompts")
-            con.execute("INSERT OR IGNORE INTO settings SELECT * FROM src.settings")
-            # "WHERE true" lets SQLite parse ON CONFLICT after a SELECT.
-            source = f"SELECT {select} FROM src.descriptions WHERE true"
-            con.execute(UPSERT.format(source=source))
-            n = con.execute("SELECT COUNT(*) FROM src.descriptions").fetchone()[0]
-    finally:
-        con.execute("DETACH DATABASE src")
-    return int(n)
