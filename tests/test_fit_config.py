@@ -97,3 +97,11 @@ def test_a_bad_key_is_named_whichever_path_builds(tmp_path):
         lga.fit_config("erm", tmp_path, overrides=["train.lr=fast"])
     with pytest.raises(ConfigError, match="train.lrr"):
         build_fit_config(method="erm", data=tmp_path, settings={"train": {"lrr": 1}})
+
+
+def test_drop_filter_without_the_description_head_is_refused(tmp_path):
+    store = f"descriptions.store={tmp_path / 'd.sqlite'}"
+    with pytest.raises(ConfigError, match="lga.filter=drop .* needs lga.head=descriptions"):
+        lga.fit_config("lga", tmp_path, overrides=[store, "lga.filter=drop"])
+    ok = [store, "lga.filter=drop", "lga.head=descriptions"]
+    assert lga.fit_config("lga", tmp_path, overrides=ok).lga.filter == "drop"

@@ -153,6 +153,15 @@ class LgaConfig(Strict):
     filter: Literal["none", "label", "drop"] = "none"
     weights: LgaWeights = LgaWeights()
 
+    @model_validator(mode="after")
+    def _drop_needs_the_description_head(self) -> LgaConfig:
+        if self.filter == "drop" and self.head != "descriptions":
+            raise ValueError(
+                "lga.filter=drop leaves texts out of the description prototypes: it needs "
+                "lga.head=descriptions (with the class prompts as head, use lga.filter=label)"
+            )
+        return self
+
 
 class SpuriousAwareWeights(Strict):
     """Weights of the terms of the spurious-aware baseline (Yang et al. 2023); the reference's
