@@ -221,3 +221,19 @@ def test_a_failed_parallel_run_stops_the_reproduction_and_keeps_the_others(
     assert not (out / "runs" / "zero-shot-seed0" / "metrics.json").is_file()
     assert main(args) == 0  # the rerun does what is left
     assert (out / "runs" / "zero-shot-seed0" / "metrics.json").is_file()
+
+
+def test_the_toy_is_recorded_as_toy_and_runs_that_recorded_its_folder_still_match(tmp_path):
+    from lga.student.toy import toy_checkpoint
+    from lga.train.fit import config_changes
+
+    cfg = load_reproduce_config("demo", quick=True)
+    fc = run_fit_config(cfg, "lga", 0, tmp_path, tmp_path / "d.sqlite")
+    assert fc.student.spec == "toy"  # as `lga fit --student toy` records it
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = fc.model_dump(mode="json")
+    for spec, changed in ((str(toy_checkpoint()), False), (str(tmp_path / "other"), True)):
+        saved["student"]["spec"] = spec  # earlier releases recorded the toy's folder
+        (run / "config.yaml").write_text(yaml.safe_dump(saved))
+        assert bool(config_changes(fc, run)) == changed, spec

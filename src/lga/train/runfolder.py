@@ -12,6 +12,7 @@ import yaml
 from lga.errors import LgaError
 from lga.evaluation.zero_shot import metrics_from_predictions, train_group_counts
 from lga.rundir import RunDir
+from lga.student.toy import TOY_STUDENT, toy_checkpoint
 from lga.train.config import RUN_CONTROL_KEYS, FitConfig
 from lga.train.rundata import RunData
 
@@ -66,7 +67,17 @@ def _comparable(cfg_dict: dict) -> dict:
     d = yaml.safe_load(yaml.safe_dump(cfg_dict))
     for section, key in RUN_CONTROL_KEYS:
         d.get(section, {}).pop(key, None)
+    student = d.get("student") or {}
+    if student.get("spec") and _is_toy(student["spec"]):  # runs that recorded its folder
+        student["spec"] = TOY_STUDENT
     return d
+
+
+def _is_toy(spec: str) -> bool:
+    try:
+        return Path(spec).resolve() == toy_checkpoint().resolve()
+    except (OSError, LgaError):
+        return False
 
 
 def prepare_run_dir(cfg: FitConfig, out: Path, *, resume: bool, overwrite: bool) -> None:

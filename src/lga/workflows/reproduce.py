@@ -205,8 +205,6 @@ def run_fit_config(
     name); ``variant`` (``{"teacher", "settings_hash"}``) picks the store's answers of this
     config's teacher where the store holds others too. The store is given only to a run whose
     result moves with the teacher (:attr:`FitConfig.reads_teacher`)."""
-    from lga.workflows.toy import resolve_student
-
     name = name.value if isinstance(name, Method) else name
     method = cfg.method_of(name)
     changes = cfg.recipes[name].fit if name in cfg.recipes else cfg.method_overrides.get(method, {})
@@ -222,7 +220,7 @@ def run_fit_config(
         build_fit_config,
         method=method,
         data=root,
-        student=resolve_student(cfg.student["spec"]),
+        student=cfg.student["spec"],  # as given ("toy" stays "toy", as with lga fit)
         seed=seed,
         run_file=cfg.fit_base,
         defaults={"tracking": {"group": group}} if group is not None else None,
