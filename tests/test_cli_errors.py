@@ -127,3 +127,13 @@ def test_synth_values_out_of_range_are_usage_errors(tmp_path, capsys, flags, lin
     assert main(["data", "synth", "--out", str(out), *flags]) == 2
     assert _one_line_error(capsys).startswith(line)
     assert not out.exists()
+
+
+def test_explain_names_a_missing_or_bad_image_before_loading_any_model(tmp_path, capsys):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    for path, why in ((tmp_path / "gone.png", "image file not found"), (bad, "not an image")):
+        argv = ["explain", "--student", "/nonexistent/clip", str(path), "--out", str(tmp_path / "s")]
+        assert main(argv) == 1
+        assert _one_line_error(capsys).startswith(f"error: {path}: {why}")  # not the student's
+    assert not (tmp_path / "s").exists()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lga.errors import ConfigError
+from lga.errors import ConfigError, LgaError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,6 +97,15 @@ def _stems(paths: list[Path]) -> list[str]:
     return stems
 
 
+def _image(path: Path, load_rgb):
+    from lga.data.images import ImageLoadError
+
+    try:
+        return load_rgb(path)
+    except ImageLoadError as e:
+        raise LgaError(f"{path}: {e}") from None
+
+
 def _run(args: argparse.Namespace) -> int:
     from lga.config import StudentConfig
     from lga.data.dataset_config import load_dataset_config
@@ -115,11 +124,11 @@ def _run(args: argparse.Namespace) -> int:
     if any("{}" not in t for t in templates):
         raise ConfigError(f"every template needs a {{}} for the class name: {templates}")
     labels = _labels([label for _, label, _ in resolved], args.labels)
+    images = [_image(p, load_rgb) for p in args.images]  # a bad file fails before any model
     students = [
         (label, load_student(StudentConfig(spec=ckpt, device=args.device)))
         for label, (ckpt, _, _) in zip(labels, resolved, strict=True)
     ]
-    images = [load_rgb(p) for p in args.images]
     paths = write_saliency_figures(
         students,
         images,
