@@ -133,7 +133,7 @@ def test_explain_names_a_missing_or_bad_image_before_loading_any_model(tmp_path,
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     for path, why in ((tmp_path / "gone.png", "image file not found"), (bad, "not an image")):
-        argv = ["explain", "--student", "/nonexistent/clip", str(path), "--out", str(tmp_path / "s")]
-        assert main(argv) == 1
+        out = str(tmp_path / "s")
+        assert main(["explain", "--student", "/nonexistent/clip", str(path), "--out", out]) == 1
         assert _one_line_error(capsys).startswith(f"error: {path}: {why}")  # not the student's
     assert not (tmp_path / "s").exists()

@@ -144,6 +144,10 @@ def test_options_resolve_presets_scales_and_refuse_bad_values():
                 {"fault_scale": -1}, {"top_k": 3}, {"species_error": float("nan")}):  # fmt: skip
         with pytest.raises(ConfigError):
             fault_rates(bad)
+    with pytest.raises(ConfigError) as e:  # the field and pydantic's words, not its help link
+        fault_rates({"species_error": 1.5})
+    assert "(species_error: Input should be less than or equal to 1)" in str(e.value)
+    assert "pydantic.dev" not in str(e.value)
 
 
 def test_other_rates_are_other_generation_settings(world):

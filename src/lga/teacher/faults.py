@@ -112,6 +112,10 @@ def fault_rates(options: Mapping[str, Any]) -> FaultRates:
 
 
 def _first_line(e: Exception) -> str:
+    """What was wrong, in a line: pydantic's first error (field and message), or the message."""
+    if isinstance(e, ValidationError):
+        err = e.errors()[0]
+        return f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
     return str(e).strip().splitlines()[-1].strip()
 
 
