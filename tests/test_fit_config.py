@@ -38,7 +38,7 @@ def _three_ways(tmp_path, method: str, run_file: str, seed: int, changes: dict) 
     repro_file.write_text(
         yaml.safe_dump(
             {"name": "x", "student": {"spec": STUDENT}, "methods": [method], "seeds": [seed],
-             "fit_base": run_file, "fit": changes}
+             "teacher": {"store": str(store)}, "fit_base": run_file, "fit": changes}
         )
     )  # fmt: skip
     repro = run_fit_config(load_reproduce_config(repro_file), method, seed, data, store)
@@ -82,7 +82,9 @@ def test_layers_run_file_then_settings_then_named_then_overrides(tmp_path):
 
 def test_reproduce_gives_the_store_only_to_runs_that_read_the_teacher(tmp_path):
     repro_file = tmp_path / "repro.yaml"
-    repro_file.write_text(yaml.safe_dump({"name": "x", "methods": ["erm", "lga"]}))
+    repro_file.write_text(
+        yaml.safe_dump({"name": "x", "methods": ["erm", "lga"], "teacher": {"spec": "oracle"}})
+    )
     cfg = load_reproduce_config(repro_file)
     store, variant = tmp_path / "d.sqlite", {"teacher": "oracle", "settings_hash": "abc"}
     lga_cfg = run_fit_config(cfg, "lga", 0, tmp_path, store, variant=variant)

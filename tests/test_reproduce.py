@@ -237,3 +237,11 @@ def test_the_toy_is_recorded_as_toy_and_runs_that_recorded_its_folder_still_matc
         saved["student"]["spec"] = spec  # earlier releases recorded the toy's folder
         (run / "config.yaml").write_text(yaml.safe_dump(saved))
         assert bool(config_changes(fc, run)) == changed, spec
+
+
+def test_a_bad_column_setting_fails_at_load_before_any_data_is_made(config_file, tmp_path, capsys):
+    out = tmp_path / "repro"
+    assert main(["reproduce", str(config_file), "--out", str(out), "fit.train.lr=fast"]) == 1
+    assert "train.lr" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(ConfigError, match="needs a description store"):  # lga, and no teacher
+        load_reproduce_config(config_file, overrides=["teacher.spec=null"])

@@ -188,7 +188,11 @@ def load_reproduce_config(
     if quick:
         raw = deep_merge(raw, raw.get("quick", {}))
     TeacherRun.from_mapping(raw.get("teacher"), where=str(path))  # a bad key named with its file
-    return resolve_config(ReproduceConfig, base=raw, overrides=list(overrides))
+    cfg = resolve_config(ReproduceConfig, base=raw, overrides=list(overrides))
+    store = Path("descriptions.sqlite") if cfg.teacher.spec or cfg.teacher.store else None
+    for name in cfg.methods:  # every column's fit settings checked now, before any data is made
+        run_fit_config(cfg, name, cfg.seeds[0], Path("data"), store)
+    return cfg
 
 
 def run_fit_config(
