@@ -245,3 +245,6 @@ def test_a_bad_column_setting_fails_at_load_before_any_data_is_made(config_file,
     assert "train.lr" in capsys.readouterr().err and not out.exists()
     with pytest.raises(ConfigError, match="needs a description store"):  # lga, and no teacher
         load_reproduce_config(config_file, overrides=["teacher.spec=null"])
+    missing = tmp_path / "no-data"
+    assert main(["reproduce", str(config_file), "--out", str(out), "--data", str(missing)]) == 1
+    assert f"dataset folder not found: {missing}" in capsys.readouterr().err and not out.exists()

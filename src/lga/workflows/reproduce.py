@@ -27,7 +27,7 @@ from lga.config import (
     shipped_names,
 )
 from lga.data.dataset import GroupDataset, load_dataset, subsample
-from lga.errors import ConfigError, LgaError
+from lga.errors import ConfigError, DataError, LgaError
 from lga.outputs import make_output_dir
 from lga.rundir import RunDir
 from lga.teacher.config import TeacherConfig
@@ -317,6 +317,9 @@ def reproduce(
     from lga.train.fit import config_changes
 
     out = Path(out)
+    given = data_root or cfg.data.root
+    if given is not None and not Path(given).is_dir():  # before any folder is made
+        raise DataError(f"dataset folder not found: {given}", listed=False)
     make_output_dir(out, what="reproduction folder")
     root = prepare_data(cfg, out, data_root, progress)
     store = cfg.teacher.store or (out / "descriptions.sqlite" if cfg.teacher.spec else None)
