@@ -7,10 +7,11 @@ for the seeds' samples):
 
 GRID.yaml maps a recipe name to ``{method: erm|lga|..., overrides: [KEY=VALUE, ...]}``; the
 overrides go on top of the demo config's fit settings (``DEMO`` in them is replaced by the demo
-folder). For every recipe and seed it runs `lga fit`
-in-process into OUT/<recipe>-seed<N> (finished runs are kept) and prints, from train_log.jsonl,
-the validation worst group of the pre-trained model, the best one over the evaluations (what
-checkpoint selection keeps) and at the last evaluation, as mean over seeds. Test figures are
+folder, ``SEED`` by the seed, and any ``--var NAME=VALUE`` name by its value). For every
+recipe and seed it runs `lga fit` in-process into OUT/<recipe>-seed<N> (finished runs are
+kept) and prints, from train_log.jsonl, the validation worst group of the pre-trained model, the
+best one over the evaluations (what checkpoint selection keeps) and at the last evaluation, as
+mean over seeds. Test figures are
 written by fit, as always, and this script reads them only with ``--test``, which is for reporting
 recipes already chosen (ablations), never for choosing.
 """
@@ -44,6 +45,14 @@ def val_curve(run: Path) -> list[tuple[int, float, float]]:
     ]
 
 
+def _fill(override: str, demo: Path, seed: int, variables: list[str]) -> str:
+    """A recipe's override with DEMO, SEED and the --var names replaced."""
+    for var in variables:
+        name, _, value = var.partition("=")
+        override = override.replace(name, value)
+    return override.replace("DEMO", str(demo)).replace("SEED", str(seed))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("demo", type=Path)
@@ -54,6 +63,12 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--student", default=None, help="a toy checkpoint instead of the shipped one")
     p.add_argument("--set", action="append", default=[], help="reproduce-config overrides")
+    p.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        help="NAME=VALUE: NAME in a recipe's overrides becomes VALUE (SEED is always the seed)",
+    )
     p.add_argument(
         "--test",
         action="store_true",
@@ -82,7 +97,7 @@ def main() -> None:
                     FitConfig,
                     base=base.model_dump(mode="json"),
                     overrides=[
-                        o.replace("DEMO", str(args.demo)) for o in spec.get("overrides", [])
+                        _fill(o, args.demo, seed, args.var) for o in spec.get("overrides", [])
                     ],
                 )
                 fit(fc, run, overwrite=True, progress=False)
