@@ -43,6 +43,16 @@ def cleaned_descriptions(data: str, store_path: str):
     return full, cleaned, np.array([y_of[i] for i in described])
 
 
+def head_scores(feats, heads: dict, ds, classes) -> list[str]:
+    """``"name acc/worst"`` (%, one decimal / none) of each (C, D) head over features of ``ds``."""
+    out = []
+    for name, w in heads.items():
+        pred = (feats @ w.T).argmax(1).numpy()
+        r = group_metrics(pred, ds.y, ds.place, classes=classes, places=ds.config.places)
+        out.append(f"{name} {100 * r['accuracy']:.1f}/{100 * r['worst_group_accuracy']:.0f}")
+    return out
+
+
 def main(data: str, store_path: str, models: list[str]) -> None:
     full, cleaned, ys = cleaned_descriptions(data, store_path)
     print(len(cleaned), "described;", "e.g.", cleaned[0][:150])

@@ -10,9 +10,9 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from description_head import head_scores  # this folder (run as a script)
 
 from lga.data.dataset import load_dataset
-from lga.evaluation.metrics import group_metrics
 from lga.store.core import DescriptionStore, dataset_key
 from lga.student.features import image_features
 from lga.student.model import class_text_features, load_student
@@ -70,14 +70,5 @@ for m in models:
         "desc-drop-bal": proto(D, keep.float() * w),
         "desc-bal": proto(D, w),
     }
-    out = []
-    for h, W in heads.items():
-        r = group_metrics(
-            (f @ W.T).argmax(1).numpy(),
-            val.y,
-            val.place,
-            classes=full.config.classes,
-            places=val.config.places,
-        )
-        out.append(f"{h} {100 * r['accuracy']:.1f}/{100 * r['worst_group_accuracy']:.0f}")
+    out = head_scores(f, heads, val, full.config.classes)
     print(m[-30:], cnt.tolist(), " | ".join(out), flush=True)

@@ -9,9 +9,9 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from description_head import head_scores  # this folder (run as a script)
 
 from lga.data.dataset import load_dataset
-from lga.evaluation.metrics import group_metrics
 from lga.store.core import DescriptionStore, dataset_key
 from lga.student.features import image_features
 from lga.student.model import class_text_features, load_student
@@ -55,15 +55,6 @@ for m in models:
             Drep = torch.where(((D @ P.T).argmax(1) != ys)[:, None], P[ys], D)
             protos = F.normalize(torch.stack([Drep[ys == c].mean(0) for c in range(2)]), dim=-1)
             f = image_features(s, val, batch_size=256, progress=False).float()
-        out = []
-        for h, w in (("prompts", P), ("desc", protos)):
-            r = group_metrics(
-                (f @ w.T).argmax(1).numpy(),
-                val.y,
-                val.place,
-                classes=full.config.classes,
-                places=val.config.places,
-            )
-            out.append(f"{h} {100 * r['accuracy']:.1f}/{100 * r['worst_group_accuracy']:.0f}")
+        out = head_scores(f, {"prompts": P, "desc": protos}, val, full.config.classes)
         row.append(f"a={a}: " + " ".join(out))
     print(m[-28:], " | ".join(row), flush=True)

@@ -35,3 +35,15 @@ def intermixed(
         return add(sub)
     finally:
         sub._parser_class = default_class
+
+
+def positive_int(text: str, *, also: str = "") -> int:
+    """An argparse type: ``text`` as a whole number > 0, or an error naming what was expected
+    (``also``: the other accepted words, e.g. " or 'all'")."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number{also}, got {text!r}")
+    return n

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lga.commands import intermixed
+from lga.commands import intermixed, positive_int
 from lga.commands.eval import add_data_args, add_student_args, default_run_name
 from lga.train.method import Method  # the parsers import nothing heavy (`lga --help`)
 
@@ -13,15 +13,7 @@ METHODS = tuple(m.value for m in Method)
 
 
 def _n_train(value: str) -> int | None:
-    if value == "all":
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {value!r}")
-    return n
+    return None if value == "all" else positive_int(value, also=" or 'all'")
 
 
 def report_to(value: str) -> list[str]:

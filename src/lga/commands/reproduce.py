@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from lga.commands import intermixed
+from lga.commands import intermixed, positive_int
 from lga.commands.fit import add_report_to
 
 
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--quick", action="store_true", help="smaller sets, for a smoke test / CI")
     demo.add_argument(
         "--jobs",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="runs at once, each in its own process with its share of the CPU cores "
         "(default: the number of cores, at most 4)",
@@ -104,7 +104,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="apply the config's `quick` changes")
     p.add_argument(
         "--jobs",
-        type=_positive,
+        type=positive_int,
         default=1,
         help="(method, seed) runs at once, each in its own process with its share of the CPU "
         "cores (default 1: one after the other; more share one GPU)",
@@ -161,16 +161,6 @@ def _reproduce(args: argparse.Namespace) -> int:
         overrides=_overrides(args),
         jobs=args.jobs,
     )
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return n
 
 
 def _sizes(text: str) -> list[int]:
