@@ -9,28 +9,15 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from description_head import head_scores  # this folder (run as a script)
+from description_head import cleaned_descriptions, head_scores  # this folder (run as a script)
 
-from lga.data.dataset import load_dataset
-from lga.store.core import DescriptionStore, dataset_key
 from lga.student.features import image_features
 from lga.student.model import class_text_features, load_student
-from lga.teacher.prompts import BACKGROUND_KEYWORDS, OBJECT_DESCRIPTION
-from lga.train.data import strip_background
 
 data, store_path = sys.argv[1], sys.argv[2]
 models = sys.argv[3:]
-full = load_dataset(data, check_images=False)
-train = full.split("train")
-key = dataset_key(full)
-with DescriptionStore(store_path, read_only=True) as st:
-    ids = train.img_ids.tolist()
-    d = st.texts(OBJECT_DESCRIPTION, ids, dataset=key)
-    bk = st.keywords(BACKGROUND_KEYWORDS, ids, dataset=key)
-ids = [i for i in ids if i in d]
-y_of = dict(zip(train.img_ids.tolist(), train.y.tolist(), strict=True))
-ys = torch.tensor([y_of[i] for i in ids])
-texts = [strip_background(d[i], bk.get(i, [])) for i in ids]
+full, texts, ys = cleaned_descriptions(data, store_path)
+ys = torch.as_tensor(ys)
 val = full.split("val")
 base = load_student("toy")
 sd0 = {k: v.clone() for k, v in base.model.state_dict().items()}
