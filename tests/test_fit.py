@@ -279,7 +279,7 @@ def test_label_filter_replaces_the_texts_the_class_prompts_give_to_the_other_cla
     ids, y = data.sample.img_ids.tolist(), data.sample.y
     spec = data.full.config
     texts = {i: f"a bird {k}: " + "webbed feet " * (k % 4) for k, i in enumerate(ids)}
-    out = _label_filter(texts, data, student, "a photo of a {}.")
+    out, replaced = _label_filter(texts, data, student, "a photo of a {}.")
     prompts = student.encode_texts(
         [t.format(c) for c in spec.classes for t in spec.class_templates]
     ).view(len(spec.classes), len(spec.class_templates), -1)
@@ -291,6 +291,7 @@ def test_label_filter_replaces_the_texts_the_class_prompts_give_to_the_other_cla
     for k, i in enumerate(ids):
         kept = said[k] == y[k]
         assert out[i] == (texts[i] if kept else f"a photo of a {spec.classes[y[k]]}.")
+        assert (i in replaced) == (not kept)
     # and a run with it trains and scores
     run = fit(cfg, fit_env["root"] / "run-label-filter", progress=False)
     assert run.metrics["n"] == 16

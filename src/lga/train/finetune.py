@@ -92,9 +92,8 @@ def _text_sources(
     replaced: set[int] = set()
     if cfg.method is Method.LGA and cfg.lga.filter in ("label", "drop"):
         for n in [n for n in cfg.lga.texts if n in descriptions]:
-            filtered = _label_filter(descriptions[n], data, student, template)
-            replaced |= {i for i, t in filtered.items() if t != descriptions[n][i]}
-            descriptions[n] = filtered
+            descriptions[n], caught = _label_filter(descriptions[n], data, student, template)
+            replaced |= caught
     texts = {
         n: caption_texts(data.sample, template) if n == CAPTION else descriptions[n] for n in names
     }
@@ -104,10 +103,10 @@ def _text_sources(
 @torch.no_grad()
 def _label_filter(
     texts: dict[int, str], data: RunData, student: Student, template: str
-) -> dict[int, str]:
+) -> tuple[dict[int, str], set[int]]:
     """``texts`` with each text that the class prompts (the pre-trained text tower's, the
     dataset's templates) assign to another class than its image's replaced by the image's class
-    prompt (``lga.filter=label``)."""
+    prompt (``lga.filter=label``), and the ids of the images whose text was replaced."""
     spec = data.full.config
     ids, y = data.sample.img_ids.tolist(), data.sample.y
     was_training = student.model.training
@@ -120,10 +119,10 @@ def _label_filter(
     student.model.train(was_training)
     out = {i: texts[i] if said[k] == y[k] else template.format(spec.classes[y[k]])
            for k, i in enumerate(ids)}  # fmt: skip
-    dropped = int((said != y).sum())
+    replaced = {i for k, i in enumerate(ids) if said[k] != y[k]}
     log.info("lga.filter=label: %d of %d object texts name another class than their image's: "
-             "replaced by the class prompt", dropped, len(ids))  # fmt: skip
-    return out
+             "replaced by the class prompt", len(replaced), len(ids))  # fmt: skip
+    return out, replaced
 
 
 def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress: bool) -> FineTuner:

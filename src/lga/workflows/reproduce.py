@@ -362,9 +362,10 @@ def _fit_one(label: str, fc: FitConfig, rd: Path, progress: bool) -> None:
 
 
 def _worker_init(threads: int, level: int, start_method: str) -> None:
-    """A run process: its share of the cores, the parent's log level, no bars of its own, and
-    the parent's start method for its data loader workers (a spawned process would otherwise
-    spawn them too, each importing torch anew: 20 s per split)."""
+    """A run process: its share of the cores, the parent's log level (its environment, with the
+    CLI's transformers settings, comes with the spawn), and the parent's start method for its
+    data loader workers (a spawned process would otherwise spawn them too, each importing torch
+    anew: 20 s per split)."""
     import multiprocessing
 
     import torch
@@ -372,8 +373,6 @@ def _worker_init(threads: int, level: int, start_method: str) -> None:
     multiprocessing.set_start_method(start_method, force=True)
     torch.set_num_threads(threads)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _fit_in_processes(todo: list[tuple[str, FitConfig, Path]], jobs: int, progress: bool) -> None:
