@@ -122,6 +122,16 @@ def read_model_file(path: str | Path, model: type[M], what: str) -> M:
         raise ConfigError(f"invalid {what} {path}:\n{e}") from e
 
 
+def validation_lines(e: ValidationError) -> list[str]:
+    """One ``key.sub: message`` line per fault of a pydantic error (no help links)."""
+    lines = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {msg}" if where else msg)
+    return lines
+
+
 def resolve_config(
     model: type[M], *, base: dict | None = None, files: list[Path] = (), overrides: list[str] = ()
 ) -> M:
@@ -139,11 +149,7 @@ def resolve_config(
     try:
         return model.model_validate(merged)
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{where}: {msg}" if where else msg)
+        lines = validation_lines(e)
         if len(lines) == 1:
             raise ConfigError(f"invalid configuration: {lines[0]}") from e
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from e

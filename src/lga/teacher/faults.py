@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from lga.config import Strict
+from lga.config import Strict, validation_lines
 from lga.errors import ConfigError
 
 KINDS = ("species_error", "background_bias", "object_leak", "background_error")
@@ -114,8 +114,7 @@ def fault_rates(options: Mapping[str, Any]) -> FaultRates:
 def _first_line(e: Exception) -> str:
     """What was wrong, in a line: pydantic's first error (field and message), or the message."""
     if isinstance(e, ValidationError):
-        err = e.errors()[0]
-        return f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
+        return validation_lines(e)[0]
     return str(e).strip().splitlines()[-1].strip()
 
 
