@@ -97,8 +97,9 @@ def _stems(paths: list[Path]) -> list[str]:
     return stems
 
 
-def _image(path: Path, load_rgb):
-    from lga.data.images import ImageLoadError
+def _image(path: Path):
+    """The image at ``path``, or an error line naming the file."""
+    from lga.data.images import ImageLoadError, load_rgb
 
     try:
         return load_rgb(path)
@@ -109,7 +110,6 @@ def _image(path: Path, load_rgb):
 def _run(args: argparse.Namespace) -> int:
     from lga.config import StudentConfig
     from lga.data.dataset_config import load_dataset_config
-    from lga.data.images import load_rgb
     from lga.report.explain import write_saliency_figures
     from lga.student.model import load_student
 
@@ -124,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
     if any("{}" not in t for t in templates):
         raise ConfigError(f"every template needs a {{}} for the class name: {templates}")
     labels = _labels([label for _, label, _ in resolved], args.labels)
-    images = [_image(p, load_rgb) for p in args.images]  # a bad file fails before any model
+    images = [_image(p) for p in args.images]  # a bad file fails before any model
     students = [
         (label, load_student(StudentConfig(spec=ckpt, device=args.device)))
         for label, (ckpt, _, _) in zip(labels, resolved, strict=True)
