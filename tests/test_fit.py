@@ -68,6 +68,9 @@ VARIANTS = {
     # the class text made of the teacher's cleaned object descriptions (prototypes)
     "lga-description-head": ("lga", ["lga.head=descriptions", "lga.weights.class_ce=1",
                                      "lga.weights.supcon=0", "lga.clean=background"]),
+    # the class prompts with the teacher's place direction projected out (saved as a head)
+    "lga-project": ("lga", ["lga.project=background", "lga.weights.class_ce=1",
+                            "lga.weights.supcon=0", "lga.weights.instance=0"]),
     "linear-probe-group-balanced": ("linear-probe", ["linear_probe.balance=group",
                                                      "linear_probe.penalty=l1"]),
     # seed 3: the reference's halves (a shuffle of the whole 16-image split) hold every group
@@ -177,6 +180,7 @@ def test_train_log(run):
         "lga-all-terms": {"supcon", "instance", "background", "class_ce"},
         "spurious-aware-inmodal": {"inmodal"},
         "lga-description-head": {"instance", "class_ce"},
+        "lga-project": {"class_ce"},
     }
     terms = special.get(run["name"], terms)
     for r in steps:
@@ -344,6 +348,70 @@ def test_drop_filter_leaves_the_replaced_texts_out_of_the_saved_prototypes(fit_e
     preds = pd.read_parquet(out / "predictions.parquet")
     cols = ["prob_landbird", "prob_waterbird"]
     np.testing.assert_allclose(preds[cols].to_numpy(), probs, atol=1e-4)
+
+
+def test_projected_head_is_the_class_prompts_without_the_teachers_place_direction(fit_env):
+    """lga.project=background, recomputed independently: each training image's background
+    answer is read as the place whose spurious prompts the pre-trained text tower puts nearest;
+    the saved head is scale * the class prompts (through the saved model) with the direction
+    between the two places' mean background-answer embeddings removed; the run's test
+    predictions and `lga eval` are that head's."""
+    import shutil
+
+    from lga.data import load_dataset
+    from lga.store.core import DescriptionStore, dataset_key
+    from lga.student.heads import read_head
+    from lga.student.model import class_text_features, load_student
+
+    # The same images and store, with the teacher's own answers as the places' spurious prompts,
+    # so that the random tiny text tower reads both places (with the shipped prompts it reads
+    # one, and there is nothing to project). The store's key, name@metadata, is unchanged.
+    data = fit_env["root"] / "data-project"
+    shutil.copytree(fit_env["data"], data, dirs_exist_ok=True)
+    spec_yaml = yaml.safe_load((data / "dataset.yaml").read_text())
+    spec_yaml["spurious_prompts"] = {
+        "land": ["the background is a forest with trees.", "the background is grass and trees."],
+        "water": ["the background is a lake.", "the background is the ocean and sky."],
+    }
+    (data / "dataset.yaml").write_text(yaml.safe_dump(spec_yaml))
+    method, overrides = VARIANTS["lga-project"]
+    out = fit_env["root"] / "run-project-both-places"
+    fit(make_cfg({**fit_env, "data": data}, method, *overrides), out, progress=False)
+    full = load_dataset(data, check_images=False)
+    train, test, spec = full.split("train"), full.split("test"), full.config
+    ids = train.img_ids.tolist()
+    with DescriptionStore(fit_env["store"], read_only=True) as st:
+        texts = st.texts("background_description", ids, dataset=dataset_key(full))
+    bg = [texts[i] for i in ids]
+    pre = load_student(str(fit_env["clip"]))
+    sp = spec.spurious_texts()
+    places_feats = torch.nn.functional.normalize(
+        torch.stack([pre.encode_texts(sp[p]).mean(0) for p in spec.places]), dim=-1
+    )
+    places = (pre.encode_texts(bg) @ places_feats.T).argmax(1)
+    assert set(places.tolist()) == {0, 1}  # both places read: the projection does something
+    student = load_student(str(out / "model"))
+    e = torch.nn.functional.normalize(student.encode_texts(bg), dim=-1)
+    d = torch.nn.functional.normalize(e[places == 0].mean(0) - e[places == 1].mean(0), dim=0)
+    with torch.no_grad():
+        w = class_text_features(student, spec.classes, spec.class_templates)
+    assert (w @ d).abs().max() > 1e-3  # the prompts had a part along it
+    w = torch.nn.functional.normalize(w - (w @ d)[:, None] * d, dim=-1)
+    head, classes = read_head(out / "model")
+    assert classes == spec.classes and "place directions projected out" in head.info["head"]
+    torch.testing.assert_close(head.weight, student.logit_scale() * w, atol=1e-4, rtol=1e-4)
+    feats = student.encode_images([test.load_image(i) for i in range(len(test))])
+    probs = (student.logit_scale() * feats @ w.T).softmax(-1).numpy()
+    preds = pd.read_parquet(out / "predictions.parquet")
+    cols = ["prob_landbird", "prob_waterbird"]
+    np.testing.assert_allclose(preds[cols].to_numpy(), probs, atol=1e-4)
+    # lga eval scores the saved model through that head
+    again = fit_env["root"] / "eval-project"
+    assert main(["eval", "--student", str(out / "model"), "--data", str(data), "--out", str(again),
+                 "--no-cache"]) == 0  # fmt: skip
+    np.testing.assert_allclose(
+        pd.read_parquet(again / "predictions.parquet")[cols].to_numpy(), probs, atol=1e-4
+    )
 
 
 def test_spurious_aware_batches_are_balanced_by_the_teacher(fit_env):

@@ -119,6 +119,63 @@ def test_lga_description_head_classifies_against_the_batch_prototypes(emb):
     torch.testing.assert_close(method.terms(emb)["class_ce"], expected)
 
 
+def test_place_basis_spans_the_differences_of_the_place_means_and_project_out_removes_it():
+    from lga.student.heads import place_basis, project_out
+
+    feats = _unit(9, 6, seed=11)
+    places = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    basis = place_basis(feats, places)
+    assert basis.shape == (2, 6)  # 3 places: 2 directions, orthonormal
+    torch.testing.assert_close(basis @ basis.T, torch.eye(2), atol=1e-5, rtol=0)
+    means = torch.stack([feats[places == p].mean(0) for p in range(3)])
+    w = _unit(2, 6, seed=12)
+    out = project_out(w, basis)
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(2))
+    # no component left along any difference of place means...
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        torch.testing.assert_close(out @ (means[a] - means[b]), torch.zeros(2), atol=1e-5, rtol=0)
+    # ...and the rest of w kept: w is out (rescaled) plus something in the span
+    rest = w - out * (w @ out.T).diagonal()[:, None]
+    torch.testing.assert_close(rest - (rest @ basis.T) @ basis, torch.zeros(2, 6), atol=1e-5,
+                               rtol=0)  # fmt: skip
+    # one place read: nothing to project
+    assert place_basis(feats, torch.zeros(9, dtype=torch.long)) is None
+    assert project_out(w, None) is w
+
+
+@pytest.mark.parametrize("head", ["prompts", "descriptions"])
+def test_lga_project_classifies_against_class_texts_without_the_batch_place_direction(emb, head):
+    """lga.project=background: class_ce's class vectors (prompts or batch prototypes) lose the
+    direction between the places' mean background-answer embeddings of the batch, so an image
+    moved along that direction keeps its logits."""
+    cfg = _cfg(
+        "lga",
+        descriptions={"store": "s.sqlite"},
+        lga={"head": head, "project": "background",
+             "weights": {"supcon": 0, "instance": 0, "class_ce": 1}},
+    )  # fmt: skip
+    method = build_method(cfg)
+    assert method.image_texts == ["object_description", "background_description"]
+    assert method.has_head and method.project == "background_description"
+    emb.places = torch.tensor([0, 0, 1, 1, 0, 1])
+    u, y, bg = emb.image, emb.labels, emb.texts["background_description"]
+    d = F.normalize(bg[emb.places == 0].mean(0) - bg[emb.places == 1].mean(0), dim=0)
+    if head == "prompts":
+        w = emb.class_prompts
+    else:
+        v = emb.texts["object_description"]
+        w = F.normalize(torch.stack([v[y == c].mean(0) for c in (0, 1)]), dim=-1)
+    w = F.normalize(w - (w @ d)[:, None] * d, dim=-1)
+    expected = F.cross_entropy(20.0 * u @ w.T, y)
+    torch.testing.assert_close(method.terms(emb)["class_ce"], expected)
+    moved = Embeddings(**{**emb.__dict__, "image": u.detach() + 0.7 * d})
+    torch.testing.assert_close(
+        method.terms(moved)["class_ce"], F.cross_entropy(20.0 * (u.detach() + 0.7 * d) @ w.T, y)
+    )
+    logits = 20.0 * (u.detach() + 0.7 * d) @ w.T
+    torch.testing.assert_close(logits, 20.0 * u.detach() @ w.T, atol=1e-5, rtol=0)
+
+
 def test_batch_prototypes_skip_absent_classes_and_prototypes_need_every_class():
     from lga.errors import LgaError
     from lga.student.heads import class_prototypes

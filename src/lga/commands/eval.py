@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a checkpoint: overall, per-class, per-group, worst-group accuracy",
         description="Classify a split through the class prompts (zero-shot), or through the "
-        "linear head saved in a linear-probe or DFR run's model/ folder, and write "
+        "linear head saved in a run's model/ folder (linear probe, DFR, or lga's description "
+        "or projected head), and write "
         "RUN/metrics.json, RUN/predictions.parquet and RUN/config.yaml. Example: lga eval --data "
         "~/data/waterbird_complete95_forest2water2 "
         "--student openai/clip-vit-large-patch14 --out runs/zs-l14",

@@ -130,16 +130,44 @@ def class_prototypes(
     return F.normalize(sums, dim=-1)
 
 
+def place_basis(background_feats: Tensor, places: Tensor) -> Tensor | None:
+    """(K, D) orthonormal basis of the directions between places in the teacher's words: the
+    differences of the mean (normalised) background-description embedding of each place present
+    to their overall mean (K = places present - 1), or None when fewer than two are present.
+
+    ``places``: ``(N,)`` the place each row's background description was read as.
+    """
+    feats = F.normalize(background_feats.float(), dim=-1)
+    present = torch.unique(places)
+    if len(present) < 2:
+        return None
+    means = torch.stack([feats[places == p].mean(dim=0) for p in present])  # (P, D)
+    q, _ = torch.linalg.qr((means[1:] - means[0]).T)  # (D, P - 1)
+    return q.T.contiguous()
+
+
+def project_out(class_feats: Tensor, basis: Tensor | None) -> Tensor:
+    """(C, D) class text embeddings with their component in the span of ``basis`` (orthonormal
+    rows) removed, renormalised: an image's place no longer moves its logits along it (Chuang et
+    al. 2023, "Debiasing vision-language models via biased prompts"). ``basis`` None: as given."""
+    if basis is None:
+        return class_feats
+    basis = basis.to(class_feats)
+    return F.normalize(class_feats - (class_feats @ basis.T) @ basis, dim=-1)
+
+
 def prototype_head(
-    prototypes: Tensor, scale: Tensor | float, bias: Tensor | float = 0.0
+    prototypes: Tensor,
+    scale: Tensor | float,
+    bias: Tensor | float = 0.0,
+    kind: str = "description prototypes",
 ) -> LinearProbe:
     """The zero-shot classifier of (C, D) class text embeddings as a linear head:
-    ``logits = scale * u @ prototypes.T + bias``, the model's own scale and bias."""
+    ``logits = scale * u @ prototypes.T + bias``, the model's own scale and bias; ``kind`` says
+    what the class texts are (the saved head's metadata)."""
     weight = (torch.as_tensor(scale, dtype=torch.float32) * prototypes.float()).contiguous()
     bias = torch.full((len(prototypes),), float(bias), dtype=torch.float32)
-    return LinearProbe(
-        weight, bias, None, "none", {"method": "lga", "head": "description prototypes"}
-    )
+    return LinearProbe(weight, bias, None, "none", {"method": "lga", "head": kind})
 
 
 def balanced_rows(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -51,15 +51,10 @@ def batch_weights(cfg: FitConfig, data: RunData, student, out: Path | None) -> n
 
 
 @torch.no_grad()
-def teacher_groups(cfg: FitConfig, data: RunData, student) -> tuple[np.ndarray, dict]:
-    """Sampling weights 1 / count(class, place read from the teacher's background description).
-
-    Each background description is given the place whose spurious prompts (the dataset config's,
-    template-averaged) its pre-trained text embedding is nearest to. The inferred group counts
-    and how often the inferred place agrees with the dataset's own column (for information: it
-    is not used) are returned with the weights.
-    """
-    prompt = cfg.sample.balance_prompt
+def teacher_places(cfg: FitConfig, data: RunData, student, prompt: str) -> np.ndarray:
+    """(N,) the place each sample image's ``prompt`` answer (a background description) is read
+    as: the place whose spurious prompts (the dataset config's, template-averaged) its text
+    embedding is nearest to."""
     texts = read_descriptions(cfg.descriptions, data.full, data.sample, [prompt])[prompt]
     ids = data.sample.img_ids.tolist()
     spurious = data.full.config.spurious_texts()  # place name -> prompts
@@ -67,7 +62,18 @@ def teacher_groups(cfg: FitConfig, data: RunData, student) -> tuple[np.ndarray, 
         [student.encode_texts(spurious[p]).mean(dim=0) for p in data.full.config.places]
     )  # (P, D)
     desc = student.encode_texts([texts[i] for i in ids])  # (N, D)
-    inferred = (desc @ F.normalize(place_feats, dim=-1).T).argmax(dim=1).numpy()  # (N,)
+    return (desc @ F.normalize(place_feats, dim=-1).T).argmax(dim=1).numpy()  # (N,)
+
+
+def teacher_groups(cfg: FitConfig, data: RunData, student) -> tuple[np.ndarray, dict]:
+    """Sampling weights 1 / count(class, place read from the teacher's background description).
+
+    Each background description is given a place as :func:`teacher_places` does. The inferred
+    group counts and how often the inferred place agrees with the dataset's own column (for
+    information: it is not used) are returned with the weights.
+    """
+    prompt = cfg.sample.balance_prompt
+    inferred = teacher_places(cfg, data, student, prompt)
     spec = data.full.config
     groups = spec.group_id(data.sample.y, inferred)
     counts = np.bincount(groups, minlength=spec.n_groups)

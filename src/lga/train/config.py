@@ -151,6 +151,14 @@ class LgaConfig(Strict):
     # replaced texts are left out of the description prototypes (lga.head=descriptions), in
     # training and in the saved head, instead of pulling them towards the class prompt.
     filter: Literal["none", "label", "drop"] = "none"
+    # The class texts (prompts or description prototypes) with the teacher's place directions
+    # projected out: `background` reads each image's `background_prompt` answer as a place (the
+    # dataset's spurious prompts nearest to it, as sample.balance=background does) and removes
+    # from every class vector the span of the differences of the places' mean background-answer
+    # embeddings (the batch's in training; the whole sample's for the saved head, which such a
+    # run always writes). After Chuang et al. 2023 ("Debiasing vision-language models via biased
+    # prompts"), with the teacher's own words for the places.
+    project: Literal["none", "background"] = "none"
     weights: LgaWeights = LgaWeights()
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ from lga.evaluation.zero_shot import score_unseen, templates_for
 from lga.rundir import RunDir
 from lga.student.heads import read_head
 from lga.student.model import Student, class_prompts, class_text_features, load_student
-from lga.train.balance import batch_weights
+from lga.train.balance import batch_weights, teacher_places
 from lga.train.config import FitConfig, Method
 from lga.train.data import (
     CAPTION,
@@ -165,6 +165,7 @@ def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress:
         score_val=lambda preds: data.score(preds, cfg.eval.select_by),
         sample_weights=batch_weights(cfg, data, student, out),
         prototype_rows=_prototype_rows(cfg, data, replaced),
+        places=_places(cfg, data, method, student),
     )
 
 
@@ -174,6 +175,16 @@ def _prototype_rows(cfg: FitConfig, data: RunData, replaced: set[int]) -> torch.
     if cfg.method is not Method.LGA or cfg.lga.filter != "drop":
         return None
     return torch.tensor([i not in replaced for i in data.sample.img_ids.tolist()])
+
+
+def _places(cfg: FitConfig, data: RunData, method, student: Student) -> torch.Tensor | None:
+    """(N,) the place each sample image's background answer is read as (lga.project), or None."""
+    if method.project is None:
+        return None
+    places = teacher_places(cfg, data, student, method.project)
+    log.info("lga.project=background: places read from %r: %s", method.project,
+             np.bincount(places, minlength=len(data.full.config.places)).tolist())  # fmt: skip
+    return torch.as_tensor(places, dtype=torch.long)
 
 
 def fine_tune(
@@ -194,7 +205,7 @@ def fine_tune(
     if not acc.is_main_process:
         return FitResult(RunDir(out), {})
     best = load_student(cfg.student.model_copy(update={"spec": str(RunDir(out).current_model())}))
-    head = read_head(best.spec)[0] if tuner.method.head == "descriptions" else None
+    head = read_head(best.spec)[0] if tuner.method.has_head else None
     preds = evaluate_split(best, data.test, cfg, templates, head)
     unseen = score_unseen(data.full, out, lambda ds: predict_split(best, ds, cfg, templates, head))
     metrics = write_results(

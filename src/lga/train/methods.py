@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from lga.student.heads import class_prototypes
+from lga.student.heads import class_prototypes, place_basis, project_out
 from lga.train import losses
 from lga.train import spurious_aware as sa_losses
 from lga.train.config import FitConfig, Method
@@ -56,6 +56,8 @@ class Embeddings:
             parts of ``class_prompts``, when class prompts are asked for.
         prototype_rows: ``(B,)`` bool: the rows whose texts make lga's batch prototypes
             (``lga.filter=drop``); None: all.
+        places: ``(B,)`` the place each image's background answer was read as
+            (``lga.project=background``); None otherwise.
     """
 
     image: Tensor
@@ -68,6 +70,7 @@ class Embeddings:
     sigmoid: bool = False
     class_templates: Tensor | None = None
     prototype_rows: Tensor | None = None
+    places: Tensor | None = None
 
 
 # The image-text terms of erm and lga (class_ce, instance, prompt) use the model's own scale and
@@ -127,6 +130,12 @@ class FineTuneMethod(ABC):
     logit_scale_init: float | None = None
     head: str = "prompts"  # predictions: class prompts, or "descriptions" (lga.head)
     head_texts: tuple[str, ...] = ()  # the per-image texts of the description head
+    project: str | None = None  # the per-image text whose place directions leave the head
+
+    @property
+    def has_head(self) -> bool:
+        """Predictions go through a head the run builds and saves, not the class prompts."""
+        return self.head == "descriptions" or self.project is not None
 
     def active(self, term: str) -> bool:
         return self.weights.get(term, 0.0) > 0
@@ -213,8 +222,10 @@ class Lga(FineTuneMethod):
         self.temperature = c.temperature
         self.cross_modal = c.positives == "cross"
         self.background_prompt, self.margin = c.background_prompt, c.background_margin
-        background = [self.background_prompt] if self.active("background") else []
-        self.image_texts = self.texts + background
+        uses_background = self.active("background") or c.project == "background"
+        background = [self.background_prompt] if uses_background else []
+        self.image_texts = list(dict.fromkeys(self.texts + background))
+        self.project = self.background_prompt if c.project == "background" else None
         self.head = c.head
         self.head_texts = tuple(self.texts) if c.head == "descriptions" else ()
         prompts_ce = self.active("class_ce") and self.head == "prompts"
@@ -236,13 +247,17 @@ class Lga(FineTuneMethod):
             out["background"] = losses.background_repulsion(
                 u, e.texts[self.background_prompt], margin=self.margin
             )
-        if self.active("class_ce") and self.head == "descriptions":
-            # each image against its batch's class prototypes of the teacher's descriptions
-            v = torch.stack([e.texts[t] for t in self.texts]).mean(dim=0)  # (B, D)
-            prototypes, index = batch_prototypes(v, y, e.prototype_rows)
-            out["class_ce"] = class_loss(e, u, index, prototypes)
-        elif self.active("class_ce"):
-            out["class_ce"] = class_loss(e, u, y)
+        if self.active("class_ce"):
+            if self.head == "descriptions":
+                # each image against its batch's class prototypes of the teacher's descriptions
+                v = torch.stack([e.texts[t] for t in self.texts]).mean(dim=0)  # (B, D)
+                classes, index = batch_prototypes(v, y, e.prototype_rows)
+            else:
+                classes, index = e.class_prompts, y
+            if self.project is not None:  # the batch's place directions, held fixed this step
+                basis = place_basis(e.texts[self.project].detach(), e.places)
+                classes = project_out(classes, basis)
+            out["class_ce"] = class_loss(e, u, index, classes)
         if self.active("prompt"):  # the class prompts classify the descriptions
             out["prompt"] = torch.stack([class_loss(e, e.texts[t], y) for t in self.texts]).mean()
         return out

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,14 @@ from lga.data.dataset import GroupDataset
 from lga.evaluation.zero_shot import predict_zero_shot, predictions_table, zero_shot_probs
 from lga.rundir import CHECKPOINT_STATE, RunDir
 from lga.student.features import PixelDataset, Pixels, image_features
-from lga.student.heads import PROBE_FILE, LinearProbe, class_prototypes, prototype_head
+from lga.student.heads import (
+    PROBE_FILE,
+    LinearProbe,
+    class_prototypes,
+    place_basis,
+    project_out,
+    prototype_head,
+)
 from lga.student.model import Student, class_text_features
 from lga.train.config import FitConfig
 from lga.train.data import CachedPixels, GlobalBatchSampler, TextTable
@@ -178,6 +185,7 @@ class FineTuner:
         progress: bool = True,
         sample_weights: np.ndarray | None = None,
         prototype_rows: Tensor | None = None,
+        places: Tensor | None = None,
     ):
         self.cfg, self.acc, self.student, self.method = cfg, accelerator, student, method
         self.table, self.sample, self.val, self.out = table, sample, val, out
@@ -185,6 +193,7 @@ class FineTuner:
         self.score_val, self.templates, self.progress = score_val, templates, progress
         self.labels = torch.as_tensor(sample.y.copy(), dtype=torch.long)  # (N,)
         self.prototype_rows = prototype_rows  # (N,) bool: texts in the description prototypes
+        self.places = places  # (N,) the place each image's background answer was read as
         tc = cfg.train
         self.sampler = GlobalBatchSampler(
             len(sample),
@@ -300,6 +309,9 @@ class FineTuner:
         keep = None
         if self.prototype_rows is not None:
             keep = self.acc.gather(self.prototype_rows[rows].to(self.acc.device))  # (B,)
+        places = None
+        if self.places is not None:
+            places = self.acc.gather(self.places[rows].to(self.acc.device))  # (B,)
         return Embeddings(
             gather_with_grad(u),
             labels,
@@ -311,6 +323,7 @@ class FineTuner:
             sigmoid=self.sigmoid,
             class_templates=class_templates,
             prototype_rows=keep,
+            places=places,
         )
 
     # -- one step --------------------------------------------------------------------------------
@@ -350,22 +363,40 @@ class FineTuner:
         model = self.acc.unwrap_model(self.model).model
         return Student(model, self.student.processor, self.student.spec, "training")
 
-    def description_head(self, student: Student) -> LinearProbe | None:
-        """lga's description head (``lga.head=descriptions``) as the model is now: each class's
-        prototype over the whole sample's descriptions, with the model's scale and bias; None
-        when predictions go through the class prompts."""
-        if self.method.head != "descriptions":
-            return None
-        index = torch.stack([self.table.per_image[t] for t in self.method.head_texts])  # (P, N)
+    def _sample_texts(self, student: Student, names: Sequence[str]) -> Tensor:
+        """(N, D) the mean over ``names`` of each sample image's text embeddings, as the model
+        is now (normalised per text; on CPU)."""
+        index = torch.stack([self.table.per_image[t] for t in names])  # (P, N)
         uniq, inverse = torch.unique(index, return_inverse=True)
         if self.text_cache is not None:
             emb = self.text_cache[uniq.to(self.text_cache.device)]
         else:
             emb = self._embed_texts(student, uniq)  # (U, D), normalised
-        per_image = emb.float().cpu()[inverse].mean(dim=0)  # (N, D)
-        n_classes = len(self.val.config.classes)
-        prototypes = class_prototypes(per_image, self.labels, n_classes, self.prototype_rows)
-        return prototype_head(prototypes, student.logit_scale().cpu(), student.logit_bias().cpu())
+        return emb.float().cpu()[inverse].mean(dim=0)
+
+    def class_head(self, student: Student) -> LinearProbe | None:
+        """The head the method predicts with, as the model is now (None: the class prompts).
+
+        ``lga.head=descriptions``: each class's prototype over the whole sample's descriptions.
+        ``lga.project=background``: those (or the class prompts) with the place directions of
+        the whole sample's background answers removed. The model's own scale and bias.
+        """
+        m = self.method
+        if not m.has_head:
+            return None
+        classes = self.val.config.classes
+        if m.head == "descriptions":
+            per_image = self._sample_texts(student, m.head_texts)
+            vectors = class_prototypes(per_image, self.labels, len(classes), self.prototype_rows)
+        else:
+            vectors = class_text_features(student, classes, self.templates).float().cpu()
+        kind = "description prototypes" if m.head == "descriptions" else "class prompts"
+        if m.project is not None:
+            basis = place_basis(self._sample_texts(student, [m.project]), self.places)
+            vectors = project_out(vectors, basis)
+            kind += ", the teacher's place directions projected out"
+        scale, bias = student.logit_scale().cpu(), student.logit_bias().cpu()
+        return prototype_head(vectors, scale, bias, kind)
 
     def _val_predictions(self, student: Student, head: LinearProbe | None = None):
         if self.val_pixels is None:
@@ -387,7 +418,7 @@ class FineTuner:
             student = self._eval_student()
             student.model.eval()
             with torch.no_grad():  # float32 master weights, no autocast
-                head = self.description_head(student)
+                head = self.class_head(student)
                 preds = self._val_predictions(student, head)
             student.model.train()
             metrics, score = self.score_val(preds)
