@@ -107,3 +107,22 @@ def test_drop_filter_without_the_description_head_is_refused(tmp_path):
         lga.fit_config("lga", tmp_path, overrides=[store, "lga.filter=drop"])
     ok = [store, "lga.filter=drop", "lga.head=descriptions"]
     assert lga.fit_config("lga", tmp_path, overrides=ok).lga.filter == "drop"
+
+
+def test_an_override_of_another_methods_settings_is_warned_about(tmp_path, caplog):
+    """lga.project=background on an erm run is valid and changes nothing: a warning says so;
+    the same override on an lga run, or a shared section on any, warns nothing."""
+    store = f"descriptions.store={tmp_path / 'd.sqlite'}"
+    with caplog.at_level("WARNING", logger="lga.train.config"):
+        cfg = lga.fit_config("erm", tmp_path, overrides=["lga.project=background", "dfr.subsets=3"])
+    assert cfg.lga.project == "background"
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2
+    assert "lga.project=background: only --method lga reads the lga settings" in warned[0]
+    assert "this erm run ignores it" in warned[0] and "--method dfr" in warned[1]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lga.train.config"):
+        lga.fit_config(
+            "lga", tmp_path, overrides=[store, "lga.project=background", "train.lr=1e-5"]
+        )
+    assert not caplog.records

@@ -14,6 +14,7 @@ evaluation, the pre-trained model included (``eval.at_start``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,8 @@ from lga.config import (
 from lga.errors import LgaError
 from lga.teacher.prompts import BACKGROUND_DESCRIPTION, BACKGROUND_KEYWORDS, OBJECT_DESCRIPTION
 from lga.train.method import Method
+
+log = logging.getLogger(__name__)
 
 
 class SampleConfig(Strict):
@@ -369,7 +372,29 @@ def build_fit_config(
     if run_file:
         base = deep_merge(base, read_yaml(resolve_run_file(str(run_file)), "run config"))
     base = deep_merge(deep_merge(base, dict(settings or {})), named)
-    return resolve_config(FitConfig, base=base, overrides=list(overrides))
+    cfg = resolve_config(FitConfig, base=base, overrides=list(overrides))
+    _warn_unread(cfg, overrides)
+    return cfg
+
+
+# The sections of FitConfig that one method alone reads.
+METHOD_SECTIONS = {
+    "lga": Method.LGA,
+    "spurious_aware": Method.SPURIOUS_AWARE,
+    "linear_probe": Method.LINEAR_PROBE,
+    "dfr": Method.DFR,
+}
+
+
+def _warn_unread(cfg: FitConfig, overrides: Sequence[str]) -> None:
+    """Log a warning for each ``KEY=VALUE`` override of a section that another method reads
+    (``lga.project=background`` on an erm run): it is valid, and changes nothing."""
+    for item in overrides:
+        section = item.partition("=")[0].strip().split(".")[0]
+        owner = METHOD_SECTIONS.get(section)
+        if owner is not None and owner is not cfg.method:
+            log.warning("%s: only --method %s reads the %s settings; this %s run ignores it",
+                        item, owner.value, section, cfg.method.value)  # fmt: skip
 
 
 def load_run_config(run: str | Path) -> FitConfig | EvalRunConfig | None:
