@@ -235,6 +235,21 @@ def test_eval_of_a_linear_head_run_reproduces_its_predictions(fit_env, tmp_path,
     assert metrics["group_accuracy"] == run["metrics"]["group_accuracy"]
 
 
+def _assert_scored_through(out: Path, student, test, classes: torch.Tensor) -> np.ndarray:
+    """The run's saved head is ``scale * classes`` ((C, D) normalised class texts) and its test
+    predictions are that head's (through the saved model); returns those probabilities."""
+    from lga.student.heads import read_head
+
+    head, _ = read_head(out / "model")
+    torch.testing.assert_close(head.weight, student.logit_scale() * classes, atol=1e-4, rtol=1e-4)
+    feats = student.encode_images([test.load_image(i) for i in range(len(test))])
+    probs = (student.logit_scale() * feats @ classes.T).softmax(-1).numpy()
+    preds = pd.read_parquet(out / "predictions.parquet")
+    cols = ["prob_landbird", "prob_waterbird"]
+    np.testing.assert_allclose(preds[cols].to_numpy(), probs, atol=1e-4)
+    return probs
+
+
 def test_description_head_is_the_class_prototypes_of_the_cleaned_descriptions(fit_env):
     """lga.head=descriptions: the saved head, recomputed independently from the store, the saved
     model and strip_background, is scale * (normalised class means of the description
@@ -261,12 +276,7 @@ def test_description_head_is_the_class_prototypes_of_the_cleaned_descriptions(fi
     )
     head, classes = read_head(run["out"] / "model")
     assert classes == ["landbird", "waterbird"] and head.info["head"] == "description prototypes"
-    torch.testing.assert_close(head.weight, student.logit_scale() * protos, atol=1e-4, rtol=1e-4)
-    feats = student.encode_images([test.load_image(i) for i in range(len(test))])
-    probs = (student.logit_scale() * feats @ protos.T).softmax(-1).numpy()
-    preds = pd.read_parquet(run["out"] / "predictions.parquet")
-    cols = ["prob_landbird", "prob_waterbird"]
-    np.testing.assert_allclose(preds[cols].to_numpy(), probs, atol=1e-4)
+    _assert_scored_through(run["out"], student, test, protos)
 
 
 def test_label_filter_replaces_the_texts_the_class_prompts_give_to_the_other_class(fit_env):
@@ -309,7 +319,6 @@ def test_drop_filter_leaves_the_replaced_texts_out_of_the_saved_prototypes(fit_e
     keeps some of a class and drops others."""
     import lga.train.finetune as finetune
     from lga.data import load_dataset
-    from lga.student.heads import read_head
     from lga.student.model import class_text_features, load_student
 
     full = load_dataset(fit_env["data"], check_images=False)
@@ -341,13 +350,7 @@ def test_drop_filter_leaves_the_replaced_texts_out_of_the_saved_prototypes(fit_e
     emb = student.encode_texts(table)
     rows = [(y == c) & kept if ((y == c) & kept).any() else y == c for c in (0, 1)]
     protos = torch.nn.functional.normalize(torch.stack([emb[r].mean(0) for r in rows]), dim=-1)
-    head, _ = read_head(out / "model")
-    torch.testing.assert_close(head.weight, student.logit_scale() * protos, atol=1e-4, rtol=1e-4)
-    feats = student.encode_images([test.load_image(i) for i in range(len(test))])
-    probs = (student.logit_scale() * feats @ protos.T).softmax(-1).numpy()
-    preds = pd.read_parquet(out / "predictions.parquet")
-    cols = ["prob_landbird", "prob_waterbird"]
-    np.testing.assert_allclose(preds[cols].to_numpy(), probs, atol=1e-4)
+    _assert_scored_through(out, student, test, protos)
 
 
 def test_projected_head_is_the_class_prompts_without_the_teachers_place_direction(fit_env):
@@ -399,12 +402,8 @@ def test_projected_head_is_the_class_prompts_without_the_teachers_place_directio
     w = torch.nn.functional.normalize(w - (w @ d)[:, None] * d, dim=-1)
     head, classes = read_head(out / "model")
     assert classes == spec.classes and "place directions projected out" in head.info["head"]
-    torch.testing.assert_close(head.weight, student.logit_scale() * w, atol=1e-4, rtol=1e-4)
-    feats = student.encode_images([test.load_image(i) for i in range(len(test))])
-    probs = (student.logit_scale() * feats @ w.T).softmax(-1).numpy()
-    preds = pd.read_parquet(out / "predictions.parquet")
+    probs = _assert_scored_through(out, student, test, w)
     cols = ["prob_landbird", "prob_waterbird"]
-    np.testing.assert_allclose(preds[cols].to_numpy(), probs, atol=1e-4)
     # lga eval scores the saved model through that head
     again = fit_env["root"] / "eval-project"
     assert main(["eval", "--student", str(out / "model"), "--data", str(data), "--out", str(again),

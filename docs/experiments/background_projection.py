@@ -20,33 +20,15 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from description_head import head_scores  # this folder (run as a script)
+from description_head import head_scores, read_places, teacher_texts  # this folder
 
-from lga.data.dataset import load_dataset
-from lga.store.core import DescriptionStore, dataset_key
 from lga.student.features import image_features
+from lga.student.heads import place_basis, project_out
 from lga.student.model import class_text_features, load_student
-from lga.teacher.prompts import BACKGROUND_DESCRIPTION, BACKGROUND_KEYWORDS, OBJECT_DESCRIPTION
-from lga.train.data import strip_background
-
-
-def project_out(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Rows of ``w`` (C, D) with their component in span(basis rows, orthonormal) removed."""
-    return F.normalize(w - (w @ basis.T) @ basis, dim=-1)
 
 
 def main(data: str, store_path: str, models: list[str]) -> None:
-    full = load_dataset(data, check_images=False)
-    train = full.split("train")
-    key = dataset_key(full)
-    with DescriptionStore(store_path, read_only=True) as st:
-        ids = train.img_ids.tolist()
-        d = st.texts(OBJECT_DESCRIPTION, ids, dataset=key)
-        b = st.texts(BACKGROUND_DESCRIPTION, ids, dataset=key)
-        bk = st.keywords(BACKGROUND_KEYWORDS, ids, dataset=key)
-    ids = [i for i in ids if i in d and i in b]
-    y_of = dict(zip(train.img_ids.tolist(), train.y.tolist(), strict=True))
-    ys = torch.tensor([y_of[i] for i in ids])
+    full, ys, cleaned, background = teacher_texts(data, store_path)
     splits = {"val": full.split("val")}
     if "--test" in models:  # reporting only, after a choice made on validation
         models = [m for m in models if m != "--test"]
@@ -59,14 +41,9 @@ def main(data: str, store_path: str, models: list[str]) -> None:
             def enc(t, s=s):
                 return F.normalize(s.encode_texts(t).float(), dim=-1)
 
-            D = enc([strip_background(d[i], bk.get(i, [])) for i in ids])
-            B = enc([b[i] for i in ids])
-            sp = full.config.spurious_texts()
-            PL = F.normalize(
-                torch.stack([s.encode_texts(sp[p]).mean(0) for p in full.config.places]).float(),
-                dim=-1,
-            )
-            place = (B @ PL.T).argmax(1)
+            D = enc(cleaned)
+            B = enc(background)
+            place = read_places(s, full, B)
             P = F.normalize(
                 class_text_features(s, full.config.classes, full.config.class_templates).float(),
                 dim=-1,
@@ -74,10 +51,9 @@ def main(data: str, store_path: str, models: list[str]) -> None:
             keep = (D @ P.T).argmax(1) == ys
             Drep = torch.where(~keep[:, None], P[ys], D)
             desc = F.normalize(torch.stack([Drep[ys == c].mean(0) for c in range(2)]), dim=-1)
-            diff = F.normalize(B[place == 0].mean(0) - B[place == 1].mean(0), dim=-1)[None]
             Bc = B - B.mean(0)
             _, _, V = torch.linalg.svd(Bc, full_matrices=False)
-            bases = {"diff": diff} | {f"pc{k}": V[:k] for k in (1, 2, 4, 8)}
+            bases = {"diff": place_basis(B, place)} | {f"pc{k}": V[:k] for k in (1, 2, 4, 8)}
             heads = {"prompts": P, "desc": desc}
             for name, basis in bases.items():
                 heads[f"prompts-{name}"] = project_out(P, basis)

@@ -23,7 +23,7 @@ from lga.evaluation.metrics import group_metrics
 from lga.store.core import DescriptionStore, dataset_key
 from lga.student.features import image_features
 from lga.student.model import class_text_features, load_student
-from lga.teacher.prompts import BACKGROUND_KEYWORDS, OBJECT_DESCRIPTION
+from lga.teacher.prompts import BACKGROUND_DESCRIPTION, BACKGROUND_KEYWORDS, OBJECT_DESCRIPTION
 from lga.train.data import strip_background
 
 
@@ -41,6 +41,32 @@ def cleaned_descriptions(data: str, store_path: str):
     y_of = dict(zip(train.img_ids.tolist(), train.y.tolist(), strict=True))
     cleaned = [strip_background(texts[i], kws.get(i, [])) for i in described]
     return full, cleaned, np.array([y_of[i] for i in described])
+
+
+def teacher_texts(data: str, store_path: str):
+    """(dataset, classes (tensor), object descriptions cleaned as lga.clean=background cleans
+    them, background descriptions) of every training image with both answers."""
+    full = load_dataset(data, check_images=False)
+    train = full.split("train")
+    key = dataset_key(full)
+    with DescriptionStore(store_path, read_only=True) as st:
+        ids = train.img_ids.tolist()
+        d = st.texts(OBJECT_DESCRIPTION, ids, dataset=key)
+        b = st.texts(BACKGROUND_DESCRIPTION, ids, dataset=key)
+        bk = st.keywords(BACKGROUND_KEYWORDS, ids, dataset=key)
+    ids = [i for i in ids if i in d and i in b]
+    y_of = dict(zip(train.img_ids.tolist(), train.y.tolist(), strict=True))
+    ys = torch.tensor([y_of[i] for i in ids])
+    cleaned = [strip_background(d[i], bk.get(i, [])) for i in ids]
+    return full, ys, cleaned, [b[i] for i in ids]
+
+
+def read_places(student, full, background_feats):
+    """(N,) the place each (normalised) background-description embedding is read as: the
+    nearest of the dataset's template-averaged spurious prompts, as sample.balance=background."""
+    sp = full.config.spurious_texts()
+    places = torch.stack([student.encode_texts(sp[p]).mean(0) for p in full.config.places])
+    return (background_feats @ F.normalize(places.float(), dim=-1).T).argmax(1)
 
 
 def head_scores(feats, heads: dict, ds, classes) -> list[str]:

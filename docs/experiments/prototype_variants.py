@@ -10,27 +10,13 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from description_head import head_scores  # this folder (run as a script)
+from description_head import head_scores, read_places, teacher_texts  # this folder
 
-from lga.data.dataset import load_dataset
-from lga.store.core import DescriptionStore, dataset_key
 from lga.student.features import image_features
 from lga.student.model import class_text_features, load_student
-from lga.teacher.prompts import BACKGROUND_DESCRIPTION, BACKGROUND_KEYWORDS, OBJECT_DESCRIPTION
-from lga.train.data import strip_background
 
 data, store_path, models = sys.argv[1], sys.argv[2], sys.argv[3:]
-full = load_dataset(data, check_images=False)
-train = full.split("train")
-key = dataset_key(full)
-with DescriptionStore(store_path, read_only=True) as st:
-    ids = train.img_ids.tolist()
-    d = st.texts(OBJECT_DESCRIPTION, ids, dataset=key)
-    b = st.texts(BACKGROUND_DESCRIPTION, ids, dataset=key)
-    bk = st.keywords(BACKGROUND_KEYWORDS, ids, dataset=key)
-ids = [i for i in ids if i in d and i in b]
-y_of = dict(zip(train.img_ids.tolist(), train.y.tolist(), strict=True))
-ys = torch.tensor([y_of[i] for i in ids])
+full, ys, cleaned, background = teacher_texts(data, store_path)
 val = full.split("val")
 for m in models:
     s = load_student(m)
@@ -40,13 +26,8 @@ for m in models:
         def enc(t, s=s):
             return F.normalize(s.encode_texts(t).float(), dim=-1)
 
-        D = enc([strip_background(d[i], bk.get(i, [])) for i in ids])
-        B = enc([b[i] for i in ids])
-        sp = full.config.spurious_texts()
-        PL = F.normalize(
-            torch.stack([s.encode_texts(sp[p]).mean(0) for p in full.config.places]).float(), dim=-1
-        )
-        place = (B @ PL.T).argmax(1)
+        D = enc(cleaned)
+        place = read_places(s, full, enc(background))
         P = F.normalize(
             class_text_features(s, full.config.classes, full.config.class_templates).float(), dim=-1
         )
