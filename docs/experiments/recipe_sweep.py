@@ -6,7 +6,9 @@ for the seeds' samples):
     python docs/experiments/recipe_sweep.py DEMO GRID.yaml OUT [--seeds 0,1,2] [--student toy]
 
 GRID.yaml maps a recipe name to ``{method: erm|lga|..., overrides: [KEY=VALUE, ...]}``; the
-overrides go on top of the demo config's fit settings (``DEMO`` in them is replaced by the demo
+overrides go on top of the demo config's fit settings for that method, its ``method_overrides``
+included (an erm recipe runs at the config's ERM lr unless it sets train.lr; each row prints the
+lr it ran at) (``DEMO`` in them is replaced by the demo
 folder, ``SEED`` by the seed, and any ``--var NAME=VALUE`` name by its value). For every
 recipe and seed it runs `lga fit` in-process into OUT/<recipe>-seed<N> (finished runs are
 kept) and prints, from train_log.jsonl, the validation worst group of the pre-trained model, the
@@ -83,8 +85,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     store = args.demo / "descriptions.sqlite"
     print(
-        f"{'recipe':32s} {'val wg: start':>13s} {'best':>6s} {'last':>6s} {'val acc@best':>12s}"
-        f"  curve (seed {seeds[0]})"
+        f"{'recipe':32s} {'lr':>7s} {'val wg: start':>13s} {'best':>6s} {'last':>6s} "
+        f"{'val acc@best':>12s}  curve (seed {seeds[0]})"
     )
     for name, spec in grid.items():
         method = Method(spec["method"])
@@ -119,8 +121,10 @@ def main() -> None:
             if all("unseen" in t for t in tests):  # test images on places never seen in training
                 un = 100 * np.array([t["unseen"]["accuracy"] for t in tests])
                 trace += f", unseen {un.mean():.2f} ± {sd(un):.2f}"
+        ran = yaml.safe_load((args.out / f"{name}-seed{seeds[0]}" / "config.yaml").read_text())
         print(
-            f"{name:32s} {100 * m[0]:13.1f} {100 * m[1]:6.1f} {100 * m[2]:6.1f} "
+            f"{name:32s} {ran['train']['lr']:7.0e} "
+            f"{100 * m[0]:13.1f} {100 * m[1]:6.1f} {100 * m[2]:6.1f} "
             f"{100 * m[3]:12.1f}  {trace}",
             flush=True,
         )
