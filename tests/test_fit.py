@@ -353,6 +353,20 @@ def test_drop_filter_leaves_the_replaced_texts_out_of_the_saved_prototypes(fit_e
     _assert_scored_through(out, student, test, protos)
 
 
+def test_project_warns_when_every_background_answer_reads_as_one_place(fit_env, caplog):
+    """With the shipped spurious prompts the random tiny text tower reads every background
+    answer as one place: the run says there is nothing to project, and its head is the class
+    prompts."""
+    from lga.student.heads import read_head
+
+    out = fit_env["root"] / "run-project-one-place"
+    with caplog.at_level("WARNING", logger="lga.train.finetune"):
+        method, overrides = VARIANTS["lga-project"]
+        fit(make_cfg(fit_env, method, *overrides), out, progress=False)
+    assert any("read as one place" in r.getMessage() for r in caplog.records)
+    assert read_head(out / "model")[0].info["head"] == "class prompts"
+
+
 def test_projected_head_is_the_class_prompts_without_the_teachers_place_direction(fit_env):
     """lga.project=background, recomputed independently: each training image's background
     answer is read as the place whose spurious prompts the pre-trained text tower puts nearest;

@@ -182,8 +182,12 @@ def _places(cfg: FitConfig, data: RunData, method, student: Student) -> torch.Te
     if method.project is None:
         return None
     places = teacher_places(cfg, data, student, method.project)
-    log.info("lga.project=background: places read from %r: %s", method.project,
-             np.bincount(places, minlength=len(data.full.config.places)).tolist())  # fmt: skip
+    counts = np.bincount(places, minlength=len(data.full.config.places)).tolist()
+    log.info("lga.project=background: places read from %r: %s", method.project, counts)
+    if sum(c > 0 for c in counts) < 2:
+        log.warning("lga.project=background: every %r answer was read as one place (%s): there is "
+                    "no direction between places to project out", method.project,
+                    dict(zip(data.full.config.places, counts, strict=True)))  # fmt: skip
     return torch.as_tensor(places, dtype=torch.long)
 
 

@@ -394,7 +394,8 @@ class FineTuner:
         if m.project is not None:
             basis = place_basis(self._sample_texts(student, [m.project]), self.places)
             vectors = project_out(vectors, basis)
-            kind += ", the teacher's place directions projected out"
+            if basis is not None:
+                kind += ", the teacher's place directions projected out"
         scale, bias = student.logit_scale().cpu(), student.logit_bias().cpu()
         return prototype_head(vectors, scale, bias, kind)
 
