@@ -110,7 +110,7 @@ def group_accuracy_plot(table: ResultsTable, path: str | Path, *, dpi: int = DPI
         mean, std = _group_means(table, m.label, groups)
         pos = x - 0.4 + width * (k + 0.5)
         _bars(ax, pos, mean, std, width, color, m.label)
-        _mark_worst(ax, pos, mean, std, width)
+        _mark_worst(ax, pos, mean, std, width, vertical=len(cols) > 4)
     ax.set_xticks(x, [_tick(g, counts.get(g)) for g in groups])
     _percent_axis(ax, "accuracy per group (mean ± std over seeds)")
     ax.plot([], [], "v", color=WORST_COLOR, label="worst group of the method")
@@ -124,7 +124,11 @@ def _tick(group: str, count: int | None) -> str:
     return f"{name}\n(n={count})" if count else name
 
 
-def _mark_worst(ax, pos: np.ndarray, mean: np.ndarray, std: np.ndarray, width: float) -> None:
+def _mark_worst(
+    ax, pos: np.ndarray, mean: np.ndarray, std: np.ndarray, width: float, *, vertical: bool = False
+) -> None:
+    """Outline the lowest bar and label its value above a marker; ``vertical`` turns the label
+    so that neighbouring columns' labels do not overlap when the bars are narrow."""
     if np.all(np.isnan(mean)):
         return
     k = int(np.nanargmin(mean))
@@ -140,11 +144,12 @@ def _mark_worst(ax, pos: np.ndarray, mean: np.ndarray, std: np.ndarray, width: f
         fontsize=8,
         color=WORST_COLOR,
         fontweight="bold",
+        rotation=90 if vertical else 0,
     )
 
 
 def _percent_axis(ax, title: str) -> None:
-    ax.set_ylim(0, 114)
+    ax.set_ylim(0, 118)
     ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=11)
