@@ -305,16 +305,9 @@ class FineTuner:
             class_prompts = F.normalize(class_templates.mean(dim=1), dim=-1)  # (C, D)
         if self.method.needs_spurious:
             spurious = chunks.pop(0)  # (S, D)
-        labels = self.acc.gather(self.labels[rows].to(self.acc.device))  # (B,)
-        keep = None
-        if self.prototype_rows is not None:
-            keep = self.acc.gather(self.prototype_rows[rows].to(self.acc.device))  # (B,)
-        places = None
-        if self.places is not None:
-            places = self.acc.gather(self.places[rows].to(self.acc.device))  # (B,)
         return Embeddings(
             gather_with_grad(u),
-            labels,
+            self._batch_rows(self.labels, rows),
             texts,
             class_prompts,
             spurious,
@@ -322,9 +315,16 @@ class FineTuner:
             logit_bias=bias,
             sigmoid=self.sigmoid,
             class_templates=class_templates,
-            prototype_rows=keep,
-            places=places,
+            prototype_rows=self._batch_rows(self.prototype_rows, rows),
+            places=self._batch_rows(self.places, rows),
         )
+
+    def _batch_rows(self, per_image: Tensor | None, rows: Tensor) -> Tensor | None:
+        """``(B,)`` the global batch's entries of an ``(N,)`` per-image tensor (gathered over
+        processes), or None where the run has none."""
+        if per_image is None:
+            return None
+        return self.acc.gather(per_image[rows].to(self.acc.device))
 
     # -- one step --------------------------------------------------------------------------------
 
