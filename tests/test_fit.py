@@ -367,6 +367,29 @@ def test_project_warns_when_every_background_answer_reads_as_one_place(fit_env, 
     assert read_head(out / "model")[0].info["head"] == "class prompts"
 
 
+def test_balancing_and_projection_read_the_teachers_places_once(fit_env, monkeypatch):
+    """sample.balance=background and lga.project=background read the same background answers:
+    the places are read once at start-up and serve both."""
+    import lga.train.balance as balance
+    import lga.train.finetune as finetune
+
+    calls, original = [], balance.teacher_places
+
+    def counted(*args, **kwargs):
+        calls.append(args[-1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(finetune, "teacher_places", counted)
+    monkeypatch.setattr(balance, "teacher_places", counted)
+    method, overrides = VARIANTS["lga-project"]
+    out = fit_env["root"] / "run-project-balanced"
+    fit(make_cfg(fit_env, method, *overrides, "sample.balance=background"), out, progress=False)
+    assert calls == ["background_description"]
+    assert (
+        sum(json.loads((out / "balance.json").read_text())["inferred_group_counts"].values()) == 32
+    )
+
+
 def test_projected_head_is_the_class_prompts_without_the_teachers_place_direction(fit_env):
     """lga.project=background, recomputed independently: each training image's background
     answer is read as the place whose spurious prompts the pre-trained text tower puts nearest;

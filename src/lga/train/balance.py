@@ -28,16 +28,24 @@ def batch_balance(cfg: FitConfig) -> str:
     return cfg.sample.balance
 
 
-def batch_weights(cfg: FitConfig, data: RunData, student, out: Path | None) -> np.ndarray | None:
+def batch_weights(
+    cfg: FitConfig,
+    data: RunData,
+    student,
+    out: Path | None,
+    read: tuple[str, np.ndarray] | None = None,
+) -> np.ndarray | None:
     """Per-image sampling weights of the balanced batches (``batch_balance``), or None.
 
     What they were read from and the group counts go to the log and ``RUN/balance.json``.
+    ``read``: (prompt, places) already read by :func:`teacher_places`, reused when balancing
+    reads the same prompt's answers.
     """
     mode = batch_balance(cfg)
     if mode == "none":
         return None
     if mode == "background":
-        weights, summary = teacher_groups(cfg, data, student)
+        weights, summary = teacher_groups(cfg, data, student, read)
     else:
         spec = data.full.config
         counts = np.bincount(data.sample.group, minlength=spec.n_groups)
@@ -65,15 +73,21 @@ def teacher_places(cfg: FitConfig, data: RunData, student, prompt: str) -> np.nd
     return (desc @ F.normalize(place_feats, dim=-1).T).argmax(dim=1).numpy()  # (N,)
 
 
-def teacher_groups(cfg: FitConfig, data: RunData, student) -> tuple[np.ndarray, dict]:
+def teacher_groups(
+    cfg: FitConfig, data: RunData, student, read: tuple[str, np.ndarray] | None = None
+) -> tuple[np.ndarray, dict]:
     """Sampling weights 1 / count(class, place read from the teacher's background description).
 
-    Each background description is given a place as :func:`teacher_places` does. The inferred
-    group counts and how often the inferred place agrees with the dataset's own column (for
+    Each background description is given a place as :func:`teacher_places` does (``read``:
+    that reading, reused where its prompt is the one balancing reads). The inferred group
+    counts and how often the inferred place agrees with the dataset's own column (for
     information: it is not used) are returned with the weights.
     """
     prompt = cfg.sample.balance_prompt
-    inferred = teacher_places(cfg, data, student, prompt)
+    if read is not None and read[0] == prompt:
+        inferred = read[1]
+    else:
+        inferred = teacher_places(cfg, data, student, prompt)
     spec = data.full.config
     groups = spec.group_id(data.sample.y, inferred)
     counts = np.bincount(groups, minlength=spec.n_groups)

@@ -150,6 +150,8 @@ def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress:
     )
     if cfg.tracking.report_to:
         init_trackers(acc, cfg, out, flat_config(cfg))
+    places = _places(cfg, data, method, student)  # read once: balancing may read the same answers
+    read = None if places is None else (method.project, places.numpy())
     return FineTuner(
         cfg,
         acc,
@@ -163,9 +165,9 @@ def build_fine_tuner(cfg: FitConfig, data: RunData, out: Path, acc, *, progress:
         templates=templates,
         progress=progress,
         score_val=lambda preds: data.score(preds, cfg.eval.select_by),
-        sample_weights=batch_weights(cfg, data, student, out),
+        sample_weights=batch_weights(cfg, data, student, out, read),
         prototype_rows=_prototype_rows(cfg, data, replaced),
-        places=_places(cfg, data, method, student),
+        places=places,
     )
 
 
