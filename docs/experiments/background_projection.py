@@ -20,11 +20,11 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from description_head import head_scores, read_places, teacher_texts  # this folder
+from description_head import head_scores, teacher_embeddings, teacher_texts  # this folder
 
 from lga.student.features import image_features
 from lga.student.heads import place_basis, project_out
-from lga.student.model import class_text_features, load_student
+from lga.student.model import load_student
 
 
 def main(data: str, store_path: str, models: list[str]) -> None:
@@ -35,19 +35,8 @@ def main(data: str, store_path: str, models: list[str]) -> None:
         splits |= {"test": full.split("test"), "unseen": full.unseen}
     for m in models:
         s = load_student(m)
-        s.model.eval()
+        D, B, place, P = teacher_embeddings(s, full, cleaned, background)
         with torch.no_grad():
-
-            def enc(t, s=s):
-                return F.normalize(s.encode_texts(t).float(), dim=-1)
-
-            D = enc(cleaned)
-            B = enc(background)
-            place = read_places(s, full, B)
-            P = F.normalize(
-                class_text_features(s, full.config.classes, full.config.class_templates).float(),
-                dim=-1,
-            )
             keep = (D @ P.T).argmax(1) == ys
             Drep = torch.where(~keep[:, None], P[ys], D)
             desc = F.normalize(torch.stack([Drep[ys == c].mean(0) for c in range(2)]), dim=-1)

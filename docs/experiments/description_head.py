@@ -61,12 +61,24 @@ def teacher_texts(data: str, store_path: str):
     return full, ys, cleaned, [b[i] for i in ids]
 
 
-def read_places(student, full, background_feats):
-    """(N,) the place each (normalised) background-description embedding is read as: the
-    nearest of the dataset's template-averaged spurious prompts, as sample.balance=background."""
+@torch.no_grad()
+def teacher_embeddings(student, full, cleaned, background):
+    """Through ``student`` (put in eval mode): the normalised embeddings of the cleaned object
+    texts (N, D) and of the background texts (N, D), the place each background text is read as
+    (N,): the nearest of the dataset's template-averaged spurious prompts, as
+    sample.balance=background reads it; and the class prompts (C, D)."""
+    student.model.eval()
+
+    def enc(texts):
+        return F.normalize(student.encode_texts(texts).float(), dim=-1)
+
+    objects, backgrounds = enc(cleaned), enc(background)
     sp = full.config.spurious_texts()
     places = torch.stack([student.encode_texts(sp[p]).mean(0) for p in full.config.places])
-    return (background_feats @ F.normalize(places.float(), dim=-1).T).argmax(1)
+    read = (backgrounds @ F.normalize(places.float(), dim=-1).T).argmax(1)
+    spec = full.config
+    prompts = F.normalize(class_text_features(student, spec.classes, spec.class_templates), dim=-1)
+    return objects, backgrounds, read, prompts.float()
 
 
 def head_scores(feats, heads: dict, ds, classes) -> list[str]:

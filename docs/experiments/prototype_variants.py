@@ -10,27 +10,18 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from description_head import head_scores, read_places, teacher_texts  # this folder
+from description_head import head_scores, teacher_embeddings, teacher_texts  # this folder
 
 from lga.student.features import image_features
-from lga.student.model import class_text_features, load_student
+from lga.student.model import load_student
 
 data, store_path, models = sys.argv[1], sys.argv[2], sys.argv[3:]
 full, ys, cleaned, background = teacher_texts(data, store_path)
 val = full.split("val")
 for m in models:
     s = load_student(m)
-    s.model.eval()
+    D, _, place, P = teacher_embeddings(s, full, cleaned, background)
     with torch.no_grad():
-
-        def enc(t, s=s):
-            return F.normalize(s.encode_texts(t).float(), dim=-1)
-
-        D = enc(cleaned)
-        place = read_places(s, full, enc(background))
-        P = F.normalize(
-            class_text_features(s, full.config.classes, full.config.class_templates).float(), dim=-1
-        )
         keep = (D @ P.T).argmax(1) == ys
         Drep = torch.where(~keep[:, None], P[ys], D)
         g = ys * 2 + place
