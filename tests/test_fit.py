@@ -390,12 +390,16 @@ def test_balancing_and_projection_read_the_teachers_places_once(fit_env, monkeyp
     )
 
 
-def test_projected_head_is_the_class_prompts_without_the_teachers_place_direction(fit_env):
+@pytest.mark.parametrize("images", [False, True], ids=["texts", "texts-and-images"])
+def test_projected_head_is_the_class_prompts_without_the_teachers_place_direction(fit_env, images):
     """lga.project=background, recomputed independently: each training image's background
     answer is read as the place whose spurious prompts the pre-trained text tower puts nearest;
     the saved head is scale * the class prompts (through the saved model) with the direction
     between the two places' mean background-answer embeddings removed; the run's test
-    predictions and `lga eval` are that head's."""
+    predictions and `lga eval` are that head's. With lga.project_images=true, the head also
+    has the images' place direction folded in: within each class with both places, the
+    difference of the places' mean training-image embeddings (saved model), averaged over such
+    classes; the head's vectors lose their component along it, without renormalising."""
     import shutil
 
     from lga.data import load_dataset
@@ -415,8 +419,9 @@ def test_projected_head_is_the_class_prompts_without_the_teachers_place_directio
     }
     (data / "dataset.yaml").write_text(yaml.safe_dump(spec_yaml))
     method, overrides = VARIANTS["lga-project"]
-    out = fit_env["root"] / "run-project-both-places"
-    fit(make_cfg({**fit_env, "data": data}, method, *overrides), out, progress=False)
+    out = fit_env["root"] / f"run-project-both-places-{images}"
+    more = ["lga.project_images=true"] if images else []
+    fit(make_cfg({**fit_env, "data": data}, method, *overrides, *more), out, progress=False)
     full = load_dataset(data, check_images=False)
     train, test, spec = full.split("train"), full.split("test"), full.config
     ids = train.img_ids.tolist()
@@ -439,6 +444,19 @@ def test_projected_head_is_the_class_prompts_without_the_teachers_place_directio
     w = torch.nn.functional.normalize(w - (w @ d)[:, None] * d, dim=-1)
     head, classes = read_head(out / "model")
     assert classes == spec.classes and "place directions projected out" in head.info["head"]
+    if images:
+        feats = student.encode_images([train.load_image(i) for i in range(len(train))])
+        y = torch.tensor(np.array(train.y))
+        diffs = [
+            feats[(y == c) & (places == 1)].mean(0) - feats[(y == c) & (places == 0)].mean(0)
+            for c in (0, 1)
+            if ((y == c) & (places == 0)).any() and ((y == c) & (places == 1)).any()
+        ]
+        assert diffs  # some class has images of both places: there is a direction
+        b = torch.nn.functional.normalize(torch.stack(diffs).mean(0), dim=0)
+        assert (w @ b).abs().max() > 1e-3
+        w = w - (w @ b)[:, None] * b  # folded in: not renormalised
+        assert "images' place direction projected out" in head.info["head"]
     probs = _assert_scored_through(out, student, test, w)
     cols = ["prob_landbird", "prob_waterbird"]
     # lga eval scores the saved model through that head

@@ -176,6 +176,63 @@ def test_lga_project_classifies_against_class_texts_without_the_batch_place_dire
     torch.testing.assert_close(logits, 20.0 * u.detach() @ w.T, atol=1e-5, rtol=0)
 
 
+def test_image_place_basis_is_the_within_class_place_offset_not_the_class():
+    """Images = class direction + place direction + noise, the places skewed by class (as a
+    spurious correlation makes them): the basis is the place direction, not the class one,
+    which the pooled place means (confounded with the class) would mostly give."""
+    from lga.student.heads import fold_image_projection, image_place_basis, project_images_out
+
+    g = torch.Generator().manual_seed(3)
+    d = 16
+    axes = torch.linalg.qr(torch.randn(d, 2, generator=g)).Q.T  # class, place: orthonormal
+    y = torch.tensor([0] * 40 + [1] * 40)
+    places = torch.tensor([0] * 36 + [1] * 4 + [1] * 36 + [0] * 4)  # 90% majority places
+    x = (2.0 * y - 1)[:, None] * axes[0] + (2.0 * places - 1)[:, None] * axes[1]
+    x = F.normalize(x + 0.05 * torch.randn(80, d, generator=g), dim=-1)
+    basis = image_place_basis(x, y, places)
+    assert basis.shape == (1, d)
+    assert abs(float(basis[0] @ axes[1])) > 0.99 and abs(float(basis[0] @ axes[0])) < 0.05
+    pooled = F.normalize(x[places == 1].mean(0) - x[places == 0].mean(0), dim=0)
+    assert abs(float(pooled @ axes[0])) > 0.5  # what the within-class means avoid
+    # projected images keep the class and lose the place
+    out = project_images_out(x, basis)
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(80))
+    assert (out @ basis.T).abs().max() < 1e-5
+    # folded into a head: the same predictions as the projected images
+    w = _unit(2, d, seed=4)
+    folded = fold_image_projection(w, basis)
+    assert torch.equal((x @ folded.T).argmax(1), (out @ w.T).argmax(1))
+    scale = (x - (x @ basis.T) @ basis).norm(dim=-1, keepdim=True)  # <= 1: logits a bit smaller
+    torch.testing.assert_close(x @ folded.T, scale * (out @ w.T), atol=1e-5, rtol=0)
+    # no class with two places: nothing to project
+    assert image_place_basis(x, y, y) is None
+    assert fold_image_projection(w, None) is w and project_images_out(x, None) is x
+
+
+def test_lga_project_images_classifies_images_without_the_batch_place_direction(emb):
+    """lga.project_images=true: class_ce scores the batch's images with the direction between
+    the places within each class removed (:func:`image_place_basis` of the detached batch)."""
+    from lga.student.heads import image_place_basis, place_basis, project_out
+
+    cfg = _cfg(
+        "lga",
+        descriptions={"store": "s.sqlite"},
+        lga={"head": "prompts", "project": "background", "project_images": True,
+             "weights": {"supcon": 0, "instance": 0, "class_ce": 1}},
+    )  # fmt: skip
+    method = build_method(cfg)
+    assert method.project_images
+    emb.places = torch.tensor([0, 0, 1, 1, 0, 1])  # classes [0,1,0,1,1,0]: both places in each
+    u, y = emb.image, emb.labels
+    w = project_out(emb.class_prompts, place_basis(emb.texts["background_description"], emb.places))
+    b = image_place_basis(u.detach(), y, emb.places)
+    assert b is not None
+    x = F.normalize(u - (u @ b.T) @ b, dim=-1)
+    torch.testing.assert_close(method.terms(emb)["class_ce"], F.cross_entropy(20.0 * x @ w.T, y))
+    with pytest.raises(ValueError, match="needs lga.project=background"):
+        _cfg("lga", descriptions={"store": "s.sqlite"}, lga={"project_images": True})
+
+
 def test_batch_prototypes_skip_absent_classes_and_prototypes_need_every_class():
     from lga.errors import LgaError
     from lga.student.heads import class_prototypes

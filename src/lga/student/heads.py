@@ -156,6 +156,54 @@ def project_out(class_feats: Tensor, basis: Tensor | None) -> Tensor:
     return F.normalize(class_feats - (class_feats @ basis.T) @ basis, dim=-1)
 
 
+def image_place_basis(image_feats: Tensor, labels: Tensor, places: Tensor) -> Tensor | None:
+    """(K, D) orthonormal basis of the directions between places in the IMAGE embeddings, within
+    each class: for every class that has images of two or more places, each place's mean
+    (normalised) embedding minus the mean of the class's place means; each place's offsets
+    averaged over those classes; the span of their differences (K = places - 1). Within-class,
+    so the class itself is not removed. None when no class has two places.
+
+    ``labels``, ``places``: ``(N,)`` each image's class, and the place its background answer was
+    read as.
+    """
+    feats = F.normalize(image_feats.float(), dim=-1)
+    labels, places = labels.to(feats.device), places.to(feats.device)
+    offsets: dict[int, list[Tensor]] = {}
+    for c in torch.unique(labels).tolist():
+        in_class = labels == c
+        present = torch.unique(places[in_class]).tolist()
+        if len(present) < 2:
+            continue
+        means = torch.stack([feats[in_class & (places == p)].mean(dim=0) for p in present])
+        for p, offset in zip(present, means - means.mean(dim=0), strict=True):
+            offsets.setdefault(p, []).append(offset)
+    if len(offsets) < 2:
+        return None
+    rows = torch.stack([torch.stack(offsets[p]).mean(dim=0) for p in sorted(offsets)])
+    q, _ = torch.linalg.qr((rows[1:] - rows[0]).T)  # (D, K)
+    return q.T.contiguous()
+
+
+def project_images_out(image_feats: Tensor, basis: Tensor | None) -> Tensor:
+    """(N, D) normalised image embeddings with their component in the span of ``basis``
+    (orthonormal rows) removed, renormalised. ``basis`` None: as given."""
+    if basis is None:
+        return image_feats
+    basis = basis.to(image_feats)
+    return F.normalize(image_feats - (image_feats @ basis.T) @ basis, dim=-1)
+
+
+def fold_image_projection(class_feats: Tensor, basis: Tensor | None) -> Tensor:
+    """(C, D) class vectors W(I - B^T B) that score a normalised image as W scores the image
+    with the span of ``basis`` removed (:func:`project_images_out`), up to the positive factor
+    ||(I - B^T B) u|| <= 1 of each image: the same predictions, logits a little smaller. Not
+    renormalised (that would change the predictions). ``basis`` None: as given."""
+    if basis is None:
+        return class_feats
+    basis = basis.to(class_feats)
+    return class_feats - (class_feats @ basis.T) @ basis
+
+
 def prototype_head(
     prototypes: Tensor,
     scale: Tensor | float,

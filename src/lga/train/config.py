@@ -162,7 +162,23 @@ class LgaConfig(Strict):
     # run always writes). After Chuang et al. 2023 ("Debiasing vision-language models via biased
     # prompts"), with the teacher's own words for the places.
     project: Literal["none", "background"] = "none"
+    # With lga.project=background: also remove the place direction the teacher's places give in
+    # the IMAGE embeddings. Within each class, the mean image embedding of each place the
+    # background answers were read as, minus the class's mean of them, averaged over the classes:
+    # the span of those offsets' differences leaves every image embedding before the class head
+    # (the batch's images in training, held fixed within the step; the whole sample's, folded
+    # into the saved head). The text-side direction misses where the image tower puts the place.
+    project_images: bool = False
     weights: LgaWeights = LgaWeights()
+
+    @model_validator(mode="after")
+    def _project_images_needs_the_places(self) -> LgaConfig:
+        if self.project_images and self.project != "background":
+            raise ValueError(
+                "lga.project_images=true removes the direction between the places read from the "
+                "teacher's background answers: it needs lga.project=background"
+            )
+        return self
 
     @model_validator(mode="after")
     def _drop_needs_the_description_head(self) -> LgaConfig:

@@ -29,7 +29,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from lga.student.heads import class_prototypes, place_basis, project_out
+from lga.student.heads import (
+    class_prototypes,
+    image_place_basis,
+    place_basis,
+    project_images_out,
+    project_out,
+)
 from lga.train import losses
 from lga.train import spurious_aware as sa_losses
 from lga.train.config import FitConfig, Method
@@ -131,6 +137,7 @@ class FineTuneMethod(ABC):
     head: str = "prompts"  # predictions: class prompts, or "descriptions" (lga.head)
     head_texts: tuple[str, ...] = ()  # the per-image texts of the description head
     project: str | None = None  # the per-image text whose place directions leave the head
+    project_images: bool = False  # the places' direction in the image embeddings leaves them too
 
     @property
     def has_head(self) -> bool:
@@ -226,6 +233,7 @@ class Lga(FineTuneMethod):
         background = [self.background_prompt] if uses_background else []
         self.image_texts = list(dict.fromkeys(self.texts + background))
         self.project = self.background_prompt if c.project == "background" else None
+        self.project_images = c.project_images
         self.head = c.head
         self.head_texts = tuple(self.texts) if c.head == "descriptions" else ()
         prompts_ce = self.active("class_ce") and self.head == "prompts"
@@ -257,7 +265,10 @@ class Lga(FineTuneMethod):
             if self.project is not None:  # the batch's place directions, held fixed this step
                 basis = place_basis(e.texts[self.project].detach(), e.places)
                 classes = project_out(classes, basis)
-            out["class_ce"] = class_loss(e, u, index, classes)
+            x = u
+            if self.project_images:  # the batch's images' place direction, held fixed this step
+                x = project_images_out(u, image_place_basis(u.detach(), y, e.places))
+            out["class_ce"] = class_loss(e, x, index, classes)
         if self.active("prompt"):  # the class prompts classify the descriptions
             out["prompt"] = torch.stack([class_loss(e, e.texts[t], y) for t in self.texts]).mean()
         return out

@@ -40,6 +40,8 @@ from lga.student.heads import (
     PROBE_FILE,
     LinearProbe,
     class_prototypes,
+    fold_image_projection,
+    image_place_basis,
     place_basis,
     project_out,
     prototype_head,
@@ -379,7 +381,9 @@ class FineTuner:
 
         ``lga.head=descriptions``: each class's prototype over the whole sample's descriptions.
         ``lga.project=background``: those (or the class prompts) with the place directions of
-        the whole sample's background answers removed. The model's own scale and bias.
+        the whole sample's background answers removed; ``lga.project_images``: and with the
+        places' direction in the whole sample's image embeddings folded in
+        (:func:`~lga.student.heads.fold_image_projection`). The model's own scale and bias.
         """
         m = self.method
         if not m.has_head:
@@ -396,8 +400,25 @@ class FineTuner:
             vectors = project_out(vectors, basis)
             if basis is not None:
                 kind += ", the teacher's place directions projected out"
+        if m.project_images:
+            basis = image_place_basis(self._sample_images(student), self.labels, self.places)
+            vectors = fold_image_projection(vectors, basis)
+            if basis is not None:
+                kind += "; the images' place direction projected out (folded into the head)"
         scale, bias = student.logit_scale().cpu(), student.logit_bias().cpu()
         return prototype_head(vectors, scale, bias, kind)
+
+    def _sample_images(self, student: Student) -> Tensor:
+        """(N, D) normalised embeddings of every sample image, as the model is now (on CPU)."""
+        size = self.cfg.eval.batch_size
+        if self.train_pixels is not None:
+            return torch.cat(
+                [student.image_features(p).cpu() for p in self.train_pixels.chunks(size)]
+            )
+        return image_features(
+            student, self.sample, batch_size=size, num_workers=self.cfg.data.num_workers,
+            progress=False,
+        ).cpu()  # fmt: skip
 
     def _val_predictions(self, student: Student, head: LinearProbe | None = None):
         if self.val_pixels is None:

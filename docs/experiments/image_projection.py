@@ -1,0 +1,93 @@
+"""The teacher's places read on the IMAGE side: the direction between the two places the teacher
+named, estimated from image embeddings, projected out of every image before the class head. A
+no-training screen on VALIDATION only (``--test`` adds test and unseen places, for reporting a
+choice already made, never for choosing).
+
+    python docs/experiments/image_projection.py DEMO/data DEMO/descriptions.sqlite toy [--test]
+
+``lga.project=background`` removes the place direction from the class TEXTS. An image still
+carries its place along directions the text-side one misses (the two towers put the place in
+different places). Here each described training image gets the place its background answer is
+read as (as sample.balance=background reads it), and the image-side place direction is:
+- `cdiff`: the mean over classes of (mean image of place 1 - mean image of place 0) within the
+  class (class-conditional, so the class itself is not removed);
+- `cdiff2`: the two classes' differences as two directions.
+Heads: class prompts and description prototypes (label filter's texts replaced), each as it is
+and with the text-side projection (`-tp`), over images with or without the image-side one.
+"""
+
+import sys
+
+import torch
+import torch.nn.functional as F
+from description_head import head_scores, teacher_embeddings, teacher_texts  # this folder
+
+from lga.student.features import image_features
+from lga.student.heads import place_basis, project_out
+from lga.student.model import load_student
+
+
+def class_place_directions(f: torch.Tensor, y: torch.Tensor, place: torch.Tensor) -> torch.Tensor:
+    """(C, D): per class, mean image of the teacher's place 1 minus that of place 0."""
+    return torch.stack(
+        [f[(y == c) & (place == 1)].mean(0) - f[(y == c) & (place == 0)].mean(0) for c in (0, 1)]
+    )
+
+
+def main(data: str, store_path: str, args: list[str]) -> None:
+    full, ys, cleaned, background = teacher_texts(data, store_path)
+    train = full.split("train")
+    splits = {"val": full.split("val")}
+    if "--test" in args:
+        splits |= {"test": full.split("test"), "unseen": full.unseen}
+    models = [a for a in args if a != "--test"]
+    for m in models:
+        s = load_student(m)
+        D, B, place, P = teacher_embeddings(s, full, cleaned, background)
+        with torch.no_grad():
+            keep = (D @ P.T).argmax(1) == ys
+            desc = F.normalize(torch.stack([torch.where(~keep[:, None], P[ys], D)[ys == c].mean(0)
+                                            for c in range(2)]), dim=-1)  # fmt: skip
+            tb = place_basis(B, place)
+            heads = {"prompts": P, "desc": desc, "prompts-tp": project_out(P, tb),
+                     "desc-tp": project_out(desc, tb)}  # fmt: skip
+            # the described training images, in teacher_texts' order
+            ids = train.img_ids.tolist()
+            ftr_all = image_features(s, train, batch_size=256, progress=False).float()
+            row = {i: k for k, i in enumerate(ids)}
+        described = _described_rows(data, store_path, row)
+        ftr = F.normalize(ftr_all[described], dim=-1)
+        dirs = class_place_directions(ftr, ys, place)
+        bases = {
+            "none": None,
+            "cdiff": torch.linalg.qr(dirs.mean(0, keepdim=True).T).Q.T,
+            "cdiff2": torch.linalg.qr(dirs.T).Q.T,
+        }
+        for bname in ("cdiff", "cdiff2"):  # both directions out of the head at once
+            joint = torch.linalg.qr(torch.cat([tb, bases[bname]]).T).Q.T
+            heads[f"prompts-joint-{bname}"] = project_out(P, joint)
+            heads[f"desc-joint-{bname}"] = project_out(desc, joint)
+        for split, ds in splits.items():
+            f = F.normalize(image_features(s, ds, batch_size=256, progress=False).float(), dim=-1)
+            for bname, basis in bases.items():
+                g = f if basis is None else F.normalize(f - (f @ basis.T) @ basis, dim=-1)
+                out = head_scores(g, heads, ds, full.config.classes)
+                print(f"{m[-20:]:20s} {split:6s} img-{bname:7s}", " | ".join(out), flush=True)
+
+
+def _described_rows(data, store_path, row):
+    """Rows (in the training split) of the images teacher_texts returned, in its order."""
+    from lga.data.dataset import load_dataset
+    from lga.store.core import DescriptionStore, dataset_key
+    from lga.teacher.prompts import BACKGROUND_DESCRIPTION, OBJECT_DESCRIPTION
+
+    full = load_dataset(data, check_images=False)
+    ids = full.split("train").img_ids.tolist()
+    with DescriptionStore(store_path, read_only=True) as st:
+        d = st.texts(OBJECT_DESCRIPTION, ids, dataset=dataset_key(full))
+        b = st.texts(BACKGROUND_DESCRIPTION, ids, dataset=dataset_key(full))
+    return [row[i] for i in ids if i in d and i in b]
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])
