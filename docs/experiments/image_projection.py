@@ -13,7 +13,10 @@ read as (as sample.balance=background reads it), and the image-side place direct
   class (class-conditional, so the class itself is not removed);
 - `cdiff2`: the two classes' differences as two directions.
 Heads: class prompts and description prototypes (label filter's texts replaced), each as it is
-and with the text-side projection (`-tp`), over images with or without the image-side one.
+and with the text-side projection (`-tp`), over images with or without the image-side one
+(`img-none`, `img-cdiff`, `img-cdiff2`). `-joint-cdiff*`: the text-side and image-side
+directions removed from the class vectors together (one orthonormal span); read them on the
+`img-none` rows (on the others the images are projected a second time).
 """
 
 import sys

@@ -33,7 +33,9 @@ def main() -> None:
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     worlds = {w.split("=")[0]: [Path(d) for d in w.split("=")[1].split(":")] for w in a.worlds}
-    print(f"{'recipe':28s}", " ".join(f"{w:>7s}" for w in worlds), f"{'mean':>7s}   (val worst group)")
+    print(
+        f"{'recipe':28s}", " ".join(f"{w:>7s}" for w in worlds), f"{'mean':>7s}   (val worst group)"
+    )
     for r in a.recipes.split(","):
         vals = [np.mean([max(c[1] for c in val_curve(run_dir(d, r, s))) for s in seeds])
                 for d in worlds.values()]  # fmt: skip
