@@ -355,15 +355,18 @@ def test_drop_filter_leaves_the_replaced_texts_out_of_the_saved_prototypes(fit_e
 
 def test_project_warns_when_every_background_answer_reads_as_one_place(fit_env, caplog):
     """With the shipped spurious prompts the random tiny text tower reads every background
-    answer as one place: the run says there is nothing to project, and its head is the class
-    prompts."""
+    answer as one place: the run says there is nothing to project, in the texts or (with
+    lga.project_images) in the images, and its head is the class prompts."""
     from lga.student.heads import read_head
 
     out = fit_env["root"] / "run-project-one-place"
-    with caplog.at_level("WARNING", logger="lga.train.finetune"):
+    with caplog.at_level("WARNING"):
         method, overrides = VARIANTS["lga-project"]
-        fit(make_cfg(fit_env, method, *overrides), out, progress=False)
-    assert any("read as one place" in r.getMessage() for r in caplog.records)
+        fit(make_cfg(fit_env, method, *overrides, "lga.project_images=true"), out, progress=False)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("read as one place" in m for m in said)
+    # ...nor in the images, said once however many evaluations ran
+    assert sum("no class has sample images of two places" in m for m in said) == 1
     assert read_head(out / "model")[0].info["head"] == "class prompts"
 
 

@@ -196,6 +196,7 @@ class FineTuner:
         self.labels = torch.as_tensor(sample.y.copy(), dtype=torch.long)  # (N,)
         self.prototype_rows = prototype_rows  # (N,) bool: texts in the description prototypes
         self.places = places  # (N,) the place each image's background answer was read as
+        self._warned_one_place = False  # lga.project_images found no class with two places
         tc = cfg.train
         self.sampler = GlobalBatchSampler(
             len(sample),
@@ -405,6 +406,12 @@ class FineTuner:
             vectors = fold_image_projection(vectors, basis)
             if basis is not None:
                 kind += "; the images' place direction projected out (folded into the head)"
+            elif not self._warned_one_place:
+                self._warned_one_place = True
+                log.warning(
+                    "lga.project_images: no class has sample images of two places (as the "
+                    "background answers are read): no image direction to project out"
+                )
         scale, bias = student.logit_scale().cpu(), student.logit_bias().cpu()
         return prototype_head(vectors, scale, bias, kind)
 
