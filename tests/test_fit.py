@@ -270,7 +270,7 @@ def test_description_head_is_the_class_prototypes_of_the_cleaned_descriptions(fi
     cleaned = [strip_background(texts[i], kws[i]) for i in ids]
     student = load_student(str(run["out"] / "model"))
     emb = student.encode_texts(cleaned)
-    y = torch.as_tensor(train.y)
+    y = torch.tensor(np.array(train.y))
     protos = torch.nn.functional.normalize(
         torch.stack([emb[y == c].mean(0) for c in (0, 1)]), dim=-1
     )
