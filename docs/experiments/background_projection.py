@@ -28,7 +28,7 @@ from lga.student.model import load_student
 
 
 def main(data: str, store_path: str, models: list[str]) -> None:
-    full, ys, cleaned, background = teacher_texts(data, store_path)
+    full, ys, cleaned, background, _ = teacher_texts(data, store_path)
     splits = {"val": full.split("val")}
     if "--test" in models:  # reporting only, after a choice made on validation
         models = [m for m in models if m != "--test"]

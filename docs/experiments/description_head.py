@@ -27,17 +27,24 @@ from lga.teacher.prompts import BACKGROUND_DESCRIPTION, BACKGROUND_KEYWORDS, OBJ
 from lga.train.data import strip_background
 
 
+def _train_answers(data: str, store_path: str, prompts: list[str]):
+    """(dataset, training split, {prompt: {img_id: answer}}, {img_id: background keywords}) of
+    the training images, read from the store once."""
+    full = load_dataset(data, check_images=False)
+    train = full.split("train")
+    key, ids = dataset_key(full), train.img_ids.tolist()
+    with DescriptionStore(store_path, read_only=True) as st:
+        answers = {p: st.texts(p, ids, dataset=key) for p in prompts}
+        kws = st.keywords(BACKGROUND_KEYWORDS, ids, dataset=key)
+    return full, train, answers, kws
+
+
 def cleaned_descriptions(data: str, store_path: str):
     """(dataset, cleaned object descriptions, their classes (numpy)) of every described
     training image, the background parts dropped as lga.clean=background drops them."""
-    full = load_dataset(data, check_images=False)
-    train = full.split("train")
-    key = dataset_key(full)
-    with DescriptionStore(store_path, read_only=True) as st:
-        ids = train.img_ids.tolist()
-        texts = st.texts(OBJECT_DESCRIPTION, ids, dataset=key)
-        kws = st.keywords(BACKGROUND_KEYWORDS, [i for i in ids if i in texts], dataset=key)
-    described = [i for i in ids if i in texts]
+    full, train, answers, kws = _train_answers(data, store_path, [OBJECT_DESCRIPTION])
+    texts = answers[OBJECT_DESCRIPTION]
+    described = [i for i in train.img_ids.tolist() if i in texts]
     y_of = dict(zip(train.img_ids.tolist(), train.y.tolist(), strict=True))
     cleaned = [strip_background(texts[i], kws.get(i, [])) for i in described]
     return full, cleaned, np.array([y_of[i] for i in described])
@@ -45,20 +52,16 @@ def cleaned_descriptions(data: str, store_path: str):
 
 def teacher_texts(data: str, store_path: str):
     """(dataset, classes (tensor), object descriptions cleaned as lga.clean=background cleans
-    them, background descriptions) of every training image with both answers."""
-    full = load_dataset(data, check_images=False)
-    train = full.split("train")
-    key = dataset_key(full)
-    with DescriptionStore(store_path, read_only=True) as st:
-        ids = train.img_ids.tolist()
-        d = st.texts(OBJECT_DESCRIPTION, ids, dataset=key)
-        b = st.texts(BACKGROUND_DESCRIPTION, ids, dataset=key)
-        bk = st.keywords(BACKGROUND_KEYWORDS, ids, dataset=key)
-    ids = [i for i in ids if i in d and i in b]
-    y_of = dict(zip(train.img_ids.tolist(), train.y.tolist(), strict=True))
-    ys = torch.tensor([y_of[i] for i in ids])
+    them, background descriptions, rows in the training split) of every training image with
+    both answers."""
+    prompts = [OBJECT_DESCRIPTION, BACKGROUND_DESCRIPTION]
+    full, train, answers, bk = _train_answers(data, store_path, prompts)
+    d, b = answers[OBJECT_DESCRIPTION], answers[BACKGROUND_DESCRIPTION]
+    rows = [r for r, i in enumerate(train.img_ids.tolist()) if i in d and i in b]
+    ids = [train.img_ids[r] for r in rows]
+    ys = torch.tensor([int(train.y[r]) for r in rows])
     cleaned = [strip_background(d[i], bk.get(i, [])) for i in ids]
-    return full, ys, cleaned, [b[i] for i in ids]
+    return full, ys, cleaned, [b[i] for i in ids], rows
 
 
 @torch.no_grad()

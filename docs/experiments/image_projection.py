@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from description_head import head_scores, teacher_embeddings, teacher_texts  # this folder
 
 from lga.student.features import image_features
-from lga.student.heads import place_basis, project_out
+from lga.student.heads import image_place_basis, place_basis, project_images_out, project_out
 from lga.student.model import load_student
 
 
@@ -38,7 +38,7 @@ def class_place_directions(f: torch.Tensor, y: torch.Tensor, place: torch.Tensor
 
 
 def main(data: str, store_path: str, args: list[str]) -> None:
-    full, ys, cleaned, background = teacher_texts(data, store_path)
+    full, ys, cleaned, background, rows = teacher_texts(data, store_path)
     train = full.split("train")
     splits = {"val": full.split("val")}
     if "--test" in args:
@@ -54,17 +54,12 @@ def main(data: str, store_path: str, args: list[str]) -> None:
             tb = place_basis(B, place)
             heads = {"prompts": P, "desc": desc, "prompts-tp": project_out(P, tb),
                      "desc-tp": project_out(desc, tb)}  # fmt: skip
-            # the described training images, in teacher_texts' order
-            ids = train.img_ids.tolist()
-            ftr_all = image_features(s, train, batch_size=256, progress=False).float()
-            row = {i: k for k, i in enumerate(ids)}
-        described = _described_rows(data, store_path, row)
-        ftr = F.normalize(ftr_all[described], dim=-1)
-        dirs = class_place_directions(ftr, ys, place)
+        ftr = image_features(s, train, batch_size=256, progress=False).float()[rows]
+        ftr = F.normalize(ftr, dim=-1)  # the described training images, in teacher_texts' order
         bases = {
             "none": None,
-            "cdiff": torch.linalg.qr(dirs.mean(0, keepdim=True).T).Q.T,
-            "cdiff2": torch.linalg.qr(dirs.T).Q.T,
+            "cdiff": image_place_basis(ftr, ys, place),  # what lga.project_images removes
+            "cdiff2": torch.linalg.qr(class_place_directions(ftr, ys, place).T).Q.T,
         }
         for bname in ("cdiff", "cdiff2"):  # both directions out of the head at once
             joint = torch.linalg.qr(torch.cat([tb, bases[bname]]).T).Q.T
@@ -73,23 +68,8 @@ def main(data: str, store_path: str, args: list[str]) -> None:
         for split, ds in splits.items():
             f = F.normalize(image_features(s, ds, batch_size=256, progress=False).float(), dim=-1)
             for bname, basis in bases.items():
-                g = f if basis is None else F.normalize(f - (f @ basis.T) @ basis, dim=-1)
-                out = head_scores(g, heads, ds, full.config.classes)
+                out = head_scores(project_images_out(f, basis), heads, ds, full.config.classes)
                 print(f"{m[-20:]:20s} {split:6s} img-{bname:7s}", " | ".join(out), flush=True)
-
-
-def _described_rows(data, store_path, row):
-    """Rows (in the training split) of the images teacher_texts returned, in its order."""
-    from lga.data.dataset import load_dataset
-    from lga.store.core import DescriptionStore, dataset_key
-    from lga.teacher.prompts import BACKGROUND_DESCRIPTION, OBJECT_DESCRIPTION
-
-    full = load_dataset(data, check_images=False)
-    ids = full.split("train").img_ids.tolist()
-    with DescriptionStore(store_path, read_only=True) as st:
-        d = st.texts(OBJECT_DESCRIPTION, ids, dataset=dataset_key(full))
-        b = st.texts(BACKGROUND_DESCRIPTION, ids, dataset=dataset_key(full))
-    return [row[i] for i in ids if i in d and i in b]
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from lga.student.features import image_features
 from lga.student.model import load_student
 
 data, store_path, models = sys.argv[1], sys.argv[2], sys.argv[3:]
-full, ys, cleaned, background = teacher_texts(data, store_path)
+full, ys, cleaned, background, _ = teacher_texts(data, store_path)
 val = full.split("val")
 for m in models:
     s = load_student(m)
