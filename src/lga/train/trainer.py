@@ -415,23 +415,24 @@ class FineTuner:
         scale, bias = student.logit_scale().cpu(), student.logit_bias().cpu()
         return prototype_head(vectors, scale, bias, kind)
 
+    def _embed_cached(self, student: Student, cached: CachedPixels) -> Tensor:
+        """(N, D) normalised embeddings of cached images, in row order, eval batch by batch."""
+        size = self.cfg.eval.batch_size
+        return torch.cat([student.image_features(p).cpu() for p in cached.chunks(size)])
+
     def _sample_images(self, student: Student) -> Tensor:
         """(N, D) normalised embeddings of every sample image, as the model is now (on CPU)."""
-        size = self.cfg.eval.batch_size
         if self.train_pixels is not None:
-            return torch.cat(
-                [student.image_features(p).cpu() for p in self.train_pixels.chunks(size)]
-            )
+            return self._embed_cached(student, self.train_pixels)
         return image_features(
-            student, self.sample, batch_size=size, num_workers=self.cfg.data.num_workers,
-            progress=False,
+            student, self.sample, batch_size=self.cfg.eval.batch_size,
+            num_workers=self.cfg.data.num_workers, progress=False,
         ).cpu()  # fmt: skip
 
     def _val_predictions(self, student: Student, head: LinearProbe | None = None):
         if self.val_pixels is None:
             return evaluate_split(student, self.val, self.cfg, self.templates, head)
-        size = self.cfg.eval.batch_size
-        feats = torch.cat([student.image_features(p).cpu() for p in self.val_pixels.chunks(size)])
+        feats = self._embed_cached(student, self.val_pixels)
         if head is not None:
             return predictions_table(self.val, head.probs(feats))
         classes = class_text_features(student, self.val.config.classes, self.templates).cpu()
